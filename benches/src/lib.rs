@@ -10,7 +10,14 @@ use std::process::Command;
 pub fn openssl_speed(args: &[&str], bytes: usize, seconds: u32) -> Option<f64> {
     let output = Command::new("openssl")
         .arg("speed")
-        .args(["-elapsed", "-mr", "-seconds", &seconds.to_string(), "-bytes", &bytes.to_string()])
+        .args([
+            "-elapsed",
+            "-mr",
+            "-seconds",
+            &seconds.to_string(),
+            "-bytes",
+            &bytes.to_string(),
+        ])
         .args(args)
         .output()
         .ok()?;
@@ -35,7 +42,13 @@ pub fn parse_mr_throughput(stdout: &str) -> Option<f64> {
 pub fn openssl_derive_ops(algorithm: &str, seconds: u32) -> Option<f64> {
     let output = Command::new("openssl")
         .arg("speed")
-        .args(["-elapsed", "-mr", "-seconds", &seconds.to_string(), algorithm])
+        .args([
+            "-elapsed",
+            "-mr",
+            "-seconds",
+            &seconds.to_string(),
+            algorithm,
+        ])
         .output()
         .ok()?;
     if !output.status.success() {
@@ -46,7 +59,9 @@ pub fn openssl_derive_ops(algorithm: &str, seconds: u32) -> Option<f64> {
 
 /// Parses a `+F<k>:` key-agreement line of `openssl speed -mr` output.
 pub fn parse_mr_derive(stdout: &str) -> Option<f64> {
-    let line = stdout.lines().find(|l| l.starts_with("+F") && !l.starts_with("+F:"))?;
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("+F") && !l.starts_with("+F:"))?;
     let ops: f64 = line.split(':').nth(3)?.trim().parse().ok()?;
     (ops > 0.0).then_some(ops)
 }
@@ -64,7 +79,10 @@ mod tests {
 
     #[test]
     fn parses_derive_line() {
-        assert_eq!(parse_mr_derive("+DTP:4096:ffdh:1\n+F8:2:4096:675.5:0.001481\n"), Some(675.5));
+        assert_eq!(
+            parse_mr_derive("+DTP:4096:ffdh:1\n+F8:2:4096:675.5:0.001481\n"),
+            Some(675.5)
+        );
         assert_eq!(parse_mr_derive("+F:1:x:2\n"), None);
     }
 }

@@ -30,7 +30,10 @@ impl Failure {
 
     /// A failure with exit code `code` (0 is turned into 1).
     pub fn new(code: u8, message: impl fmt::Display) -> Self {
-        Self { code: code.max(1), message: message.to_string() }
+        Self {
+            code: code.max(1),
+            message: message.to_string(),
+        }
     }
 
     /// A failure with the generic exit code.

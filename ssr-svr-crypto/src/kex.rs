@@ -1,0 +1,464 @@
+//! Key exchange: FFDH over RFC 3526 group 16, ECDH P-256, and ML-KEM-768 hybrids,
+//! combined with HKDF-SHA-384 over all shared secrets and the transcript hash, and
+//! authenticated by P-256 ECDSA signatures with the peers' certificate keys.
+//!
+//! # Protocol (two messages)
+//!
+//! ```text
+//! initiator -> responder: Hello { alg, salt_i, share_i [, mlkem_ek], sig_i }
+//! responder -> initiator: Reply { alg, salt_r, share_r [, mlkem_ct], sig_r }
+//! ```
+//! `sig_i` signs `"svr-kex-hello" | cn_i | cn_r | hello-without-signature`;
+//! `sig_r` signs `"svr-kex-reply" | SHA-384(cn_i | cn_r | hello) | reply-without-signature`.
+//! The keys are `HKDF-SHA-384(salt = salt_i | salt_r, ikm = dh_ss | mlkem_ss,
+//! info = "svr peer key v1" | SHA-384(transcript))`,
+//! expanded into two directional packet keys. Each side's fresh salt and ephemeral
+//! share give forward secrecy.
+
+use std::sync::OnceLock;
+
+use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
+use crypto_bigint::{JacobiSymbol, Odd, U4096, U512};
+use hkdf::Hkdf;
+use ml_kem::{MlKem768, kem::{Decapsulate, Encapsulate, Kem, KeyExport, TryKeyInit}};
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey, signature::{Signer, Verifier}};
+use rand_core::CryptoRng;
+use sha2::{Digest, Sha384};
+use zeroize::Zeroize;
+
+use crate::Error;
+use crate::secret::{PacketKeyMaterial, SecretBytes};
+
+/// RFC 3526 group 16 (4096-bit MODP) prime, generator 2.
+pub const MODP4096_P_HEX: &str = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3BE39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6955817183995497CEA956AE515D2261898FA051015728E5A8AAAC42DAD33170D04507A33A85521ABDF1CBA64ECFB850458DBEF0A8AEA71575D060C7DB3970F85A6E1E4C7ABF5AE8CDB0933D71E8C94E04A25619DCEE3D2261AD2EE6BF12FFA06D98A0864D87602733EC86A64521F2B18177B200CBBE117577A615D6C770988C0BAD946E208E24FA074E5AB3143DB5BFCE0FD108E4B82D120A92108011A723C12A787E6D788719A10BDBA5B2699C327186AF4E23C1A946834B6150BDA2583E9CA2AD44CE8DBBBC2DB04DE8EF92E8EFC141FBECAA6287C59474E6BC05D99B2964FA090C3A2233BA186515BE7ED1F612970CEE2D7AFB81BDD762170481CD0069127D5B05AA993B4EA988D8FDDC186FFB7DC90A6C08F4DF435C934063199FFFFFFFFFFFFFFFF";
+/// FFDH public value / shared secret length in bytes.
+pub const FFDH_LEN: usize = 512;
+/// Bits of the FFDH private exponent (≥ 325 as required; 2 × the 256-bit strength).
+pub const FFDH_EXP_BITS: u32 = 512;
+
+fn modp_params() -> &'static FixedMontyParams<{ U4096::LIMBS }> {
+    static P: OnceLock<FixedMontyParams<{ U4096::LIMBS }>> = OnceLock::new();
+    P.get_or_init(|| {
+        let p = U4096::from_be_hex(MODP4096_P_HEX);
+        FixedMontyParams::new_vartime(Odd::new(p).expect("the RFC 3526 prime is odd"))
+    })
+}
+
+/// The group prime p.
+pub fn modp_prime() -> U4096 {
+    U4096::from_be_hex(MODP4096_P_HEX)
+}
+
+/// An FFDH private exponent (512 bits, zeroized on drop).
+pub struct FfdhPrivate(U512);
+
+impl core::fmt::Debug for FfdhPrivate {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+impl Drop for FfdhPrivate {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl FfdhPrivate {
+    /// A fresh random exponent with its top bit set (exactly 512 bits).
+    pub fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        let mut b = [0u8; 64];
+        rng.fill_bytes(&mut b);
+        b[0] |= 0x80;
+        let x = U512::from_be_slice(&b);
+        b.zeroize();
+        Self(x)
+    }
+
+    /// From 64 big-endian bytes (tests, interop). Rejects exponents under 325 bits.
+    pub fn from_be_bytes(b: &[u8; 64]) -> Result<Self, Error> {
+        let x = U512::from_be_slice(b);
+        if x.bits() < 325 {
+            return Err(Error::Config { name: "ffdh exponent bits", value: u64::from(x.bits()) });
+        }
+        Ok(Self(x))
+    }
+
+    /// g^x mod p, 512 big-endian bytes. Constant time in the exponent.
+    pub fn public(&self) -> [u8; FFDH_LEN] {
+        let g = FixedMontyForm::new(&U4096::from_u8(2), modp_params());
+        to_be(&g.pow(&self.0).retrieve())
+    }
+
+    /// y^x mod p after checking y ([`ffdh_check_public`]).
+    pub fn derive(&self, peer_public: &[u8]) -> Result<SecretBytes<FFDH_LEN>, Error> {
+        let y = ffdh_check_public(peer_public)?;
+        let y = FixedMontyForm::new(&y, modp_params());
+        let mut z = y.pow(&self.0).retrieve();
+        let out = SecretBytes::from_bytes(to_be(&z));
+        z.zeroize();
+        Ok(out)
+    }
+}
+
+fn to_be(x: &U4096) -> [u8; FFDH_LEN] {
+    let mut out = [0u8; FFDH_LEN];
+    for (i, limb) in x.as_words().iter().rev().enumerate() {
+        out[i * 8..i * 8 + 8].copy_from_slice(&limb.to_be_bytes());
+    }
+    out
+}
+
+/// Checks a peer's FFDH public value: exactly 512 bytes, 1 < y < p-1, and y in the
+/// prime-order subgroup of order q = (p-1)/2. As p is a safe prime, y^q == 1 exactly when
+/// the Legendre symbol (y|p) is 1 (Euler's criterion); we compute the symbol (variable
+/// time, y is public), which costs far less than a 4096-bit exponentiation. The test
+/// suite checks both agree.
+pub fn ffdh_check_public(bytes: &[u8]) -> Result<U4096, Error> {
+    const ALG: &str = "ffdh4096";
+    if bytes.len() != FFDH_LEN {
+        return Err(Error::InvalidPublicValue { alg: ALG, reason: "length is not 512 bytes" });
+    }
+    let y = U4096::from_be_slice(bytes);
+    let p = modp_prime();
+    let pm1 = p.wrapping_sub(&U4096::ONE);
+    if y <= U4096::ONE || y >= pm1 {
+        return Err(Error::InvalidPublicValue { alg: ALG, reason: "not in (1, p-1)" });
+    }
+    let odd_p = Odd::new(p).into_option().ok_or(Error::InvalidPublicValue { alg: ALG, reason: "p" })?;
+    if y.jacobi_symbol_vartime(&odd_p) != JacobiSymbol::One {
+        return Err(Error::InvalidPublicValue { alg: ALG, reason: "not in the order-q subgroup" });
+    }
+    Ok(y)
+}
+
+/// y^q mod p (vartime; y public): the textbook subgroup test, kept for tests.
+pub fn ffdh_subgroup_power(y: &U4096) -> U4096 {
+    let q = modp_prime().wrapping_sub(&U4096::ONE).shr_vartime(1);
+    FixedMontyForm::new(y, modp_params()).pow_vartime(&q).retrieve()
+}
+
+/// ECDH P-256: derive the x-coordinate shared secret from an uncompressed/compressed SEC1 point.
+pub fn ecdh_derive(secret: &p256::ecdh::EphemeralSecret, peer_sec1: &[u8]) -> Result<SecretBytes<32>, Error> {
+    let pk = p256::PublicKey::from_sec1_bytes(peer_sec1)
+        .map_err(|_| Error::InvalidPublicValue { alg: "ecdh-p256", reason: "not a curve point" })?;
+    let ss = secret.diffie_hellman(&pk);
+    SecretBytes::from_slice(ss.raw_secret_bytes())
+}
+
+/// `key-exchange-algorithm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KexAlgorithm {
+    /// FFDH, RFC 3526 group 16.
+    Ffdh4096,
+    /// ECDH on P-256.
+    EcdhP256,
+    /// ML-KEM-768 + FFDH-4096.
+    MlKem768Ffdh4096,
+    /// ML-KEM-768 + ECDH P-256.
+    MlKem768EcdhP256,
+}
+
+impl KexAlgorithm {
+    /// Wire code.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Ffdh4096 => 1,
+            Self::EcdhP256 => 2,
+            Self::MlKem768Ffdh4096 => 3,
+            Self::MlKem768EcdhP256 => 4,
+        }
+    }
+    /// From wire code.
+    pub fn from_code(c: u8) -> Result<Self, Error> {
+        Ok(match c {
+            1 => Self::Ffdh4096,
+            2 => Self::EcdhP256,
+            3 => Self::MlKem768Ffdh4096,
+            4 => Self::MlKem768EcdhP256,
+            _ => return Err(Error::Malformed { what: "kex message", reason: "unknown algorithm" }),
+        })
+    }
+    fn hybrid(self) -> bool {
+        matches!(self, Self::MlKem768Ffdh4096 | Self::MlKem768EcdhP256)
+    }
+    fn ffdh(self) -> bool {
+        matches!(self, Self::Ffdh4096 | Self::MlKem768Ffdh4096)
+    }
+    /// Configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ffdh4096 => "ffdh4096",
+            Self::EcdhP256 => "ecdh-p256",
+            Self::MlKem768Ffdh4096 => "mlkem768-ffdh4096",
+            Self::MlKem768EcdhP256 => "mlkem768-ecdh-p256",
+        }
+    }
+    /// Parse a configuration name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Self::Ffdh4096, Self::EcdhP256, Self::MlKem768Ffdh4096, Self::MlKem768EcdhP256]
+            .into_iter()
+            .find(|a| a.name() == s)
+    }
+}
+
+/// What a [`PeerAuthenticator`] vouches for: the peer's verified certificate key and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedPeer {
+    /// Common name from the peer certificate (must equal the configured peering-common-name).
+    pub common_name: String,
+    /// The certificate's P-256 public key, used to verify the exchange signatures.
+    pub public_key: VerifyingKey,
+}
+
+/// Peer certificate validation, provided by the PKI layer (ssr-pki) at run time.
+/// Kept as a trait so this crate stays pure.
+pub trait PeerAuthenticator {
+    /// Validates a peer certificate (DER) at Unix time `now_unix`.
+    fn authenticate(&self, cert_der: &[u8], now_unix: u64) -> Result<AuthenticatedPeer, Error>;
+}
+
+/// The two directional packet keys produced by an exchange, with the peer key id.
+#[derive(Debug)]
+pub struct PeerKeys {
+    /// Key for initiator → responder traffic.
+    pub i2r: PacketKeyMaterial,
+    /// Key for responder → initiator traffic.
+    pub r2i: PacketKeyMaterial,
+    /// Transcript hash (public), identifies the exchange.
+    pub transcript: [u8; 48],
+}
+
+enum Classical {
+    Ffdh(FfdhPrivate),
+    Ecdh(p256::ecdh::EphemeralSecret),
+}
+
+impl Classical {
+    fn new<R: CryptoRng>(alg: KexAlgorithm, rng: &mut R) -> (Self, Vec<u8>) {
+        if alg.ffdh() {
+            let x = FfdhPrivate::random(rng);
+            let y = x.public().to_vec();
+            (Self::Ffdh(x), y)
+        } else {
+            let s = <p256::ecdh::EphemeralSecret as p256::elliptic_curve::Generate>::generate_from_rng(rng);
+            let pk = s.public_key().to_sec1_bytes().to_vec();
+            (Self::Ecdh(s), pk)
+        }
+    }
+    fn derive(&self, peer: &[u8]) -> Result<Vec<u8>, Error> {
+        Ok(match self {
+            Self::Ffdh(x) => x.derive(peer)?.secret_bytes().to_vec(),
+            Self::Ecdh(s) => ecdh_derive(s, peer)?.secret_bytes().to_vec(),
+        })
+    }
+}
+
+/// Exchange message (hello or reply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KexMessage {
+    /// Algorithm.
+    pub alg: KexAlgorithm,
+    /// Sender's salt (public, 8 bytes: shown by `show peers security`).
+    pub salt: u64,
+    /// Classical public share.
+    pub share: Vec<u8>,
+    /// ML-KEM encapsulation key (hello) or ciphertext (reply); empty when not hybrid.
+    pub kem: Vec<u8>,
+    /// DER-free fixed 64-byte ECDSA P-256 signature.
+    pub signature: Vec<u8>,
+}
+
+const MSG_VERSION: u8 = 1;
+
+impl KexMessage {
+    /// Encodes: version u8 | alg u8 | salt u64 | share_len u16 | share | kem_len u16 | kem | sig (64).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(16 + self.share.len() + self.kem.len() + 64);
+        v.push(MSG_VERSION);
+        v.push(self.alg.code());
+        v.extend_from_slice(&self.salt.to_be_bytes());
+        v.extend_from_slice(&(self.share.len() as u16).to_be_bytes());
+        v.extend_from_slice(&self.share);
+        v.extend_from_slice(&(self.kem.len() as u16).to_be_bytes());
+        v.extend_from_slice(&self.kem);
+        v.extend_from_slice(&self.signature);
+        v
+    }
+    /// Strict decoder (version 1 only, exact length).
+    pub fn decode(b: &[u8]) -> Result<Self, Error> {
+        const W: &str = "kex message";
+        let mal = |reason| Error::Malformed { what: W, reason };
+        let mut r = crate::tlv::Reader::new(b);
+        if r.u8().ok_or(mal("short"))? != MSG_VERSION {
+            return Err(mal("unknown version"));
+        }
+        let alg = KexAlgorithm::from_code(r.u8().ok_or(mal("short"))?)?;
+        let salt = r.u64().ok_or(mal("short"))?;
+        let n = usize::from(r.u16().ok_or(mal("short"))?);
+        let share = r.take(n).ok_or(mal("short share"))?.to_vec();
+        let n = usize::from(r.u16().ok_or(mal("short"))?);
+        let kem = r.take(n).ok_or(mal("short kem"))?.to_vec();
+        let signature = r.take(64).ok_or(mal("short signature"))?.to_vec();
+        if !r.is_empty() {
+            return Err(mal("trailing bytes"));
+        }
+        Ok(Self { alg, salt, share, kem, signature })
+    }
+    fn signed_part(&self, label: &[u8], ctx: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(label);
+        m.extend_from_slice(ctx);
+        let mut e = self.encode();
+        e.truncate(e.len() - self.signature.len());
+        m.extend_from_slice(&e);
+        m
+    }
+}
+
+fn names_ctx(cn_i: &str, cn_r: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    for s in [cn_i, cn_r] {
+        v.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        v.extend_from_slice(s.as_bytes());
+    }
+    v
+}
+
+fn sign(key: &SigningKey, msg: &[u8]) -> Vec<u8> {
+    let sig: Signature = key.sign(msg);
+    sig.to_bytes().to_vec()
+}
+
+fn verify(key: &VerifyingKey, msg: &[u8], sig: &[u8]) -> Result<(), Error> {
+    let sig = Signature::from_slice(sig).map_err(|_| Error::Unauthenticated)?;
+    key.verify(msg, &sig).map_err(|_| Error::Unauthenticated)
+}
+
+fn combine(secrets: &[&[u8]], salt_i: u64, salt_r: u64, transcript: &[u8; 48]) -> PeerKeys {
+    let mut salt = [0u8; 16];
+    salt[..8].copy_from_slice(&salt_i.to_be_bytes());
+    salt[8..].copy_from_slice(&salt_r.to_be_bytes());
+    let mut ikm = Vec::new();
+    for s in secrets {
+        ikm.extend_from_slice(s);
+    }
+    let hk = Hkdf::<Sha384>::new(Some(&salt), &ikm);
+    ikm.zeroize();
+    let mut okm = [0u8; 160];
+    let mut info = b"svr peer key v1".to_vec();
+    info.extend_from_slice(transcript);
+    // 160 bytes ≤ 255 × 48: expand cannot fail.
+    let _ = hk.expand(&info, &mut okm);
+    let mut a = [0u8; 80];
+    let mut b = [0u8; 80];
+    a.copy_from_slice(&okm[..80]);
+    b.copy_from_slice(&okm[80..]);
+    okm.zeroize();
+    PeerKeys { i2r: SecretBytes::from_bytes(a), r2i: SecretBytes::from_bytes(b), transcript: *transcript }
+}
+
+/// Initiator side of an exchange in progress.
+pub struct Initiator {
+    hello: KexMessage,
+    classical: Classical,
+    dk: Option<ml_kem::DecapsulationKey<MlKem768>>,
+    ctx: Vec<u8>,
+}
+
+impl core::fmt::Debug for Initiator {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Initiator").field("alg", &self.hello.alg).finish_non_exhaustive()
+    }
+}
+
+impl Initiator {
+    /// Starts an exchange: returns the state and the signed hello.
+    pub fn start<R: CryptoRng>(
+        alg: KexAlgorithm,
+        my_key: &SigningKey,
+        my_cn: &str,
+        peer_cn: &str,
+        rng: &mut R,
+    ) -> (Self, KexMessage) {
+        let (classical, share) = Classical::new(alg, rng);
+        let (dk, kem) = if alg.hybrid() {
+            let (dk, ek) = MlKem768::generate_keypair_from_rng(rng);
+            (Some(dk), ek.to_bytes().to_vec())
+        } else {
+            (None, Vec::new())
+        };
+        let mut hello = KexMessage { alg, salt: rng.next_u64(), share, kem, signature: Vec::new() };
+        let ctx = names_ctx(my_cn, peer_cn);
+        hello.signature = sign(my_key, &hello.signed_part(b"svr-kex-hello", &ctx));
+        (Self { hello: hello.clone(), classical, dk, ctx }, hello)
+    }
+
+    /// The hello sent.
+    pub fn hello(&self) -> &KexMessage {
+        &self.hello
+    }
+
+    /// Completes with the responder's reply, verified against the peer's certificate key.
+    pub fn finish(self, reply: &KexMessage, peer: &AuthenticatedPeer) -> Result<PeerKeys, Error> {
+        if reply.alg != self.hello.alg {
+            return Err(Error::Unauthenticated);
+        }
+        let th = transcript_hash(&self.hello, &self.ctx);
+        verify(&peer.public_key, &reply.signed_part(b"svr-kex-reply", &th), &reply.signature)?;
+        let dh = self.classical.derive(&reply.share)?;
+        let mut kem_ss = Vec::new();
+        if let Some(dk) = &self.dk {
+            let ss = dk.decapsulate_slice(&reply.kem).map_err(|_| Error::Unauthenticated)?;
+            kem_ss = ss.to_vec();
+        }
+        let full = full_transcript(&th, reply);
+        let keys = combine(&[&dh, &kem_ss], self.hello.salt, reply.salt, &full);
+        Ok(keys)
+    }
+}
+
+fn transcript_hash(hello: &KexMessage, ctx: &[u8]) -> Vec<u8> {
+    let mut h = Sha384::new();
+    h.update(ctx);
+    h.update(hello.encode());
+    h.finalize().to_vec()
+}
+
+fn full_transcript(th: &[u8], reply: &KexMessage) -> [u8; 48] {
+    let mut h = Sha384::new();
+    h.update(th);
+    h.update(reply.encode());
+    let mut out = [0u8; 48];
+    out.copy_from_slice(&h.finalize());
+    out
+}
+
+/// Responder: verifies a hello and answers it, returning the reply and the keys.
+pub fn respond<R: CryptoRng>(
+    hello: &KexMessage,
+    peer: &AuthenticatedPeer,
+    my_key: &SigningKey,
+    my_cn: &str,
+    rng: &mut R,
+) -> Result<(KexMessage, PeerKeys), Error> {
+    let ctx = names_ctx(&peer.common_name, my_cn);
+    verify(&peer.public_key, &hello.signed_part(b"svr-kex-hello", &ctx), &hello.signature)?;
+    let alg = hello.alg;
+    let (classical, share) = Classical::new(alg, rng);
+    let dh = classical.derive(&hello.share)?;
+    let (kem, kem_ss) = if alg.hybrid() {
+        let ek = ml_kem::EncapsulationKey::<MlKem768>::new_from_slice(&hello.kem)
+            .map_err(|_| Error::InvalidPublicValue { alg: "ml-kem-768", reason: "bad encapsulation key" })?;
+        let (ct, ss) = ek.encapsulate_with_rng(rng);
+        (ct.to_vec(), ss.to_vec())
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let mut reply = KexMessage { alg, salt: rng.next_u64(), share, kem, signature: Vec::new() };
+    let th = transcript_hash(hello, &ctx);
+    reply.signature = sign(my_key, &reply.signed_part(b"svr-kex-reply", &th));
+    let full = full_transcript(&th, &reply);
+    let keys = combine(&[&dh, &kem_ss], hello.salt, reply.salt, &full);
+    Ok((reply, keys))
+}

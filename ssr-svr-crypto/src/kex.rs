@@ -400,7 +400,7 @@ impl Initiator {
     }
 
     /// Completes with the responder's reply, verified against the peer's certificate key.
-    pub fn finish(self, reply: &KexMessage, peer: &AuthenticatedPeer) -> Result<PeerKeys, Error> {
+    pub fn finish(&self, reply: &KexMessage, peer: &AuthenticatedPeer) -> Result<PeerKeys, Error> {
         if reply.alg != self.hello.alg {
             return Err(Error::Unauthenticated);
         }

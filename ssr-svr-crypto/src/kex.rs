@@ -462,3 +462,65 @@ pub fn respond<R: CryptoRng>(
     let keys = combine(&[&dh, &kem_ss], hello.salt, reply.salt, &full);
     Ok((reply, keys))
 }
+
+/// A [`PeerAuthenticator`] over a fixed table of accepted certificates (exact bytes).
+/// Used by tests, the simulator and the loopback example until ssr-pki provides chain
+/// validation; a certificate can be marked revoked to exercise fail-soft / fail-hard.
+#[derive(Debug, Default, Clone)]
+pub struct StaticAuthenticator {
+    entries: Vec<(Vec<u8>, AuthenticatedPeer, bool)>,
+}
+
+impl StaticAuthenticator {
+    /// An empty table (rejects everything).
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Trusts `cert` as `common_name` with `public_key`.
+    pub fn trust(&mut self, cert: &[u8], common_name: &str, public_key: VerifyingKey) {
+        self.entries.push((
+            cert.to_vec(),
+            AuthenticatedPeer { common_name: common_name.to_owned(), public_key },
+            false,
+        ));
+    }
+    /// Marks a trusted certificate as revoked.
+    pub fn revoke(&mut self, cert: &[u8]) {
+        for e in &mut self.entries {
+            if e.0 == cert {
+                e.2 = true;
+            }
+        }
+    }
+}
+
+impl PeerAuthenticator for StaticAuthenticator {
+    fn authenticate(&self, cert_der: &[u8], _now_unix: u64) -> Result<AuthenticatedPeer, Error> {
+        match self.entries.iter().find(|e| e.0 == cert_der) {
+            Some((_, _, true)) => Err(Error::PeerCertificate { reason: "revoked".into() }),
+            Some((_, p, false)) => Ok(p.clone()),
+            None => Err(Error::PeerCertificate { reason: "unknown certificate".into() }),
+        }
+    }
+}
+
+impl<T: PeerAuthenticator + ?Sized> PeerAuthenticator for &T {
+    fn authenticate(&self, cert_der: &[u8], now_unix: u64) -> Result<AuthenticatedPeer, Error> {
+        (**self).authenticate(cert_der, now_unix)
+    }
+}
+
+/// Entry points for known-answer and interop tests (not a stable API).
+#[doc(hidden)]
+pub mod kat {
+    use super::*;
+
+    /// The HKDF-SHA-384 combination used by the exchange (160 bytes: i2r | r2i).
+    pub fn combine_secrets(secrets: &[&[u8]], salt_i: u64, salt_r: u64, transcript: &[u8; 48]) -> [u8; 160] {
+        let k = combine(secrets, salt_i, salt_r, transcript);
+        let mut out = [0u8; 160];
+        out[..80].copy_from_slice(k.i2r.secret_bytes());
+        out[80..].copy_from_slice(k.r2i.secret_bytes());
+        out
+    }
+}

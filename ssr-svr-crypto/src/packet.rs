@@ -235,10 +235,11 @@ impl CbcHmacSealer {
         let nblocks = |i: usize| pts.get(i).map_or(0, |p| p.len() / 16 + 1);
         ord[..k].sort_unstable_by_key(|&i| core::cmp::Reverse(nblocks(i)));
         let mut chains = [Block::default(); LANES];
+        let base = self.next_seq;
+        self.next_seq += k as u64;
         for p in 0..k {
             let i = ord[p];
-            let seq = self.next_seq;
-            self.next_seq += 1;
+            let seq = base + i as u64;
             outs[i][..SEQ_LEN].copy_from_slice(&seq.to_be_bytes());
             chains[p] = iv_input(seq);
         }
@@ -534,5 +535,26 @@ impl GcmOpener {
             Err(_) => self.stats.tampered += 1,
         }
         r
+    }
+}
+
+/// Entry points for known-answer tests (not a stable API).
+#[doc(hidden)]
+pub mod kat {
+    use super::*;
+
+    /// HMAC-SHA-384 keyed exactly as the packet path keys it (key ≤ 128 bytes, zero padded
+    /// to the block size), for RFC 4231 vectors.
+    pub fn hmac_sha384(key: &[u8], data: &[u8]) -> Option<[u8; 48]> {
+        if key.len() > 128 {
+            return None;
+        }
+        let mut k = hmac::digest::Key::<HmacSha384>::default();
+        k[..key.len()].copy_from_slice(key);
+        let mut m = <HmacSha384 as KeyInit>::new(&k);
+        m.update(data);
+        let mut out = [0u8; 48];
+        out.copy_from_slice(&m.finalize().into_bytes());
+        Some(out)
     }
 }

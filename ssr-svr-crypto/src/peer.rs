@@ -591,6 +591,8 @@ impl<A: PeerAuthenticator> Peer<A> {
         }
         if self.flags.iter().all(|&f| f) {
             self.state = SecurityState::MkeyExchComp;
+        } else if self.state == SecurityState::MkeyExchComp && self.peer_key.is_some() && self.data_tx.is_some() {
+            // A rekey in progress: the old keys stay in service; the flags show progress.
         } else if self.peer_key.is_some() {
             self.state = SecurityState::MkeyExch;
         } else if self.state != SecurityState::Invalid && self.flags[CERT_REC] && self.flags[CERT_ACK] {
@@ -616,8 +618,15 @@ impl<A: PeerAuthenticator> Peer<A> {
         if self.state == SecurityState::Removed {
             return;
         }
+        let retired = &mut self.data_stats_retired;
         self.data_rx.retain(|k| {
             let keep = k.expires.is_none_or(|e| now < e);
+            if !keep {
+                let s = k.opener.stats();
+                retired.delivered += s.delivered;
+                retired.replayed += s.replayed;
+                retired.tampered += s.tampered;
+            }
             keep
         });
         if self.old_peer_rx.as_ref().is_some_and(|o| now >= o.1) {

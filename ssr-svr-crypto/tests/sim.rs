@@ -1,0 +1,404 @@
+//! Deterministic simulations of peers with a virtual clock over a lossy, reordering,
+//! duplicating network (quinn's `Pair` idea): no sleeps, every run replays exactly.
+
+use std::time::{Duration, Instant};
+
+use p256::ecdsa::SigningKey;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use ssr_svr_crypto::kex::{KexAlgorithm, StaticAuthenticator};
+use ssr_svr_crypto::peer::{
+    FailMode, KeyManager, LocalIdentity, Peer, PeerEvent, RekeyInterval, SecurityConfig, SecurityState,
+};
+
+struct Net {
+    queue: Vec<(Instant, usize, usize, Vec<u8>, bool)>, // (at, from, to, bytes, is_data)
+    loss: f64,
+    dup: f64,
+    jitter_ms: u64,
+    down: Vec<bool>,
+    rng: StdRng,
+    sent_data: u64,
+    delivered_data: u64,
+}
+
+impl Net {
+    fn send(&mut self, now: Instant, from: usize, to: usize, b: Vec<u8>, data: bool) {
+        if data {
+            self.sent_data += 1;
+        }
+        if self.down[from] || self.down[to] || self.rng.random_bool(self.loss) {
+            return;
+        }
+        let copies = if self.rng.random_bool(self.dup) { 2 } else { 1 };
+        for _ in 0..copies {
+            let d = Duration::from_millis(5 + self.rng.random_range(0..=self.jitter_ms));
+            self.queue.push((now + d, from, to, b.clone(), data));
+        }
+    }
+    fn next(&self) -> Option<Instant> {
+        self.queue.iter().map(|q| q.0).min()
+    }
+}
+
+struct Node {
+    peers: Vec<(usize, Peer<StaticAuthenticator>)>,
+    km: KeyManager,
+    rng: StdRng,
+}
+
+struct World {
+    now: Instant,
+    nodes: Vec<Node>,
+    net: Net,
+    data_every: Option<Duration>,
+    next_data: Instant,
+    data_open_failures: u64,
+    data_replays: u64,
+}
+
+fn cn(i: usize) -> String {
+    format!("router-{i:02}")
+}
+
+fn cert(i: usize) -> Vec<u8> {
+    format!("test certificate of {}", cn(i)).into_bytes()
+}
+
+impl World {
+    fn new(n: usize, cfg: SecurityConfig, seed: u64, loss: f64, dup: f64) -> Self {
+        let start = Instant::now();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let keys: Vec<SigningKey> =
+            (0..n).map(|_| <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng)).collect();
+        let mut auth = StaticAuthenticator::new();
+        for (i, k) in keys.iter().enumerate() {
+            auth.trust(&cert(i), &cn(i), *k.verifying_key());
+        }
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let mut nrng = StdRng::seed_from_u64(seed * 1000 + i as u64);
+            let km = KeyManager::new(&mut nrng, start);
+            let mut peers = Vec::new();
+            for j in (0..n).filter(|&j| j != i) {
+                let me = LocalIdentity { cert_der: cert(i), signing_key: keys[i].clone(), common_name: cn(i) };
+                let jitter = Duration::from_secs(nrng.random_range(0..360));
+                let mut p = Peer::new(cfg.clone(), me, cn(j), auth.clone(), jitter, start, 1_700_000_000);
+                p.handle_local_metadata_key(&km, start);
+                peers.push((j, p));
+            }
+            nodes.push(Node { peers, km, rng: nrng });
+        }
+        let net = Net {
+            queue: Vec::new(),
+            loss,
+            dup,
+            jitter_ms: 200,
+            down: vec![false; n],
+            rng: StdRng::seed_from_u64(seed ^ 0xabcdef),
+            sent_data: 0,
+            delivered_data: 0,
+        };
+        let mut w = Self {
+            now: start,
+            nodes,
+            net,
+            data_every: None,
+            next_data: start,
+            data_open_failures: 0,
+            data_replays: 0,
+        };
+        w.drain();
+        w
+    }
+
+    fn drain(&mut self) {
+        for i in 0..self.nodes.len() {
+            for k in 0..self.nodes[i].peers.len() {
+                let j = self.nodes[i].peers[k].0;
+                while let Some(m) = self.nodes[i].peers[k].1.poll_transmit() {
+                    self.net.send(self.now, i, j, m, false);
+                }
+            }
+        }
+    }
+
+    fn peer_mut(&mut self, i: usize, j: usize) -> &mut Peer<StaticAuthenticator> {
+        &mut self.nodes[i].peers.iter_mut().find(|p| p.0 == j).unwrap().1
+    }
+
+    fn peer(&self, i: usize, j: usize) -> &Peer<StaticAuthenticator> {
+        &self.nodes[i].peers.iter().find(|p| p.0 == j).unwrap().1
+    }
+
+    /// Advances to the earliest event (bounded by `until`) and processes it.
+    fn step(&mut self, until: Instant) -> bool {
+        let timers = self.nodes.iter().flat_map(|n| n.peers.iter().filter_map(|p| p.1.poll_timeout())).min();
+        let data = self.data_every.map(|_| self.next_data);
+        let Some(t) = [self.net.next(), timers, data].into_iter().flatten().min() else { return false };
+        if t > until {
+            return false;
+        }
+        self.now = self.now.max(t);
+        let now = self.now;
+        // Deliver due packets.
+        let (due, rest): (Vec<_>, Vec<_>) = self.net.queue.drain(..).partition(|q| q.0 <= now);
+        self.net.queue = rest;
+        for (_, from, to, bytes, is_data) in due {
+            if is_data {
+                self.net.delivered_data += 1;
+                let mut out = vec![0u8; bytes.len()];
+                match self.peer_mut(to, from).open_data(&bytes, &mut out) {
+                    Ok(_) => {}
+                    Err(ssr_svr_crypto::Error::Replay { .. }) => self.data_replays += 1,
+                    Err(_) => self.data_open_failures += 1,
+                }
+            } else {
+                let node = &mut self.nodes[to];
+                let p = &mut node.peers.iter_mut().find(|p| p.0 == from).unwrap().1;
+                let _ = p.handle_control(&bytes, now, &mut node.rng);
+            }
+        }
+        for node in &mut self.nodes {
+            for (_, p) in &mut node.peers {
+                if p.poll_timeout().is_some_and(|t| t <= now) {
+                    p.handle_timeout(now, &mut node.rng);
+                }
+            }
+        }
+        if let Some(every) = self.data_every {
+            if self.next_data <= now {
+                self.next_data = now + every;
+                let mut sends = Vec::new();
+                for (i, node) in self.nodes.iter_mut().enumerate() {
+                    for (j, p) in &mut node.peers {
+                        let mut buf = vec![0u8; 200];
+                        if let Ok(n) = p.seal_data(b"svr data packet payload", &mut buf) {
+                            buf.truncate(n);
+                            sends.push((i, *j, buf));
+                        }
+                    }
+                }
+                for (i, j, b) in sends {
+                    self.net.send(now, i, j, b, true);
+                }
+            }
+        }
+        self.drain();
+        true
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while self.step(until) {}
+        self.now = until;
+    }
+
+    fn all_complete(&self) -> bool {
+        self.nodes.iter().all(|n| n.peers.iter().all(|p| p.1.state() == SecurityState::MkeyExchComp))
+    }
+
+    fn regenerate(&mut self, i: usize) {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        node.km.regenerate(&mut node.rng, now);
+        for (_, p) in &mut node.peers {
+            p.handle_local_metadata_key(&node.km, now);
+        }
+        self.drain();
+    }
+}
+
+fn cfg(alg: KexAlgorithm, rekey_h: u16) -> SecurityConfig {
+    SecurityConfig::new(alg, RekeyInterval::hours(rekey_h).unwrap(), RekeyInterval::default(), 30, 3600, FailMode::FailSoft)
+        .unwrap()
+}
+
+#[test]
+fn two_peers_converge_over_a_bad_network_for_every_algorithm() {
+    for (seed, alg) in [
+        (1, KexAlgorithm::EcdhP256),
+        (2, KexAlgorithm::Ffdh4096),
+        (3, KexAlgorithm::MlKem768EcdhP256),
+        (4, KexAlgorithm::MlKem768Ffdh4096),
+    ] {
+        let mut w = World::new(2, cfg(alg, 24), seed, 0.3, 0.2);
+        w.run_for(Duration::from_secs(600));
+        assert!(w.all_complete(), "{alg:?}: {:?}", w.peer(0, 1).status());
+        let a = w.peer(0, 1).status();
+        let b = w.peer(1, 0).status();
+        assert_eq!(a.salt, b.peer_salt);
+        assert_eq!(a.peer_salt, b.salt);
+        assert_eq!(a.key_index, b.peer_key_index);
+        assert!(a.cert_rec && a.cert_ack && a.salt_rec && a.salt_ack && a.key_rec && a.key_ack);
+        // Keys work: data flows both ways.
+        w.data_every = Some(Duration::from_secs(1));
+        w.next_data = w.now;
+        w.run_for(Duration::from_secs(60));
+        assert_eq!(w.data_open_failures, 0);
+        assert!(w.peer(0, 1).status().data.delivered > 20);
+        assert!(w.peer(1, 0).status().data.delivered > 20);
+    }
+}
+
+#[test]
+fn rekeys_lose_no_packets_thanks_to_the_overlap() {
+    let mut w = World::new(2, cfg(KexAlgorithm::EcdhP256, 1), 7, 0.05, 0.1);
+    w.run_for(Duration::from_secs(300));
+    assert!(w.all_complete());
+    w.data_every = Some(Duration::from_millis(500));
+    w.next_data = w.now;
+    for hour in 0..5 {
+        w.run_for(Duration::from_secs(1800));
+        w.regenerate(hour % 2); // manual metadata-key regenerate, alternating routers
+        w.run_for(Duration::from_secs(1800));
+    }
+    let a = w.peer(0, 1).status();
+    let b = w.peer(1, 0).status();
+    assert!(a.peer_rekey_count >= 5, "peer key rekeyed every hour: {}", a.peer_rekey_count);
+    assert_eq!(a.peer_rekey_count, b.peer_rekey_count);
+    assert!(a.key_index.unwrap() >= 3 && b.key_index.unwrap() >= 3);
+    assert_eq!(w.data_open_failures, 0, "no packet lost to a key change");
+    assert!(w.data_replays > 0, "the network duplicated packets and they were rejected");
+    assert_eq!(a.data.replayed + b.data.replayed, w.data_replays);
+    assert_eq!(a.data.delivered + b.data.delivered + w.data_replays, w.net.delivered_data);
+    assert!(w.all_complete());
+}
+
+#[test]
+fn timeout_invalid_then_retry_at_timeout_interval_and_recover() {
+    let mut w = World::new(2, cfg(KexAlgorithm::EcdhP256, 24), 9, 0.0, 0.0);
+    w.net.down[1] = true;
+    w.run_for(Duration::from_secs(2 * 3600));
+    let st = w.peer(0, 1).status();
+    assert_eq!(st.state, SecurityState::Invalid);
+    assert!(!w.peer(0, 1).in_service());
+    let mut events = Vec::new();
+    while let Some(e) = w.peer_mut(0, 1).poll_event() {
+        events.push(e);
+    }
+    assert!(events.contains(&PeerEvent::PeerInvalid));
+    // While invalid the next attempt is a full timeout interval away.
+    let next = w.peer(0, 1).poll_timeout().unwrap();
+    assert!(next > w.now + Duration::from_secs(60), "retry at the timeout interval");
+    // Interface up: retry at once, recover within seconds.
+    w.net.down[1] = false;
+    let now = w.now;
+    {
+        let node = &mut w.nodes[0];
+        node.peers[0].1.handle_interface_up(now, &mut node.rng);
+    }
+    {
+        let node = &mut w.nodes[1];
+        node.peers[0].1.handle_interface_up(now, &mut node.rng);
+    }
+    w.drain();
+    w.run_for(Duration::from_secs(5));
+    assert!(w.all_complete(), "{:?}", w.peer(0, 1).status());
+}
+
+#[test]
+fn retransmits_follow_the_configured_interval() {
+    let mut w = World::new(2, cfg(KexAlgorithm::EcdhP256, 24), 10, 0.0, 0.0);
+    w.net.down[1] = true;
+    let t0 = w.now;
+    let mut wakeups = Vec::new();
+    while w.now < t0 + Duration::from_secs(600) {
+        let t = w.peer(0, 1).poll_timeout().unwrap();
+        wakeups.push(t.duration_since(t0).as_secs());
+        w.run_for(t.duration_since(w.now) + Duration::from_millis(1));
+    }
+    // Every 30 s (peer-key-retransmit-interval).
+    for pair in wakeups.windows(2) {
+        assert_eq!(pair[1] - pair[0], 30, "{wakeups:?}");
+    }
+}
+
+#[test]
+fn many_peers_converge_with_jittered_rekeys() {
+    let mut w = World::new(6, cfg(KexAlgorithm::EcdhP256, 1), 11, 0.2, 0.1);
+    w.run_for(Duration::from_secs(900));
+    assert!(w.all_complete());
+    let nexts: Vec<_> = (0..6)
+        .flat_map(|i| (0..6).filter(move |&j| j != i).map(move |j| (i, j)))
+        .filter_map(|(i, j)| w.peer(i, j).status().next_rekey)
+        .collect();
+    let mut uniq = nexts.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert!(uniq.len() > 10, "rekeys are spread out: {} distinct of {}", uniq.len(), nexts.len());
+    w.data_every = Some(Duration::from_secs(2));
+    w.next_data = w.now;
+    w.run_for(Duration::from_secs(3 * 3600));
+    for i in 0..6 {
+        for j in (0..6).filter(|&j| j != i) {
+            let st = w.peer(i, j).status();
+            assert_eq!(st.state, SecurityState::MkeyExchComp, "{i}->{j}: {st:?}");
+        }
+    }
+    assert_eq!(w.data_open_failures, 0);
+}
+
+#[test]
+fn invalid_certificate_fail_soft_and_fail_hard() {
+    for mode in [FailMode::FailSoft, FailMode::FailHard] {
+        let c = SecurityConfig::new(KexAlgorithm::EcdhP256, RekeyInterval::default(), RekeyInterval::NEVER, 5, 60, mode)
+            .unwrap();
+        let mut rng = StdRng::seed_from_u64(5);
+        let ka = <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng);
+        let kb = <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng);
+        let mut auth = StaticAuthenticator::new();
+        auth.trust(&cert(1), &cn(1), *kb.verifying_key());
+        auth.revoke(&cert(1));
+        let now = Instant::now();
+        let me = LocalIdentity { cert_der: cert(0), signing_key: ka, common_name: cn(0) };
+        let mut p = Peer::new(c, me, cn(1), auth, Duration::ZERO, now, 0);
+        let msg = ssr_svr_crypto::peer::Control::Cert(cert(1)).encode();
+        assert!(p.handle_control(&msg, now, &mut rng).is_err());
+        let mut ev = Vec::new();
+        while let Some(e) = p.poll_event() {
+            ev.push(e);
+        }
+        assert!(matches!(ev.first(), Some(PeerEvent::UnableToAuthenticate(_))));
+        match mode {
+            FailMode::FailHard => {
+                assert_eq!(p.state(), SecurityState::Removed);
+                assert!(ev.contains(&PeerEvent::PeeringRemoved));
+                assert_eq!(p.poll_timeout(), None);
+            }
+            FailMode::FailSoft => {
+                assert_ne!(p.state(), SecurityState::Removed);
+                assert!(p.poll_timeout().is_some(), "keeps trying");
+            }
+        }
+    }
+}
+
+#[test]
+fn ha_export_import_keeps_the_metadata_key() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let now = Instant::now();
+    let mut km = KeyManager::new(&mut rng, now);
+    let exp = km.regenerate(&mut rng, now);
+    assert_eq!(km.index(), 2);
+    let redundant = KeyManager::import_ha(exp.secret_bytes(), now).unwrap();
+    assert_eq!(redundant.index(), 2);
+    assert_eq!(redundant.key(), km.key());
+    assert_eq!(redundant.state_str(), "Redundant Peer");
+    assert!(KeyManager::import_ha(&exp.secret_bytes()[..84], now).is_err());
+    let mut v2 = *exp.secret_bytes();
+    v2[0] = 2;
+    assert!(KeyManager::import_ha(&v2, now).is_err());
+    assert_eq!(format!("{exp:?}"), "[redacted]");
+}
+
+#[test]
+fn config_ranges() {
+    assert!(RekeyInterval::hours(0).is_err());
+    assert!(RekeyInterval::hours(721).is_err());
+    assert!(RekeyInterval::hours(720).is_ok());
+    let mk = |r, t| SecurityConfig::new(KexAlgorithm::EcdhP256, RekeyInterval::NEVER, RekeyInterval::NEVER, r, t, FailMode::FailSoft);
+    assert!(mk(4, 3600).is_err());
+    assert!(mk(3601, 7200).is_err());
+    assert!(mk(5, 3600).is_ok());
+}

@@ -33,8 +33,9 @@ use crate::secret::{PacketKeyMaterial, SecretBytes};
 pub const MODP4096_P_HEX: &str = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3BE39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6955817183995497CEA956AE515D2261898FA051015728E5A8AAAC42DAD33170D04507A33A85521ABDF1CBA64ECFB850458DBEF0A8AEA71575D060C7DB3970F85A6E1E4C7ABF5AE8CDB0933D71E8C94E04A25619DCEE3D2261AD2EE6BF12FFA06D98A0864D87602733EC86A64521F2B18177B200CBBE117577A615D6C770988C0BAD946E208E24FA074E5AB3143DB5BFCE0FD108E4B82D120A92108011A723C12A787E6D788719A10BDBA5B2699C327186AF4E23C1A946834B6150BDA2583E9CA2AD44CE8DBBBC2DB04DE8EF92E8EFC141FBECAA6287C59474E6BC05D99B2964FA090C3A2233BA186515BE7ED1F612970CEE2D7AFB81BDD762170481CD0069127D5B05AA993B4EA988D8FDDC186FFB7DC90A6C08F4DF435C934063199FFFFFFFFFFFFFFFF";
 /// FFDH public value / shared secret length in bytes.
 pub const FFDH_LEN: usize = 512;
-/// Bits of the FFDH private exponent (≥ 325 as required; 2 × the 256-bit strength).
-pub const FFDH_EXP_BITS: u32 = 512;
+/// Bits of the FFDH private exponent: 325, the short exponent RFC 7919 gives for
+/// 4096-bit groups (twice the group's ~152-bit strength, rounded up), as OpenSSL uses.
+pub const FFDH_EXP_BITS: u32 = 325;
 
 fn modp_params() -> &'static FixedMontyParams<{ U4096::LIMBS }> {
     static P: OnceLock<FixedMontyParams<{ U4096::LIMBS }>> = OnceLock::new();
@@ -49,8 +50,8 @@ pub fn modp_prime() -> U4096 {
     U4096::from_be_hex(MODP4096_P_HEX)
 }
 
-/// An FFDH private exponent (512 bits, zeroized on drop).
-pub struct FfdhPrivate(U512);
+/// An FFDH private exponent (zeroized on drop) and the public bound on its length.
+pub struct FfdhPrivate(U512, u32);
 
 impl core::fmt::Debug for FfdhPrivate {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -64,14 +65,26 @@ impl Drop for FfdhPrivate {
 }
 
 impl FfdhPrivate {
-    /// A fresh random exponent with its top bit set (exactly 512 bits).
+    /// A fresh random exponent of exactly [`FFDH_EXP_BITS`] bits (top bit set).
     pub fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
         let mut b = [0u8; 64];
         rng.fill_bytes(&mut b);
-        b[0] |= 0x80;
+        // Keep the low 325 bits: byte 64-41 = 23 holds bits 320..327.
+        let top = 64 - (FFDH_EXP_BITS as usize).div_ceil(8);
+        b[..top].fill(0);
+        let rem = FFDH_EXP_BITS % 8; // 5 bits used in the top byte
+        b[top] &= (1u8 << rem) - 1;
+        b[top] |= 1u8 << (rem - 1);
         let x = U512::from_be_slice(&b);
         b.zeroize();
-        Self(x)
+        Self(x, FFDH_EXP_BITS)
+    }
+
+    fn pow(&self, base: &FixedMontyForm<{ U4096::LIMBS }>) -> U4096 {
+        let mut e: U4096 = self.0.resize();
+        let r = base.pow_amm_bounded_exp(&e, self.1).retrieve();
+        e.zeroize();
+        r
     }
 
     /// From 64 big-endian bytes (tests, interop). Rejects exponents under 325 bits.
@@ -80,20 +93,20 @@ impl FfdhPrivate {
         if x.bits() < 325 {
             return Err(Error::Config { name: "ffdh exponent bits", value: u64::from(x.bits()) });
         }
-        Ok(Self(x))
+        Ok(Self(x, 512))
     }
 
     /// g^x mod p, 512 big-endian bytes. Constant time in the exponent.
     pub fn public(&self) -> [u8; FFDH_LEN] {
         let g = FixedMontyForm::new(&U4096::from_u8(2), modp_params());
-        to_be(&g.pow(&self.0).retrieve())
+        to_be(&self.pow(&g))
     }
 
     /// y^x mod p after checking y ([`ffdh_check_public`]).
     pub fn derive(&self, peer_public: &[u8]) -> Result<SecretBytes<FFDH_LEN>, Error> {
         let y = ffdh_check_public(peer_public)?;
         let y = FixedMontyForm::new(&y, modp_params());
-        let mut z = y.pow(&self.0).retrieve();
+        let mut z = self.pow(&y);
         let out = SecretBytes::from_bytes(to_be(&z));
         z.zeroize();
         Ok(out)

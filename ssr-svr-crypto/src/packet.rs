@@ -154,23 +154,8 @@ impl CbcHmacSealer {
         self.aes.encrypt_block(&mut chain);
         out[SEQ_LEN..HEADER_LEN].copy_from_slice(&chain);
         let ct = &mut out[HEADER_LEN..n - TAG_LEN];
-        let (full, rest) = plaintext.as_chunks::<16>();
-        let (ct_blocks, _) = ct.as_chunks_mut::<16>();
-        for (p, c) in full.iter().zip(ct_blocks.iter_mut()) {
-            for i in 0..16 {
-                chain[i] ^= p[i];
-            }
-            self.aes.encrypt_block(&mut chain);
-            c.copy_from_slice(&chain);
-        }
-        let last = pad_block(rest);
-        for i in 0..16 {
-            chain[i] ^= last[i];
-        }
-        self.aes.encrypt_block(&mut chain);
-        if let Some(c) = ct_blocks.last_mut() {
-            c.copy_from_slice(&chain);
-        }
+        // One backend call for the whole chain (per-block calls pay dispatch each time).
+        self.aes.encrypt_with_backend(CbcChain { chain: &mut chain, pt: plaintext, ct });
         self.tag_into(out);
         Ok(n)
     }
@@ -247,6 +232,67 @@ impl CbcHmacSealer {
         for p in 0..k {
             outs[ord[p]][SEQ_LEN..HEADER_LEN].copy_from_slice(&chains[p]);
         }
+        let aes = &self.aes;
+        aes.encrypt_with_backend(CbcLanes { chains: &mut chains, ord: &ord, k, pts, outs });
+        for i in 0..k {
+            let n = sealed_len(pts[i].len());
+            self.tag_into(&mut outs[i][..n]);
+        }
+    }
+}
+
+struct CbcChain<'a> {
+    chain: &'a mut Block,
+    pt: &'a [u8],
+    ct: &'a mut [u8],
+}
+
+impl cipher::BlockSizeUser for CbcChain<'_> {
+    type BlockSize = cipher::consts::U16;
+}
+
+impl cipher::BlockCipherEncClosure for CbcChain<'_> {
+    fn call<B: cipher::BlockCipherEncBackend<BlockSize = Self::BlockSize>>(self, backend: &B) {
+        let (full, rest) = self.pt.as_chunks::<16>();
+        let (ct_blocks, _) = self.ct.as_chunks_mut::<16>();
+        let chain = self.chain;
+        for (p, c) in full.iter().zip(ct_blocks.iter_mut()) {
+            for i in 0..16 {
+                chain[i] ^= p[i];
+            }
+            backend.encrypt_block_inplace(chain);
+            c.copy_from_slice(chain);
+        }
+        let last = pad_block(rest);
+        for i in 0..16 {
+            chain[i] ^= last[i];
+        }
+        backend.encrypt_block_inplace(chain);
+        if let Some(c) = ct_blocks.get_mut(full.len()) {
+            c.copy_from_slice(chain);
+        }
+    }
+}
+
+/// Interleaved CBC over up to LANES packets inside one backend call.
+struct CbcLanes<'a, 'p, 'o> {
+    chains: &'a mut [Block; LANES],
+    ord: &'a [usize; LANES],
+    k: usize,
+    pts: &'a [&'p [u8]],
+    outs: &'a mut [&'o mut [u8]],
+}
+
+impl cipher::BlockSizeUser for CbcLanes<'_, '_, '_> {
+    type BlockSize = cipher::consts::U16;
+}
+
+impl cipher::BlockCipherEncClosure for CbcLanes<'_, '_, '_> {
+    fn call<B: cipher::BlockCipherEncBackend<BlockSize = Self::BlockSize>>(self, backend: &B) {
+        use cipher::typenum::Unsigned;
+        let par = <B::ParBlocksSize as Unsigned>::USIZE;
+        let Self { chains, ord, k, pts, outs } = self;
+        let nblocks = |i: usize| pts.get(i).map_or(0, |p| p.len() / 16 + 1);
         let maxb = nblocks(ord[0]);
         let mut active = k;
         for j in 0..maxb {
@@ -254,8 +300,7 @@ impl CbcHmacSealer {
                 active -= 1;
             }
             for p in 0..active {
-                let i = ord[p];
-                let pt = pts[i];
+                let pt = pts[ord[p]];
                 let start = j * 16;
                 let chain = &mut chains[p];
                 if start + 16 <= pt.len() {
@@ -269,15 +314,19 @@ impl CbcHmacSealer {
                     }
                 }
             }
-            self.aes.encrypt_blocks(&mut chains[..active]);
+            let mut done = 0;
+            while active - done >= par && par > 1 {
+                match <&mut cipher::ParBlocks<B>>::try_from(&mut chains[done..done + par]) {
+                    Ok(pb) => backend.encrypt_par_blocks_inplace(pb),
+                    Err(_) => break,
+                }
+                done += par;
+            }
+            backend.encrypt_tail_blocks_inplace(&mut chains[done..active]);
             for p in 0..active {
                 let off = HEADER_LEN + j * 16;
                 outs[ord[p]][off..off + 16].copy_from_slice(&chains[p]);
             }
-        }
-        for i in 0..k {
-            let n = sealed_len(pts[i].len());
-            self.tag_into(&mut outs[i][..n]);
         }
     }
 }

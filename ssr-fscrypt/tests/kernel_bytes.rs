@@ -302,3 +302,92 @@ fn adapter_refuses_non_empty_and_reports_busy_files() {
         Err(Error::Kernel { errno, .. }) if errno == 126
     ));
 }
+
+/// The file system UUID (`s_uuid`) from `debugfs stats`.
+fn fs_uuid(fs: &LoopExt4) -> [u8; 16] {
+    let stats = fs.debugfs("stats").unwrap();
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with("Filesystem UUID:"))
+        .unwrap();
+    let hex: String = line["Filesystem UUID:".len()..]
+        .trim()
+        .chars()
+        .filter(|c| *c != '-')
+        .collect();
+    hex::decode(hex).unwrap().try_into().unwrap()
+}
+
+/// IV_INO_LBLK_64 and IV_INO_LBLK_32 (per-mode keys bound to the file system UUID,
+/// IVs from the inode number or its SipHash): ext4 needs `stable_inodes` for them.
+#[test]
+fn kernel_bytes_iv_ino_lblk() {
+    if !ssr_testkit::require_root() {
+        return;
+    }
+    let mut fs = LoopExt4::create(16, 4096).unwrap();
+    fs.unmount().unwrap();
+    ssr_testkit::run(
+        std::process::Command::new("tune2fs")
+            .args(["-O", "stable_inodes"])
+            .arg(fs.image()),
+    )
+    .unwrap();
+    fs.mount().unwrap();
+    let uuid = fs_uuid(&fs);
+    let mnt = fs.mount_point();
+    let key = MasterKey::from_bytes(&contents_of(48, 0x33)).unwrap();
+    let id = kernel::add_key(&mnt, &key).unwrap();
+    assert_eq!(id, key.identifier());
+
+    let mut dirs = Vec::new();
+    for iv in [IvMode::IvInoLblk64, IvMode::IvInoLblk32] {
+        let dir = mnt.join(format!("{iv:?}"));
+        fs::create_dir(&dir).unwrap();
+        let policy = PolicyV2::new(id)
+            .with_padding(Padding::Pad16)
+            .with_iv_mode(iv)
+            .unwrap();
+        kernel::set_policy(&dir, &policy).unwrap();
+        let mut files = Vec::new();
+        for (i, (len, size)) in [(5usize, 100usize), (40, 4096 * 2 + 3)]
+            .into_iter()
+            .enumerate()
+        {
+            let name = name_of(len, i);
+            let contents = contents_of(size, i as u8 + 9);
+            let path = dir.join(std::str::from_utf8(&name).unwrap());
+            fs::write(&path, &contents).unwrap();
+            let ino = fs::metadata(&path).unwrap().ino();
+            files.push((name, contents, ino));
+        }
+        dirs.push((fs::metadata(&dir).unwrap().ino(), policy, files));
+    }
+    fs.unmount().unwrap();
+
+    for (dir_ino, policy, files) in &dirs {
+        let dir_ctx = context_of(&fs, *dir_ino);
+        assert_eq!(dir_ctx.policy(), policy);
+        let info = |ino| InodeInfo {
+            ino,
+            fs_uuid: uuid,
+            fs_block_size: 4096,
+        };
+        let dir_cipher = InodeCipher::new(&key, &dir_ctx, info(*dir_ino)).unwrap();
+        let entries = dirents(&raw_blocks(&fs, *dir_ino), 4096);
+        for (name, contents, ino) in files {
+            assert_eq!(
+                &dir_cipher.encrypt_name(name).unwrap(),
+                &entries[ino],
+                "{:?} name",
+                policy.iv_mode()
+            );
+            let cipher = InodeCipher::new(&key, &context_of(&fs, *ino), info(*ino)).unwrap();
+            let raw = raw_blocks(&fs, *ino);
+            let mut expected = contents.clone();
+            expected.resize(raw.len(), 0);
+            cipher.encrypt_contents(0, &mut expected).unwrap();
+            assert!(expected == raw, "{:?} contents", policy.iv_mode());
+        }
+    }
+}

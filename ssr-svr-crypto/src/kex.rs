@@ -18,10 +18,16 @@
 use std::sync::OnceLock;
 
 use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
-use crypto_bigint::{JacobiSymbol, Odd, U4096, U512};
+use crypto_bigint::{JacobiSymbol, Odd, U512, U4096};
 use hkdf::Hkdf;
-use ml_kem::{MlKem768, kem::{Decapsulate, Encapsulate, Kem, KeyExport, TryKeyInit}};
-use p256::ecdsa::{Signature, SigningKey, VerifyingKey, signature::{Signer, Verifier}};
+use ml_kem::{
+    MlKem768,
+    kem::{Decapsulate, Encapsulate, Kem, KeyExport, TryKeyInit},
+};
+use p256::ecdsa::{
+    Signature, SigningKey, VerifyingKey,
+    signature::{Signer, Verifier},
+};
 use rand_core::CryptoRng;
 use sha2::{Digest, Sha384};
 use zeroize::Zeroize;
@@ -91,7 +97,10 @@ impl FfdhPrivate {
     pub fn from_be_bytes(b: &[u8; 64]) -> Result<Self, Error> {
         let x = U512::from_be_slice(b);
         if x.bits() < 325 {
-            return Err(Error::Config { name: "ffdh exponent bits", value: u64::from(x.bits()) });
+            return Err(Error::Config {
+                name: "ffdh exponent bits",
+                value: u64::from(x.bits()),
+            });
         }
         Ok(Self(x, 512))
     }
@@ -129,17 +138,29 @@ fn to_be(x: &U4096) -> [u8; FFDH_LEN] {
 pub fn ffdh_check_public(bytes: &[u8]) -> Result<U4096, Error> {
     const ALG: &str = "ffdh4096";
     if bytes.len() != FFDH_LEN {
-        return Err(Error::InvalidPublicValue { alg: ALG, reason: "length is not 512 bytes" });
+        return Err(Error::InvalidPublicValue {
+            alg: ALG,
+            reason: "length is not 512 bytes",
+        });
     }
     let y = U4096::from_be_slice(bytes);
     let p = modp_prime();
     let pm1 = p.wrapping_sub(&U4096::ONE);
     if y <= U4096::ONE || y >= pm1 {
-        return Err(Error::InvalidPublicValue { alg: ALG, reason: "not in (1, p-1)" });
+        return Err(Error::InvalidPublicValue {
+            alg: ALG,
+            reason: "not in (1, p-1)",
+        });
     }
-    let odd_p = Odd::new(p).into_option().ok_or(Error::InvalidPublicValue { alg: ALG, reason: "p" })?;
+    let odd_p = Odd::new(p).into_option().ok_or(Error::InvalidPublicValue {
+        alg: ALG,
+        reason: "p",
+    })?;
     if y.jacobi_symbol_vartime(&odd_p) != JacobiSymbol::One {
-        return Err(Error::InvalidPublicValue { alg: ALG, reason: "not in the order-q subgroup" });
+        return Err(Error::InvalidPublicValue {
+            alg: ALG,
+            reason: "not in the order-q subgroup",
+        });
     }
     Ok(y)
 }
@@ -147,13 +168,21 @@ pub fn ffdh_check_public(bytes: &[u8]) -> Result<U4096, Error> {
 /// y^q mod p (vartime; y public): the textbook subgroup test, kept for tests.
 pub fn ffdh_subgroup_power(y: &U4096) -> U4096 {
     let q = modp_prime().wrapping_sub(&U4096::ONE).shr_vartime(1);
-    FixedMontyForm::new(y, modp_params()).pow_vartime(&q).retrieve()
+    FixedMontyForm::new(y, modp_params())
+        .pow_vartime(&q)
+        .retrieve()
 }
 
 /// ECDH P-256: derive the x-coordinate shared secret from an uncompressed/compressed SEC1 point.
-pub fn ecdh_derive(secret: &p256::ecdh::EphemeralSecret, peer_sec1: &[u8]) -> Result<SecretBytes<32>, Error> {
-    let pk = p256::PublicKey::from_sec1_bytes(peer_sec1)
-        .map_err(|_| Error::InvalidPublicValue { alg: "ecdh-p256", reason: "not a curve point" })?;
+pub fn ecdh_derive(
+    secret: &p256::ecdh::EphemeralSecret,
+    peer_sec1: &[u8],
+) -> Result<SecretBytes<32>, Error> {
+    let pk =
+        p256::PublicKey::from_sec1_bytes(peer_sec1).map_err(|_| Error::InvalidPublicValue {
+            alg: "ecdh-p256",
+            reason: "not a curve point",
+        })?;
     let ss = secret.diffie_hellman(&pk);
     SecretBytes::from_slice(ss.raw_secret_bytes())
 }
@@ -189,7 +218,12 @@ impl KexAlgorithm {
             2 => Self::EcdhP256,
             3 => Self::MlKem768Ffdh4096,
             4 => Self::MlKem768EcdhP256,
-            _ => return Err(Error::Malformed { what: "kex message", reason: "unknown algorithm" }),
+            _ => {
+                return Err(Error::Malformed {
+                    what: "kex message",
+                    reason: "unknown algorithm",
+                });
+            }
         })
     }
     fn hybrid(self) -> bool {
@@ -209,9 +243,14 @@ impl KexAlgorithm {
     }
     /// Parse a configuration name.
     pub fn from_name(s: &str) -> Option<Self> {
-        [Self::Ffdh4096, Self::EcdhP256, Self::MlKem768Ffdh4096, Self::MlKem768EcdhP256]
-            .into_iter()
-            .find(|a| a.name() == s)
+        [
+            Self::Ffdh4096,
+            Self::EcdhP256,
+            Self::MlKem768Ffdh4096,
+            Self::MlKem768EcdhP256,
+        ]
+        .into_iter()
+        .find(|a| a.name() == s)
     }
 }
 
@@ -254,7 +293,10 @@ impl Classical {
             let y = x.public().to_vec();
             (Self::Ffdh(x), y)
         } else {
-            let s = <p256::ecdh::EphemeralSecret as p256::elliptic_curve::Generate>::generate_from_rng(rng);
+            let s =
+                <p256::ecdh::EphemeralSecret as p256::elliptic_curve::Generate>::generate_from_rng(
+                    rng,
+                );
             let pk = s.public_key().to_sec1_bytes().to_vec();
             (Self::Ecdh(s), pk)
         }
@@ -316,7 +358,13 @@ impl KexMessage {
         if !r.is_empty() {
             return Err(mal("trailing bytes"));
         }
-        Ok(Self { alg, salt, share, kem, signature })
+        Ok(Self {
+            alg,
+            salt,
+            share,
+            kem,
+            signature,
+        })
     }
     fn signed_part(&self, label: &[u8], ctx: &[u8]) -> Vec<u8> {
         let mut m = Vec::new();
@@ -368,7 +416,11 @@ fn combine(secrets: &[&[u8]], salt_i: u64, salt_r: u64, transcript: &[u8; 48]) -
     a.copy_from_slice(&okm[..80]);
     b.copy_from_slice(&okm[80..]);
     okm.zeroize();
-    PeerKeys { i2r: SecretBytes::from_bytes(a), r2i: SecretBytes::from_bytes(b), transcript: *transcript }
+    PeerKeys {
+        i2r: SecretBytes::from_bytes(a),
+        r2i: SecretBytes::from_bytes(b),
+        transcript: *transcript,
+    }
 }
 
 /// Initiator side of an exchange in progress.
@@ -381,7 +433,9 @@ pub struct Initiator {
 
 impl core::fmt::Debug for Initiator {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Initiator").field("alg", &self.hello.alg).finish_non_exhaustive()
+        f.debug_struct("Initiator")
+            .field("alg", &self.hello.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -401,10 +455,24 @@ impl Initiator {
         } else {
             (None, Vec::new())
         };
-        let mut hello = KexMessage { alg, salt: rng.next_u64(), share, kem, signature: Vec::new() };
+        let mut hello = KexMessage {
+            alg,
+            salt: rng.next_u64(),
+            share,
+            kem,
+            signature: Vec::new(),
+        };
         let ctx = names_ctx(my_cn, peer_cn);
         hello.signature = sign(my_key, &hello.signed_part(b"svr-kex-hello", &ctx));
-        (Self { hello: hello.clone(), classical, dk, ctx }, hello)
+        (
+            Self {
+                hello: hello.clone(),
+                classical,
+                dk,
+                ctx,
+            },
+            hello,
+        )
     }
 
     /// The hello sent.
@@ -418,11 +486,17 @@ impl Initiator {
             return Err(Error::Unauthenticated);
         }
         let th = transcript_hash(&self.hello, &self.ctx);
-        verify(&peer.public_key, &reply.signed_part(b"svr-kex-reply", &th), &reply.signature)?;
+        verify(
+            &peer.public_key,
+            &reply.signed_part(b"svr-kex-reply", &th),
+            &reply.signature,
+        )?;
         let dh = self.classical.derive(&reply.share)?;
         let mut kem_ss = Vec::new();
         if let Some(dk) = &self.dk {
-            let ss = dk.decapsulate_slice(&reply.kem).map_err(|_| Error::Unauthenticated)?;
+            let ss = dk
+                .decapsulate_slice(&reply.kem)
+                .map_err(|_| Error::Unauthenticated)?;
             kem_ss = ss.to_vec();
         }
         let full = full_transcript(&th, reply);
@@ -456,19 +530,34 @@ pub fn respond<R: CryptoRng>(
     rng: &mut R,
 ) -> Result<(KexMessage, PeerKeys), Error> {
     let ctx = names_ctx(&peer.common_name, my_cn);
-    verify(&peer.public_key, &hello.signed_part(b"svr-kex-hello", &ctx), &hello.signature)?;
+    verify(
+        &peer.public_key,
+        &hello.signed_part(b"svr-kex-hello", &ctx),
+        &hello.signature,
+    )?;
     let alg = hello.alg;
     let (classical, share) = Classical::new(alg, rng);
     let dh = classical.derive(&hello.share)?;
     let (kem, kem_ss) = if alg.hybrid() {
-        let ek = ml_kem::EncapsulationKey::<MlKem768>::new_from_slice(&hello.kem)
-            .map_err(|_| Error::InvalidPublicValue { alg: "ml-kem-768", reason: "bad encapsulation key" })?;
+        let ek =
+            ml_kem::EncapsulationKey::<MlKem768>::new_from_slice(&hello.kem).map_err(|_| {
+                Error::InvalidPublicValue {
+                    alg: "ml-kem-768",
+                    reason: "bad encapsulation key",
+                }
+            })?;
         let (ct, ss) = ek.encapsulate_with_rng(rng);
         (ct.to_vec(), ss.to_vec())
     } else {
         (Vec::new(), Vec::new())
     };
-    let mut reply = KexMessage { alg, salt: rng.next_u64(), share, kem, signature: Vec::new() };
+    let mut reply = KexMessage {
+        alg,
+        salt: rng.next_u64(),
+        share,
+        kem,
+        signature: Vec::new(),
+    };
     let th = transcript_hash(hello, &ctx);
     reply.signature = sign(my_key, &reply.signed_part(b"svr-kex-reply", &th));
     let full = full_transcript(&th, &reply);
@@ -493,7 +582,10 @@ impl StaticAuthenticator {
     pub fn trust(&mut self, cert: &[u8], common_name: &str, public_key: VerifyingKey) {
         self.entries.push((
             cert.to_vec(),
-            AuthenticatedPeer { common_name: common_name.to_owned(), public_key },
+            AuthenticatedPeer {
+                common_name: common_name.to_owned(),
+                public_key,
+            },
             false,
         ));
     }
@@ -510,9 +602,13 @@ impl StaticAuthenticator {
 impl PeerAuthenticator for StaticAuthenticator {
     fn authenticate(&self, cert_der: &[u8], _now_unix: u64) -> Result<AuthenticatedPeer, Error> {
         match self.entries.iter().find(|e| e.0 == cert_der) {
-            Some((_, _, true)) => Err(Error::PeerCertificate { reason: "revoked".into() }),
+            Some((_, _, true)) => Err(Error::PeerCertificate {
+                reason: "revoked".into(),
+            }),
             Some((_, p, false)) => Ok(p.clone()),
-            None => Err(Error::PeerCertificate { reason: "unknown certificate".into() }),
+            None => Err(Error::PeerCertificate {
+                reason: "unknown certificate".into(),
+            }),
         }
     }
 }
@@ -529,7 +625,12 @@ pub mod kat {
     use super::*;
 
     /// The HKDF-SHA-384 combination used by the exchange (160 bytes: i2r | r2i).
-    pub fn combine_secrets(secrets: &[&[u8]], salt_i: u64, salt_r: u64, transcript: &[u8; 48]) -> [u8; 160] {
+    pub fn combine_secrets(
+        secrets: &[&[u8]],
+        salt_i: u64,
+        salt_r: u64,
+        transcript: &[u8; 48],
+    ) -> [u8; 160] {
         let k = combine(secrets, salt_i, salt_r, transcript);
         let mut out = [0u8; 160];
         out[..80].copy_from_slice(k.i2r.secret_bytes());

@@ -33,9 +33,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha384;
 use subtle::ConstantTimeEq;
 
+use crate::Error;
 use crate::replay::ReplayWindow;
 use crate::secret::PacketKeyMaterial;
-use crate::Error;
 
 type Block = aes::Block;
 type HmacSha384 = Hmac<Sha384>;
@@ -155,7 +155,11 @@ impl CbcHmacSealer {
         out[SEQ_LEN..HEADER_LEN].copy_from_slice(&chain);
         let ct = &mut out[HEADER_LEN..n - TAG_LEN];
         // One backend call for the whole chain (per-block calls pay dispatch each time).
-        self.aes.encrypt_with_backend(CbcChain { chain: &mut chain, pt: plaintext, ct });
+        self.aes.encrypt_with_backend(CbcChain {
+            chain: &mut chain,
+            pt: plaintext,
+            ct,
+        });
         self.tag_into(out);
         Ok(n)
     }
@@ -193,7 +197,11 @@ impl CbcHmacSealer {
                 });
             }
         }
-        if self.next_seq.checked_add(plaintexts.len() as u64).is_none_or(|e| e == u64::MAX) {
+        if self
+            .next_seq
+            .checked_add(plaintexts.len() as u64)
+            .is_none_or(|e| e == u64::MAX)
+        {
             return Err(Error::SequenceExhausted);
         }
         let mut base = 0;
@@ -233,7 +241,13 @@ impl CbcHmacSealer {
             outs[ord[p]][SEQ_LEN..HEADER_LEN].copy_from_slice(&chains[p]);
         }
         let aes = &self.aes;
-        aes.encrypt_with_backend(CbcLanes { chains: &mut chains, ord: &ord, k, pts, outs });
+        aes.encrypt_with_backend(CbcLanes {
+            chains: &mut chains,
+            ord: &ord,
+            k,
+            pts,
+            outs,
+        });
         for i in 0..k {
             let n = sealed_len(pts[i].len());
             self.tag_into(&mut outs[i][..n]);
@@ -291,7 +305,13 @@ impl cipher::BlockCipherEncClosure for CbcLanes<'_, '_, '_> {
     fn call<B: cipher::BlockCipherEncBackend<BlockSize = Self::BlockSize>>(self, backend: &B) {
         use cipher::typenum::Unsigned;
         let par = <B::ParBlocksSize as Unsigned>::USIZE;
-        let Self { chains, ord, k, pts, outs } = self;
+        let Self {
+            chains,
+            ord,
+            k,
+            pts,
+            outs,
+        } = self;
         let nblocks = |i: usize| pts.get(i).map_or(0, |p| p.len() / 16 + 1);
         let maxb = nblocks(ord[0]);
         let mut active = k;
@@ -403,7 +423,7 @@ impl CbcHmacOpener {
 
     fn open_inner(&mut self, packet: &[u8], out: &mut [u8]) -> Result<usize, Error> {
         let len = packet.len();
-        if len < HEADER_LEN + 16 + TAG_LEN || (len - HEADER_LEN - TAG_LEN) % 16 != 0 {
+        if len < HEADER_LEN + 16 + TAG_LEN || !(len - HEADER_LEN - TAG_LEN).is_multiple_of(16) {
             return Err(Error::Unauthenticated);
         }
         let ct_len = len - HEADER_LEN - TAG_LEN;

@@ -51,7 +51,10 @@ impl RekeyInterval {
         if (1..=720).contains(&hours) {
             Ok(Self(Some(hours)))
         } else {
-            Err(Error::Config { name: "rekey-interval", value: u64::from(hours) })
+            Err(Error::Config {
+                name: "rekey-interval",
+                value: u64::from(hours),
+            })
         }
     }
     /// Never rekey.
@@ -113,10 +116,16 @@ impl SecurityConfig {
         fail_mode: FailMode,
     ) -> Result<Self, Error> {
         if !(5..=3600).contains(&retransmit_s) {
-            return Err(Error::Config { name: "peer-key-retransmit-interval", value: retransmit_s });
+            return Err(Error::Config {
+                name: "peer-key-retransmit-interval",
+                value: retransmit_s,
+            });
         }
         if timeout_s < retransmit_s {
-            return Err(Error::Config { name: "peer-key-timeout", value: timeout_s });
+            return Err(Error::Config {
+                name: "peer-key-timeout",
+                value: timeout_s,
+            });
         }
         Ok(Self {
             algorithm,
@@ -237,7 +246,9 @@ pub struct LocalIdentity {
 
 impl core::fmt::Debug for LocalIdentity {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("LocalIdentity").field("common_name", &self.common_name).finish_non_exhaustive()
+        f.debug_struct("LocalIdentity")
+            .field("common_name", &self.common_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -261,7 +272,13 @@ impl KeyManager {
     pub fn new<R: CryptoRng>(rng: &mut R, now: Instant) -> Self {
         let mut b = [0u8; 80];
         rng.fill_bytes(&mut b);
-        Self { index: 1, key: SecretBytes::from_bytes(b), last_rekey: now, change_count: 0, active: true }
+        Self {
+            index: 1,
+            key: SecretBytes::from_bytes(b),
+            last_rekey: now,
+            change_count: 0,
+            active: true,
+        }
     }
     /// Current rekey index.
     pub fn index(&self) -> u32 {
@@ -281,7 +298,11 @@ impl KeyManager {
     }
     /// `Active Leader` or `Redundant Peer`.
     pub fn state_str(&self) -> &'static str {
-        if self.active { "Active Leader" } else { "Redundant Peer" }
+        if self.active {
+            "Active Leader"
+        } else {
+            "Redundant Peer"
+        }
     }
     /// `security metadata-key regenerate`: new key, index + 1. Returns the HA export to
     /// push to the redundant node.
@@ -305,10 +326,16 @@ impl KeyManager {
     /// Import on the redundant node (strict: version 1, exactly 85 bytes).
     pub fn import_ha(bytes: &[u8], now: Instant) -> Result<Self, Error> {
         if bytes.len() != 85 {
-            return Err(Error::BadLength { what: "ha key export", len: bytes.len() });
+            return Err(Error::BadLength {
+                what: "ha key export",
+                len: bytes.len(),
+            });
         }
         if bytes.first() != Some(&HA_VERSION) {
-            return Err(Error::Malformed { what: "ha key export", reason: "unknown version" });
+            return Err(Error::Malformed {
+                what: "ha key export",
+                reason: "unknown version",
+            });
         }
         let mut idx = [0u8; 4];
         idx.copy_from_slice(&bytes[1..5]);
@@ -402,12 +429,21 @@ impl Control {
         const W: &str = "control message";
         let mut r = Reader::new(b);
         if r.u8() != Some(CTL_VERSION) {
-            return Err(Error::Malformed { what: W, reason: "unknown version" });
+            return Err(Error::Malformed {
+                what: W,
+                reason: "unknown version",
+            });
         }
-        let t = r.u8().ok_or(Error::Malformed { what: W, reason: "short" })?;
+        let t = r.u8().ok_or(Error::Malformed {
+            what: W,
+            reason: "short",
+        })?;
         let rest = r.take(b.len().saturating_sub(2)).unwrap_or_default();
         let u32_of = |s: &[u8]| -> Result<u32, Error> {
-            let a: [u8; 4] = s.try_into().map_err(|_| Error::BadLength { what: W, len: b.len() })?;
+            let a: [u8; 4] = s.try_into().map_err(|_| Error::BadLength {
+                what: W,
+                len: b.len(),
+            })?;
             Ok(u32::from_be_bytes(a))
         };
         Ok(match t {
@@ -420,7 +456,12 @@ impl Control {
                 sealed: rest[4..].to_vec(),
             },
             T_MKEY_ACK => Self::MetadataKeyAck(u32_of(rest)?),
-            _ => return Err(Error::Malformed { what: W, reason: "unknown type or bad length" }),
+            _ => {
+                return Err(Error::Malformed {
+                    what: W,
+                    reason: "unknown type or bad length",
+                });
+            }
         })
     }
 }
@@ -432,8 +473,15 @@ struct PeerKeyState {
 
 impl PeerKeyState {
     fn new(keys: &PeerKeys, initiator: bool) -> Self {
-        let (tx, rx) = if initiator { (&keys.i2r, &keys.r2i) } else { (&keys.r2i, &keys.i2r) };
-        Self { tx: CbcHmacSealer::new(tx), rx: CbcHmacOpener::new(rx) }
+        let (tx, rx) = if initiator {
+            (&keys.i2r, &keys.r2i)
+        } else {
+            (&keys.r2i, &keys.i2r)
+        };
+        Self {
+            tx: CbcHmacSealer::new(tx),
+            rx: CbcHmacOpener::new(rx),
+        }
     }
 }
 
@@ -478,7 +526,10 @@ pub struct Peer<A: PeerAuthenticator> {
 
 impl<A: PeerAuthenticator> core::fmt::Debug for Peer<A> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Peer").field("peer", &self.peer_cn).field("state", &self.state).finish_non_exhaustive()
+        f.debug_struct("Peer")
+            .field("peer", &self.peer_cn)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
     }
 }
 
@@ -541,7 +592,8 @@ impl<A: PeerAuthenticator> Peer<A> {
 
     fn start(&mut self, now: Instant) {
         self.state = SecurityState::CertExch;
-        self.outbox.push_back(Control::Cert(self.me.cert_der.clone()).encode());
+        self.outbox
+            .push_back(Control::Cert(self.me.cert_der.clone()).encode());
         self.retransmit_at = Some(now + self.cfg.retransmit);
         if self.peer_key.is_none() && self.deadline.is_none() {
             self.deadline = Some(now + self.cfg.timeout);
@@ -591,11 +643,17 @@ impl<A: PeerAuthenticator> Peer<A> {
         }
         if self.flags.iter().all(|&f| f) {
             self.state = SecurityState::MkeyExchComp;
-        } else if self.state == SecurityState::MkeyExchComp && self.peer_key.is_some() && self.data_tx.is_some() {
+        } else if self.state == SecurityState::MkeyExchComp
+            && self.peer_key.is_some()
+            && self.data_tx.is_some()
+        {
             // A rekey in progress: the old keys stay in service; the flags show progress.
         } else if self.peer_key.is_some() {
             self.state = SecurityState::MkeyExch;
-        } else if self.state != SecurityState::Invalid && self.flags[CERT_REC] && self.flags[CERT_ACK] {
+        } else if self.state != SecurityState::Invalid
+            && self.flags[CERT_REC]
+            && self.flags[CERT_ACK]
+        {
             self.state = SecurityState::SaltExch;
         }
     }
@@ -609,8 +667,16 @@ impl<A: PeerAuthenticator> Peer<A> {
     }
 
     fn arm_retransmit(&mut self, now: Instant) {
-        let interval = if self.state == SecurityState::Invalid { self.cfg.timeout } else { self.cfg.retransmit };
-        self.retransmit_at = if self.waiting() { Some(now + interval) } else { None };
+        let interval = if self.state == SecurityState::Invalid {
+            self.cfg.timeout
+        } else {
+            self.cfg.retransmit
+        };
+        self.retransmit_at = if self.waiting() {
+            Some(now + interval)
+        } else {
+            None
+        };
     }
 
     /// Timers: retransmissions, the key timeout, peer rekeys, expiry of old keys.
@@ -666,10 +732,12 @@ impl<A: PeerAuthenticator> Peer<A> {
 
     fn resend<R: CryptoRng>(&mut self, now: Instant, rng: &mut R) {
         if !self.flags[CERT_ACK] || !self.flags[CERT_REC] {
-            self.outbox.push_back(Control::Cert(self.me.cert_der.clone()).encode());
+            self.outbox
+                .push_back(Control::Cert(self.me.cert_der.clone()).encode());
         }
         if let Some(k) = &self.kex {
-            self.outbox.push_back(Control::Hello(k.hello().clone()).encode());
+            self.outbox
+                .push_back(Control::Hello(k.hello().clone()).encode());
         } else if self.initiator && self.peer_key.is_none() && self.peer.is_some() {
             self.begin_kex(now, rng);
         }
@@ -679,8 +747,13 @@ impl<A: PeerAuthenticator> Peer<A> {
     }
 
     fn begin_kex<R: CryptoRng>(&mut self, now: Instant, rng: &mut R) {
-        let (st, hello) =
-            kex::Initiator::start(self.cfg.algorithm, &self.me.signing_key, &self.me.common_name, &self.peer_cn, rng);
+        let (st, hello) = kex::Initiator::start(
+            self.cfg.algorithm,
+            &self.me.signing_key,
+            &self.me.common_name,
+            &self.peer_cn,
+            rng,
+        );
         self.local_salt = hello.salt;
         self.outbox.push_back(Control::Hello(hello).encode());
         self.kex = Some(st);
@@ -697,15 +770,20 @@ impl<A: PeerAuthenticator> Peer<A> {
         // The old key's opener stays until KEY_OVERLAP after the peer acknowledges.
         self.data_rx.push(RxKey {
             index: new_index,
-            opener: CbcHmacOpener::new(&data_key(manager.key(), &self.peer_cn, &self.me.common_name)),
+            opener: CbcHmacOpener::new(&data_key(
+                manager.key(),
+                &self.peer_cn,
+                &self.me.common_name,
+            )),
             expires: None,
         });
-        if let Some((old_index, _)) = old {
-            if old_index == new_index {
-                self.data_rx.pop();
-            }
+        if old.is_some_and(|(old_index, _)| old_index == new_index) {
+            self.data_rx.pop();
         }
-        self.local_mkey = Some((new_index, SecretBytes::from_bytes(*manager.key().secret_bytes())));
+        self.local_mkey = Some((
+            new_index,
+            SecretBytes::from_bytes(*manager.key().secret_bytes()),
+        ));
         self.flags[KEY_ACK] = false;
         if self.peer_key.is_some() {
             self.send_mkey();
@@ -715,7 +793,9 @@ impl<A: PeerAuthenticator> Peer<A> {
     }
 
     fn send_mkey(&mut self) {
-        let (Some((index, key)), Some(pk)) = (&self.local_mkey, &mut self.peer_key) else { return };
+        let (Some((index, key)), Some(pk)) = (&self.local_mkey, &mut self.peer_key) else {
+            return;
+        };
         let mut sealed = vec![0u8; crate::packet::sealed_len(84)];
         let mut plain = [0u8; 84];
         plain[..4].copy_from_slice(&index.to_be_bytes());
@@ -723,7 +803,13 @@ impl<A: PeerAuthenticator> Peer<A> {
         let r = pk.tx.seal(&plain, &mut sealed);
         zeroize::Zeroize::zeroize(&mut plain);
         if r.is_ok() {
-            self.outbox.push_back(Control::MetadataKey { index: *index, sealed }.encode());
+            self.outbox.push_back(
+                Control::MetadataKey {
+                    index: *index,
+                    sealed,
+                }
+                .encode(),
+            );
         }
     }
 
@@ -737,7 +823,11 @@ impl<A: PeerAuthenticator> Peer<A> {
         self.rekeys += 1;
         self.last_rekey = Some(now);
         self.deadline = None;
-        self.rekey_at = self.cfg.peer_key_rekey_interval.duration().map(|d| now + d + self.jitter);
+        self.rekey_at = self
+            .cfg
+            .peer_key_rekey_interval
+            .duration()
+            .map(|d| now + d + self.jitter);
         self.events.push_back(PeerEvent::PeerKeyEstablished);
         if self.state == SecurityState::Invalid {
             self.state = SecurityState::MkeyExch;
@@ -751,7 +841,12 @@ impl<A: PeerAuthenticator> Peer<A> {
 
     /// A control message from the peer. Malformed or unauthenticated messages are
     /// counted and dropped (the error is returned for logging).
-    pub fn handle_control<R: CryptoRng>(&mut self, msg: &[u8], now: Instant, rng: &mut R) -> Result<(), Error> {
+    pub fn handle_control<R: CryptoRng>(
+        &mut self,
+        msg: &[u8],
+        now: Instant,
+        rng: &mut R,
+    ) -> Result<(), Error> {
         if self.state == SecurityState::Removed {
             return Ok(());
         }
@@ -763,7 +858,12 @@ impl<A: PeerAuthenticator> Peer<A> {
         r
     }
 
-    fn handle_control_inner<R: CryptoRng>(&mut self, msg: &[u8], now: Instant, rng: &mut R) -> Result<(), Error> {
+    fn handle_control_inner<R: CryptoRng>(
+        &mut self,
+        msg: &[u8],
+        now: Instant,
+        rng: &mut R,
+    ) -> Result<(), Error> {
         match Control::decode(msg)? {
             Control::Cert(der) => {
                 let elapsed = self.now_unix_base; // certificates are judged at wall time
@@ -772,13 +872,20 @@ impl<A: PeerAuthenticator> Peer<A> {
                         self.peer = Some(p);
                         self.flags[CERT_REC] = true;
                         self.outbox.push_back(Control::CertAck.encode());
-                        if self.initiator && self.peer_key.is_none() && self.kex.is_none() && self.flags[CERT_ACK] {
+                        if self.initiator
+                            && self.peer_key.is_none()
+                            && self.kex.is_none()
+                            && self.flags[CERT_ACK]
+                        {
                             self.begin_kex(now, rng);
                         }
                         Ok(())
                     }
                     Ok(p) => {
-                        let e = Error::CommonNameMismatch { expected: self.peer_cn.clone(), got: p.common_name };
+                        let e = Error::CommonNameMismatch {
+                            expected: self.peer_cn.clone(),
+                            got: p.common_name,
+                        };
                         self.cert_failure(e.clone());
                         Err(e)
                     }
@@ -790,7 +897,11 @@ impl<A: PeerAuthenticator> Peer<A> {
             }
             Control::CertAck => {
                 self.flags[CERT_ACK] = true;
-                if self.initiator && self.peer_key.is_none() && self.kex.is_none() && self.flags[CERT_REC] {
+                if self.initiator
+                    && self.peer_key.is_none()
+                    && self.kex.is_none()
+                    && self.flags[CERT_REC]
+                {
                     self.begin_kex(now, rng);
                 }
                 self.arm_retransmit(now);
@@ -798,25 +909,33 @@ impl<A: PeerAuthenticator> Peer<A> {
             }
             Control::Hello(hello) => {
                 let peer = self.peer.clone().ok_or(Error::Unauthenticated)?;
-                if let Some((h, reply)) = &self.last_reply {
-                    if *h == hello {
-                        self.outbox.push_back(Control::Reply(reply.clone()).encode());
-                        return Ok(());
-                    }
+                if let Some((_, reply)) = self.last_reply.as_ref().filter(|(h, _)| *h == hello) {
+                    self.outbox
+                        .push_back(Control::Reply(reply.clone()).encode());
+                    return Ok(());
                 }
                 if hello.alg != self.cfg.algorithm {
                     return Err(Error::Unauthenticated);
                 }
-                let (reply, keys) = kex::respond(&hello, &peer, &self.me.signing_key, &self.me.common_name, rng)?;
+                let (reply, keys) = kex::respond(
+                    &hello,
+                    &peer,
+                    &self.me.signing_key,
+                    &self.me.common_name,
+                    rng,
+                )?;
                 self.peer_salt = hello.salt;
                 self.local_salt = reply.salt;
-                self.outbox.push_back(Control::Reply(reply.clone()).encode());
+                self.outbox
+                    .push_back(Control::Reply(reply.clone()).encode());
                 self.last_reply = Some((hello, reply));
                 self.install_peer_keys(&keys, now);
                 Ok(())
             }
             Control::Reply(reply) => {
-                let Some(st) = self.kex.take() else { return Ok(()) }; // late duplicate
+                let Some(st) = self.kex.take() else {
+                    return Ok(());
+                }; // late duplicate
                 let peer = self.peer.clone().ok_or(Error::Unauthenticated)?;
                 match st.finish(&reply, &peer) {
                     Ok(keys) => {
@@ -841,10 +960,13 @@ impl<A: PeerAuthenticator> Peer<A> {
                 let key = SecretBytes::<80>::from_slice(&plain[4..84])?;
                 zeroize::Zeroize::zeroize(&mut plain);
                 self.flags[SALT_ACK] = true; // the peer uses our exchange's key
-                self.outbox.push_back(Control::MetadataKeyAck(index).encode());
+                self.outbox
+                    .push_back(Control::MetadataKeyAck(index).encode());
                 if self.peer_mkey_index != Some(index) || self.data_tx.is_none() {
-                    self.data_tx =
-                        Some((index, CbcHmacSealer::new(&data_key(&key, &self.me.common_name, &self.peer_cn))));
+                    self.data_tx = Some((
+                        index,
+                        CbcHmacSealer::new(&data_key(&key, &self.me.common_name, &self.peer_cn)),
+                    ));
                     self.peer_mkey_index = Some(index);
                     self.events.push_back(PeerEvent::PeerMetadataKey(index));
                 }
@@ -852,7 +974,9 @@ impl<A: PeerAuthenticator> Peer<A> {
                 Ok(())
             }
             Control::MetadataKeyAck(index) => {
-                if self.local_mkey.as_ref().is_some_and(|(i, _)| *i == index) && !self.flags[KEY_ACK] {
+                if self.local_mkey.as_ref().is_some_and(|(i, _)| *i == index)
+                    && !self.flags[KEY_ACK]
+                {
                     self.flags[KEY_ACK] = true;
                     for k in &mut self.data_rx {
                         if k.index != index && k.expires.is_none() {
@@ -894,7 +1018,10 @@ impl<A: PeerAuthenticator> Peer<A> {
     pub fn seal_data(&mut self, payload: &[u8], out: &mut [u8]) -> Result<usize, Error> {
         let (index, sealer) = self.data_tx.as_mut().ok_or(Error::Unauthenticated)?;
         if out.len() < 4 {
-            return Err(Error::BufferTooSmall { needed: 4, have: out.len() });
+            return Err(Error::BufferTooSmall {
+                needed: 4,
+                have: out.len(),
+            });
         }
         let (hdr, body) = out.split_at_mut(4);
         hdr.copy_from_slice(&index.to_be_bytes());
@@ -903,7 +1030,10 @@ impl<A: PeerAuthenticator> Peer<A> {
 
     /// Opens a data packet from the peer into `out`.
     pub fn open_data(&mut self, packet: &[u8], out: &mut [u8]) -> Result<usize, Error> {
-        let idx: [u8; 4] = packet.get(..4).and_then(|s| s.try_into().ok()).ok_or(Error::Unauthenticated)?;
+        let idx: [u8; 4] = packet
+            .get(..4)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(Error::Unauthenticated)?;
         let index = u32::from_be_bytes(idx);
         match self.data_rx.iter_mut().find(|k| k.index == index) {
             Some(k) => k.opener.open(&packet[4..], out),

@@ -89,13 +89,23 @@ fn parse_section(b: &[u8]) -> Result<Vec<Tlv<'_>>, Error> {
     let mut r = Reader::new(b);
     let mut out: Vec<Tlv<'_>> = Vec::new();
     while !r.is_empty() {
-        let typ = r.u16().ok_or(Error::Malformed { what: W, reason: "truncated TLV header" })?;
-        let len = r.u16().ok_or(Error::Malformed { what: W, reason: "truncated TLV header" })?;
-        let value = r
-            .take(usize::from(len))
-            .ok_or(Error::Malformed { what: W, reason: "TLV overruns its section" })?;
+        let typ = r.u16().ok_or(Error::Malformed {
+            what: W,
+            reason: "truncated TLV header",
+        })?;
+        let len = r.u16().ok_or(Error::Malformed {
+            what: W,
+            reason: "truncated TLV header",
+        })?;
+        let value = r.take(usize::from(len)).ok_or(Error::Malformed {
+            what: W,
+            reason: "TLV overruns its section",
+        })?;
         if out.iter().any(|t| t.typ == typ) {
-            return Err(Error::Malformed { what: W, reason: "duplicate TLV type" });
+            return Err(Error::Malformed {
+                what: W,
+                reason: "duplicate TLV type",
+            });
         }
         out.push(Tlv { typ, value });
     }
@@ -106,25 +116,55 @@ impl<'a> Metadata<'a> {
     /// Strict parser.
     pub fn parse(b: &'a [u8]) -> Result<Self, Error> {
         let mut r = Reader::new(b);
-        let cookie = r.u64().ok_or(Error::BadLength { what: W, len: b.len() })?;
+        let cookie = r.u64().ok_or(Error::BadLength {
+            what: W,
+            len: b.len(),
+        })?;
         if cookie != COOKIE {
-            return Err(Error::Malformed { what: W, reason: "bad cookie" });
+            return Err(Error::Malformed {
+                what: W,
+                reason: "bad cookie",
+            });
         }
-        let vh = r.u16().ok_or(Error::BadLength { what: W, len: b.len() })?;
-        let plen = usize::from(r.u16().ok_or(Error::BadLength { what: W, len: b.len() })?);
+        let vh = r.u16().ok_or(Error::BadLength {
+            what: W,
+            len: b.len(),
+        })?;
+        let plen = usize::from(r.u16().ok_or(Error::BadLength {
+            what: W,
+            len: b.len(),
+        })?);
         if (vh >> 12) as u8 != VERSION {
-            return Err(Error::Malformed { what: W, reason: "unknown version" });
+            return Err(Error::Malformed {
+                what: W,
+                reason: "unknown version",
+            });
         }
         let hlen = usize::from(vh & 0x0FFF);
         if hlen < FIXED_LEN {
-            return Err(Error::Malformed { what: W, reason: "header length below 12" });
+            return Err(Error::Malformed {
+                what: W,
+                reason: "header length below 12",
+            });
         }
         if b.len() != hlen + plen {
-            return Err(Error::BadLength { what: W, len: b.len() });
+            return Err(Error::BadLength {
+                what: W,
+                len: b.len(),
+            });
         }
-        let htlv = r.take(hlen - FIXED_LEN).ok_or(Error::BadLength { what: W, len: b.len() })?;
-        let ptlv = r.take(plen).ok_or(Error::BadLength { what: W, len: b.len() })?;
-        Ok(Self { header: parse_section(htlv)?, payload: parse_section(ptlv)? })
+        let htlv = r.take(hlen - FIXED_LEN).ok_or(Error::BadLength {
+            what: W,
+            len: b.len(),
+        })?;
+        let ptlv = r.take(plen).ok_or(Error::BadLength {
+            what: W,
+            len: b.len(),
+        })?;
+        Ok(Self {
+            header: parse_section(htlv)?,
+            payload: parse_section(ptlv)?,
+        })
     }
 
     /// Encoded length.
@@ -138,21 +178,33 @@ impl<'a> Metadata<'a> {
         let hlen = FIXED_LEN + section_len(&self.header);
         let plen = section_len(&self.payload);
         if hlen > MAX_HEADER_LEN || plen > usize::from(u16::MAX) {
-            return Err(Error::BadLength { what: W, len: hlen.max(plen) });
+            return Err(Error::BadLength {
+                what: W,
+                len: hlen.max(plen),
+            });
         }
         for sec in [&self.header, &self.payload] {
             for (i, t) in sec.iter().enumerate() {
                 if t.value.len() > usize::from(u16::MAX) {
-                    return Err(Error::BadLength { what: "tlv value", len: t.value.len() });
+                    return Err(Error::BadLength {
+                        what: "tlv value",
+                        len: t.value.len(),
+                    });
                 }
                 if sec.iter().take(i).any(|u| u.typ == t.typ) {
-                    return Err(Error::Malformed { what: W, reason: "duplicate TLV type" });
+                    return Err(Error::Malformed {
+                        what: W,
+                        reason: "duplicate TLV type",
+                    });
                 }
             }
         }
         let n = hlen + plen;
         if out.len() < n {
-            return Err(Error::BufferTooSmall { needed: n, have: out.len() });
+            return Err(Error::BufferTooSmall {
+                needed: n,
+                have: out.len(),
+            });
         }
         out[..8].copy_from_slice(&COOKIE.to_be_bytes());
         out[8..10].copy_from_slice(&((u16::from(VERSION) << 12) | hlen as u16).to_be_bytes());
@@ -169,7 +221,11 @@ impl<'a> Metadata<'a> {
 
     /// First header or payload TLV of type `typ`.
     pub fn get(&self, typ: u16) -> Option<&'a [u8]> {
-        self.header.iter().chain(self.payload.iter()).find(|t| t.typ == typ).map(|t| t.value)
+        self.header
+            .iter()
+            .chain(self.payload.iter())
+            .find(|t| t.typ == typ)
+            .map(|t| t.value)
     }
 }
 
@@ -185,8 +241,14 @@ mod tests {
     #[test]
     fn round_trip_and_strictness() {
         let m = Metadata {
-            header: vec![Tlv { typ: TLV_METADATA_KEY_INDEX, value: &[0, 0, 0, 7] }],
-            payload: vec![Tlv { typ: TLV_SESSION_ID, value: &[9; 16] }],
+            header: vec![Tlv {
+                typ: TLV_METADATA_KEY_INDEX,
+                value: &[0, 0, 0, 7],
+            }],
+            payload: vec![Tlv {
+                typ: TLV_SESSION_ID,
+                value: &[9; 16],
+            }],
         };
         let mut buf = [0u8; 64];
         let n = m.encode(&mut buf).unwrap();
@@ -199,7 +261,10 @@ mod tests {
         v2[8] = (v2[8] & 0x0F) | 0x20;
         assert_eq!(
             Metadata::parse(&v2[..n]),
-            Err(Error::Malformed { what: W, reason: "unknown version" })
+            Err(Error::Malformed {
+                what: W,
+                reason: "unknown version"
+            })
         );
         let mut bad = buf;
         bad[0] ^= 1;

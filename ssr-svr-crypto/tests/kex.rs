@@ -11,11 +11,21 @@ use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use ssr_svr_crypto::Error;
-use ssr_svr_crypto::kex::{self, AuthenticatedPeer, FfdhPrivate, KexAlgorithm, ffdh_check_public, modp_prime};
+use ssr_svr_crypto::kex::{
+    self, AuthenticatedPeer, FfdhPrivate, KexAlgorithm, ffdh_check_public, modp_prime,
+};
 
 fn openssl(args: &[&str], dir: &Path) -> Vec<u8> {
-    let o = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl CLI");
-    assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl CLI");
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     o.stdout
 }
 
@@ -96,16 +106,43 @@ fn strip(v: &[u8]) -> &[u8] {
 fn ffdh_interop_with_openssl_modp_4096() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
-    openssl(&["genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt", "group:modp_4096", "-out", "params.pem"], p);
-    openssl(&["genpkey", "-paramfile", "params.pem", "-out", "theirs.pem"], p);
-    let spki = openssl(&["pkey", "-in", "theirs.pem", "-pubout", "-outform", "DER"], p);
+    openssl(
+        &[
+            "genpkey",
+            "-genparam",
+            "-algorithm",
+            "DH",
+            "-pkeyopt",
+            "group:modp_4096",
+            "-out",
+            "params.pem",
+        ],
+        p,
+    );
+    openssl(
+        &["genpkey", "-paramfile", "params.pem", "-out", "theirs.pem"],
+        p,
+    );
+    let spki = openssl(
+        &["pkey", "-in", "theirs.pem", "-pubout", "-outform", "DER"],
+        p,
+    );
     let (alg, their_y) = split_dh_spki(&spki);
     let mut rng = StdRng::seed_from_u64(1);
     let x = FfdhPrivate::random(&mut rng);
     let our_y = x.public();
     std::fs::write(p.join("ours.der"), dh_spki(&alg, &our_y)).unwrap();
     let theirs = openssl(
-        &["pkeyutl", "-derive", "-inkey", "theirs.pem", "-peerkey", "ours.der", "-peerform", "DER"],
+        &[
+            "pkeyutl",
+            "-derive",
+            "-inkey",
+            "theirs.pem",
+            "-peerkey",
+            "ours.der",
+            "-peerform",
+            "DER",
+        ],
         p,
     );
     let ours = x.derive(&their_y).unwrap();
@@ -117,20 +154,48 @@ fn ffdh_interop_with_openssl_modp_4096() {
 fn ecdh_interop_with_openssl_p256() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
-    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "theirs.pem"], p);
-    let spki = openssl(&["pkey", "-in", "theirs.pem", "-pubout", "-outform", "DER"], p);
+    openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "theirs.pem",
+        ],
+        p,
+    );
+    let spki = openssl(
+        &["pkey", "-in", "theirs.pem", "-pubout", "-outform", "DER"],
+        p,
+    );
     let their_pk = p256::PublicKey::from_public_key_der(&spki).unwrap();
     let mut rng = StdRng::seed_from_u64(2);
-    let ours = <p256::ecdh::EphemeralSecret as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng);
+    let ours = <p256::ecdh::EphemeralSecret as p256::elliptic_curve::Generate>::generate_from_rng(
+        &mut rng,
+    );
     let our_der = ours.public_key().to_public_key_der().unwrap();
     std::fs::write(p.join("ours.der"), our_der.as_bytes()).unwrap();
     let theirs = openssl(
-        &["pkeyutl", "-derive", "-inkey", "theirs.pem", "-peerkey", "ours.der", "-peerform", "DER"],
+        &[
+            "pkeyutl",
+            "-derive",
+            "-inkey",
+            "theirs.pem",
+            "-peerkey",
+            "ours.der",
+            "-peerform",
+            "DER",
+        ],
         p,
     );
     let ss = kex::ecdh_derive(&ours, &their_pk.to_sec1_bytes()).unwrap();
     assert_eq!(&ss.secret_bytes()[..], &theirs[..]);
-    assert!(kex::ecdh_derive(&ours, &[4u8; 65]).is_err(), "not on the curve");
+    assert!(
+        kex::ecdh_derive(&ours, &[4u8; 65]).is_err(),
+        "not on the curve"
+    );
 }
 
 #[test]
@@ -146,11 +211,18 @@ fn hkdf_sha384_combination_matches_openssl_kdf() {
     info.extend_from_slice(&th);
     let out = openssl(
         &[
-            "kdf", "-keylen", "160", "-binary",
-            "-kdfopt", "digest:SHA384",
-            "-kdfopt", &format!("hexkey:{}", hex::encode(&ikm)),
-            "-kdfopt", "hexsalt:01020304050607081112131415161718",
-            "-kdfopt", &format!("hexinfo:{}", hex::encode(&info)),
+            "kdf",
+            "-keylen",
+            "160",
+            "-binary",
+            "-kdfopt",
+            "digest:SHA384",
+            "-kdfopt",
+            &format!("hexkey:{}", hex::encode(&ikm)),
+            "-kdfopt",
+            "hexsalt:01020304050607081112131415161718",
+            "-kdfopt",
+            &format!("hexinfo:{}", hex::encode(&info)),
             "HKDF",
         ],
         d.path(),
@@ -178,7 +250,10 @@ fn ffdh_public_value_checks() {
     let minus2 = p.wrapping_sub(&U4096::from_u8(2));
     assert_eq!(
         ffdh_check_public(&be(&minus2)),
-        Err(Error::InvalidPublicValue { alg: "ffdh4096", reason: "not in the order-q subgroup" })
+        Err(Error::InvalidPublicValue {
+            alg: "ffdh4096",
+            reason: "not in the order-q subgroup"
+        })
     );
     // The Legendre test agrees with the textbook y^q == 1 on honest and hostile values.
     let mut rng = StdRng::seed_from_u64(3);
@@ -186,14 +261,23 @@ fn ffdh_public_value_checks() {
     let yv = ffdh_check_public(&y).unwrap();
     assert_eq!(kex::ffdh_subgroup_power(&yv), U4096::ONE);
     assert_ne!(kex::ffdh_subgroup_power(&minus2), U4096::ONE);
-    assert!(FfdhPrivate::from_be_bytes(&[0u8; 64]).is_err(), "exponent below 325 bits");
+    assert!(
+        FfdhPrivate::from_be_bytes(&[0u8; 64]).is_err(),
+        "exponent below 325 bits"
+    );
 }
 
 fn ident(seed: u64, cn: &str) -> (SigningKey, AuthenticatedPeer) {
     let mut rng = StdRng::seed_from_u64(seed);
     let sk = <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng);
     let vk = *sk.verifying_key();
-    (sk, AuthenticatedPeer { common_name: cn.into(), public_key: vk })
+    (
+        sk,
+        AuthenticatedPeer {
+            common_name: cn.into(),
+            public_key: vk,
+        },
+    )
 }
 
 #[test]
@@ -202,7 +286,12 @@ fn authenticated_exchange_every_algorithm() {
     let (skb, b) = ident(11, "router-b");
     let (_skc, c) = ident(12, "router-a");
     let mut rng = StdRng::seed_from_u64(13);
-    for alg in [KexAlgorithm::EcdhP256, KexAlgorithm::Ffdh4096, KexAlgorithm::MlKem768EcdhP256, KexAlgorithm::MlKem768Ffdh4096] {
+    for alg in [
+        KexAlgorithm::EcdhP256,
+        KexAlgorithm::Ffdh4096,
+        KexAlgorithm::MlKem768EcdhP256,
+        KexAlgorithm::MlKem768Ffdh4096,
+    ] {
         let (st, hello) = kex::Initiator::start(alg, &ska, "router-a", "router-b", &mut rng);
         // Wire round trip.
         let hello = kex::KexMessage::decode(&hello.encode()).unwrap();
@@ -213,10 +302,16 @@ fn authenticated_exchange_every_algorithm() {
         assert_ne!(ka.i2r, ka.r2i);
         assert_eq!(ka.transcript, kb.transcript);
         // Wrong signer identity, tampered share, tampered signature.
-        assert_eq!(kex::respond(&hello, &c, &skb, "router-b", &mut rng).err(), Some(Error::Unauthenticated));
+        assert_eq!(
+            kex::respond(&hello, &c, &skb, "router-b", &mut rng).err(),
+            Some(Error::Unauthenticated)
+        );
         let mut t = hello.clone();
         t.share[10] ^= 1;
-        assert_eq!(kex::respond(&t, &a, &skb, "router-b", &mut rng).err(), Some(Error::Unauthenticated));
+        assert_eq!(
+            kex::respond(&t, &a, &skb, "router-b", &mut rng).err(),
+            Some(Error::Unauthenticated)
+        );
         let mut r2 = reply.clone();
         r2.signature[5] ^= 1;
         assert_eq!(st.finish(&r2, &b).err(), Some(Error::Unauthenticated));
@@ -238,8 +333,8 @@ fn authenticated_exchange_every_algorithm() {
 fn ml_kem_768_deterministic_round_trip() {
     // No FIPS 203 vector files ship with the ml-kem crate; this checks determinism from a
     // seeded RNG and implicit rejection instead.
-    use ml_kem::kem::{Decapsulate, Encapsulate, Kem, KeyExport};
     use ml_kem::MlKem768;
+    use ml_kem::kem::{Decapsulate, Encapsulate, Kem, KeyExport};
     let make = |s| {
         let mut r = StdRng::seed_from_u64(s);
         let (dk, ek) = MlKem768::generate_keypair_from_rng(&mut r);
@@ -253,7 +348,7 @@ fn ml_kem_768_deterministic_round_trip() {
     assert_eq!(k, k2);
     assert_eq!(ek1.len(), 1184);
     assert_eq!(dk.decapsulate(&ct), k);
-    let mut bad = ct.clone();
+    let mut bad = ct;
     bad[0] ^= 1;
     assert_ne!(dk.decapsulate(&bad), k);
 }

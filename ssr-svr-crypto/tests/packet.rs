@@ -7,7 +7,8 @@ use aes::Aes256;
 use cipher::{BlockCipherEncrypt, KeyInit};
 use ssr_svr_crypto::Error;
 use ssr_svr_crypto::packet::{
-    CbcHmacOpener, CbcHmacSealer, GcmOpener, GcmSealer, HEADER_LEN, TAG_LEN, gcm_sealed_len, kat, sealed_len,
+    CbcHmacOpener, CbcHmacSealer, GcmOpener, GcmSealer, HEADER_LEN, TAG_LEN, gcm_sealed_len, kat,
+    sealed_len,
 };
 use ssr_svr_crypto::secret::PacketKeyMaterial;
 
@@ -60,10 +61,26 @@ fn open_decrypts_nist_sp800_38a_cbc_vector() {
 fn hmac_sha384_rfc4231_vectors() {
     // Test cases 1, 2, 3, 4 of RFC 4231 (HMAC-SHA-384).
     let cases: [(Vec<u8>, Vec<u8>, &str); 4] = [
-        (vec![0x0b; 20], b"Hi There".to_vec(), "afd03944d84895626b0825f4ab46907f15f9dadbe4101ec682aa034c7cebc59cfaea9ea9076ede7f4af152e8b2fa9cb6"),
-        (b"Jefe".to_vec(), b"what do ya want for nothing?".to_vec(), "af45d2e376484031617f78d2b58a6b1b9c7ef464f5a01b47e42ec3736322445e8e2240ca5e69e2c78b3239ecfab21649"),
-        (vec![0xaa; 20], vec![0xdd; 50], "88062608d3e6ad8a0aa2ace014c8a86f0aa635d947ac9febe83ef4e55966144b2a5ab39dc13814b94e3ab6e101a34f27"),
-        (h("0102030405060708090a0b0c0d0e0f10111213141516171819"), vec![0xcd; 50], "3e8a69b7783c25851933ab6290af6ca77a9981480850009cc5577c6e1f573b4e6801dd23c4a7d679ccf8a386c674cffb"),
+        (
+            vec![0x0b; 20],
+            b"Hi There".to_vec(),
+            "afd03944d84895626b0825f4ab46907f15f9dadbe4101ec682aa034c7cebc59cfaea9ea9076ede7f4af152e8b2fa9cb6",
+        ),
+        (
+            b"Jefe".to_vec(),
+            b"what do ya want for nothing?".to_vec(),
+            "af45d2e376484031617f78d2b58a6b1b9c7ef464f5a01b47e42ec3736322445e8e2240ca5e69e2c78b3239ecfab21649",
+        ),
+        (
+            vec![0xaa; 20],
+            vec![0xdd; 50],
+            "88062608d3e6ad8a0aa2ace014c8a86f0aa635d947ac9febe83ef4e55966144b2a5ab39dc13814b94e3ab6e101a34f27",
+        ),
+        (
+            h("0102030405060708090a0b0c0d0e0f10111213141516171819"),
+            vec![0xcd; 50],
+            "3e8a69b7783c25851933ab6290af6ca77a9981480850009cc5577c6e1f573b4e6801dd23c4a7d679ccf8a386c674cffb",
+        ),
     ];
     for (k, d, want) in cases {
         assert_eq!(kat::hmac_sha384(&k, &d).unwrap().to_vec(), h(want));
@@ -71,12 +88,18 @@ fn hmac_sha384_rfc4231_vectors() {
 }
 
 fn have_openssl() -> bool {
-    Command::new("openssl").arg("version").output().is_ok_and(|o| o.status.success())
+    Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 #[test]
 fn sealed_packet_matches_openssl_enc_and_dgst() {
-    assert!(have_openssl(), "the openssl CLI is the oracle for this test");
+    assert!(
+        have_openssl(),
+        "the openssl CLI is the oracle for this test"
+    );
     let key = material(3);
     let mut sealer = CbcHmacSealer::new(&key);
     let dir = tempfile::tempdir().unwrap();
@@ -90,7 +113,15 @@ fn sealed_packet_matches_openssl_enc_and_dgst() {
         let ptf = dir.path().join("pt");
         std::fs::write(&ptf, &pt).unwrap();
         let enc = Command::new("openssl")
-            .args(["enc", "-aes-256-cbc", "-K", &hex::encode(&key.secret_bytes()[..32]), "-iv", &hex::encode(iv), "-in"])
+            .args([
+                "enc",
+                "-aes-256-cbc",
+                "-K",
+                &hex::encode(&key.secret_bytes()[..32]),
+                "-iv",
+                &hex::encode(iv),
+                "-in",
+            ])
             .arg(&ptf)
             .output()
             .unwrap();
@@ -99,7 +130,15 @@ fn sealed_packet_matches_openssl_enc_and_dgst() {
         let bodyf = dir.path().join("body");
         std::fs::write(&bodyf, &out[..n - TAG_LEN]).unwrap();
         let mac = Command::new("openssl")
-            .args(["dgst", "-sha384", "-mac", "HMAC", "-macopt", &format!("hexkey:{}", hex::encode(&key.secret_bytes()[32..])), "-binary"])
+            .args([
+                "dgst",
+                "-sha384",
+                "-mac",
+                "HMAC",
+                "-macopt",
+                &format!("hexkey:{}", hex::encode(&key.secret_bytes()[32..])),
+                "-binary",
+            ])
             .arg(&bodyf)
             .output()
             .unwrap();
@@ -152,7 +191,10 @@ fn round_trip_replay_tamper_wrong_key() {
     let seq_replays = (0..64).filter(|k| (50u64 ^ (1u64 << k)) < 50).count() as u64;
     assert_eq!(st.replayed, 50 + seq_replays);
     assert_eq!(st.tampered + st.replayed, (n * 8) as u64 + 50);
-    assert_eq!(o.open(&fresh[..n], &mut out), Err(Error::Replay { seq: 50 }));
+    assert_eq!(
+        o.open(&fresh[..n], &mut out),
+        Err(Error::Replay { seq: 50 })
+    );
 }
 
 #[test]
@@ -165,9 +207,12 @@ fn beyond_window_is_rejected() {
     let mut buf = vec![0u8; 64];
     for _ in 0..3000 {
         let n = s.seal(&[2; 10], &mut buf).unwrap();
-        o.open(&buf[..n].to_vec(), &mut [0u8; 64]).unwrap();
+        o.open(&buf[..n], &mut [0u8; 64]).unwrap();
     }
-    assert_eq!(o.open(&first, &mut [0u8; 64]), Err(Error::Replay { seq: 0 }));
+    assert_eq!(
+        o.open(&first, &mut [0u8; 64]),
+        Err(Error::Replay { seq: 0 })
+    );
 }
 
 #[test]
@@ -176,7 +221,10 @@ fn batch_seal_equals_single_seal() {
     let mut single = CbcHmacSealer::new(&key);
     let mut batch = CbcHmacSealer::new(&key);
     let lens = [1400usize, 0, 15, 16, 64, 1399, 700, 33, 1, 2000, 17];
-    let pts: Vec<Vec<u8>> = lens.iter().map(|&l| (0..l).map(|i| (i * 3 + l) as u8).collect()).collect();
+    let pts: Vec<Vec<u8>> = lens
+        .iter()
+        .map(|&l| (0..l).map(|i| (i * 3 + l) as u8).collect())
+        .collect();
     let refs: Vec<&[u8]> = pts.iter().map(|p| &p[..]).collect();
     let mut bufs: Vec<Vec<u8>> = lens.iter().map(|&l| vec![0u8; sealed_len(l)]).collect();
     let mut outs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
@@ -222,7 +270,10 @@ fn too_small_buffers_are_errors_not_panics() {
     let mut s = CbcHmacSealer::new(&key);
     let mut o = CbcHmacOpener::new(&key);
     let mut small = [0u8; 10];
-    assert!(matches!(s.seal(&[0; 40], &mut small), Err(Error::BufferTooSmall { .. })));
+    assert!(matches!(
+        s.seal(&[0; 40], &mut small),
+        Err(Error::BufferTooSmall { .. })
+    ));
     for len in 0..100 {
         assert!(o.open(&vec![0u8; len], &mut [0u8; 200]).is_err());
     }

@@ -8,7 +8,8 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use ssr_svr_crypto::kex::{KexAlgorithm, StaticAuthenticator};
 use ssr_svr_crypto::peer::{
-    FailMode, KeyManager, LocalIdentity, Peer, PeerEvent, RekeyInterval, SecurityConfig, SecurityState,
+    FailMode, KeyManager, LocalIdentity, Peer, PeerEvent, RekeyInterval, SecurityConfig,
+    SecurityState,
 };
 
 struct Net {
@@ -69,25 +70,43 @@ impl World {
     fn new(n: usize, cfg: SecurityConfig, seed: u64, loss: f64, dup: f64) -> Self {
         let start = Instant::now();
         let mut rng = StdRng::seed_from_u64(seed);
-        let keys: Vec<SigningKey> =
-            (0..n).map(|_| <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng)).collect();
+        let keys: Vec<SigningKey> = (0..n)
+            .map(|_| <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng))
+            .collect();
         let mut auth = StaticAuthenticator::new();
         for (i, k) in keys.iter().enumerate() {
             auth.trust(&cert(i), &cn(i), *k.verifying_key());
         }
         let mut nodes = Vec::new();
+        #[allow(clippy::needless_range_loop)]
         for i in 0..n {
             let mut nrng = StdRng::seed_from_u64(seed * 1000 + i as u64);
             let km = KeyManager::new(&mut nrng, start);
             let mut peers = Vec::new();
             for j in (0..n).filter(|&j| j != i) {
-                let me = LocalIdentity { cert_der: cert(i), signing_key: keys[i].clone(), common_name: cn(i) };
+                let me = LocalIdentity {
+                    cert_der: cert(i),
+                    signing_key: keys[i].clone(),
+                    common_name: cn(i),
+                };
                 let jitter = Duration::from_secs(nrng.random_range(0..360));
-                let mut p = Peer::new(cfg.clone(), me, cn(j), auth.clone(), jitter, start, 1_700_000_000);
+                let mut p = Peer::new(
+                    cfg.clone(),
+                    me,
+                    cn(j),
+                    auth.clone(),
+                    jitter,
+                    start,
+                    1_700_000_000,
+                );
                 p.handle_local_metadata_key(&km, start);
                 peers.push((j, p));
             }
-            nodes.push(Node { peers, km, rng: nrng });
+            nodes.push(Node {
+                peers,
+                km,
+                rng: nrng,
+            });
         }
         let net = Net {
             queue: Vec::new(),
@@ -133,9 +152,15 @@ impl World {
 
     /// Advances to the earliest event (bounded by `until`) and processes it.
     fn step(&mut self, until: Instant) -> bool {
-        let timers = self.nodes.iter().flat_map(|n| n.peers.iter().filter_map(|p| p.1.poll_timeout())).min();
+        let timers = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.peers.iter().filter_map(|p| p.1.poll_timeout()))
+            .min();
         let data = self.data_every.map(|_| self.next_data);
-        let Some(t) = [self.net.next(), timers, data].into_iter().flatten().min() else { return false };
+        let Some(t) = [self.net.next(), timers, data].into_iter().flatten().min() else {
+            return false;
+        };
         if t > until {
             return false;
         }
@@ -166,8 +191,8 @@ impl World {
                 }
             }
         }
-        if let Some(every) = self.data_every {
-            if self.next_data <= now {
+        if let Some(every) = self.data_every.filter(|_| self.next_data <= now) {
+            {
                 self.next_data = now + every;
                 let mut sends = Vec::new();
                 for (i, node) in self.nodes.iter_mut().enumerate() {
@@ -195,7 +220,11 @@ impl World {
     }
 
     fn all_complete(&self) -> bool {
-        self.nodes.iter().all(|n| n.peers.iter().all(|p| p.1.state() == SecurityState::MkeyExchComp))
+        self.nodes.iter().all(|n| {
+            n.peers
+                .iter()
+                .all(|p| p.1.state() == SecurityState::MkeyExchComp)
+        })
     }
 
     fn regenerate(&mut self, i: usize) {
@@ -210,8 +239,15 @@ impl World {
 }
 
 fn cfg(alg: KexAlgorithm, rekey_h: u16) -> SecurityConfig {
-    SecurityConfig::new(alg, RekeyInterval::hours(rekey_h).unwrap(), RekeyInterval::default(), 30, 3600, FailMode::FailSoft)
-        .unwrap()
+    SecurityConfig::new(
+        alg,
+        RekeyInterval::hours(rekey_h).unwrap(),
+        RekeyInterval::default(),
+        30,
+        3600,
+        FailMode::FailSoft,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -255,13 +291,23 @@ fn rekeys_lose_no_packets_thanks_to_the_overlap() {
     }
     let a = w.peer(0, 1).status();
     let b = w.peer(1, 0).status();
-    assert!(a.peer_rekey_count >= 5, "peer key rekeyed every hour: {}", a.peer_rekey_count);
+    assert!(
+        a.peer_rekey_count >= 5,
+        "peer key rekeyed every hour: {}",
+        a.peer_rekey_count
+    );
     assert_eq!(a.peer_rekey_count, b.peer_rekey_count);
     assert!(a.key_index.unwrap() >= 3 && b.key_index.unwrap() >= 3);
     assert_eq!(w.data_open_failures, 0, "no packet lost to a key change");
-    assert!(w.data_replays > 0, "the network duplicated packets and they were rejected");
+    assert!(
+        w.data_replays > 0,
+        "the network duplicated packets and they were rejected"
+    );
     assert_eq!(a.data.replayed + b.data.replayed, w.data_replays);
-    assert_eq!(a.data.delivered + b.data.delivered + w.data_replays, w.net.delivered_data);
+    assert_eq!(
+        a.data.delivered + b.data.delivered + w.data_replays,
+        w.net.delivered_data
+    );
     assert!(w.all_complete());
 }
 
@@ -280,7 +326,10 @@ fn timeout_invalid_then_retry_at_timeout_interval_and_recover() {
     assert!(events.contains(&PeerEvent::PeerInvalid));
     // While invalid the next attempt is a full timeout interval away.
     let next = w.peer(0, 1).poll_timeout().unwrap();
-    assert!(next > w.now + Duration::from_secs(60), "retry at the timeout interval");
+    assert!(
+        next > w.now + Duration::from_secs(60),
+        "retry at the timeout interval"
+    );
     // Interface up: retry at once, recover within seconds.
     w.net.down[1] = false;
     let now = w.now;
@@ -326,7 +375,12 @@ fn many_peers_converge_with_jittered_rekeys() {
     let mut uniq = nexts.clone();
     uniq.sort();
     uniq.dedup();
-    assert!(uniq.len() > 10, "rekeys are spread out: {} distinct of {}", uniq.len(), nexts.len());
+    assert!(
+        uniq.len() > 10,
+        "rekeys are spread out: {} distinct of {}",
+        uniq.len(),
+        nexts.len()
+    );
     w.data_every = Some(Duration::from_secs(2));
     w.next_data = w.now;
     w.run_for(Duration::from_secs(3 * 3600));
@@ -342,8 +396,15 @@ fn many_peers_converge_with_jittered_rekeys() {
 #[test]
 fn invalid_certificate_fail_soft_and_fail_hard() {
     for mode in [FailMode::FailSoft, FailMode::FailHard] {
-        let c = SecurityConfig::new(KexAlgorithm::EcdhP256, RekeyInterval::default(), RekeyInterval::NEVER, 5, 60, mode)
-            .unwrap();
+        let c = SecurityConfig::new(
+            KexAlgorithm::EcdhP256,
+            RekeyInterval::default(),
+            RekeyInterval::NEVER,
+            5,
+            60,
+            mode,
+        )
+        .unwrap();
         let mut rng = StdRng::seed_from_u64(5);
         let ka = <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng);
         let kb = <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng);
@@ -351,7 +412,11 @@ fn invalid_certificate_fail_soft_and_fail_hard() {
         auth.trust(&cert(1), &cn(1), *kb.verifying_key());
         auth.revoke(&cert(1));
         let now = Instant::now();
-        let me = LocalIdentity { cert_der: cert(0), signing_key: ka, common_name: cn(0) };
+        let me = LocalIdentity {
+            cert_der: cert(0),
+            signing_key: ka,
+            common_name: cn(0),
+        };
         let mut p = Peer::new(c, me, cn(1), auth, Duration::ZERO, now, 0);
         let msg = ssr_svr_crypto::peer::Control::Cert(cert(1)).encode();
         assert!(p.handle_control(&msg, now, &mut rng).is_err());
@@ -359,7 +424,10 @@ fn invalid_certificate_fail_soft_and_fail_hard() {
         while let Some(e) = p.poll_event() {
             ev.push(e);
         }
-        assert!(matches!(ev.first(), Some(PeerEvent::UnableToAuthenticate(_))));
+        assert!(matches!(
+            ev.first(),
+            Some(PeerEvent::UnableToAuthenticate(_))
+        ));
         match mode {
             FailMode::FailHard => {
                 assert_eq!(p.state(), SecurityState::Removed);
@@ -397,7 +465,16 @@ fn config_ranges() {
     assert!(RekeyInterval::hours(0).is_err());
     assert!(RekeyInterval::hours(721).is_err());
     assert!(RekeyInterval::hours(720).is_ok());
-    let mk = |r, t| SecurityConfig::new(KexAlgorithm::EcdhP256, RekeyInterval::NEVER, RekeyInterval::NEVER, r, t, FailMode::FailSoft);
+    let mk = |r, t| {
+        SecurityConfig::new(
+            KexAlgorithm::EcdhP256,
+            RekeyInterval::NEVER,
+            RekeyInterval::NEVER,
+            r,
+            t,
+            FailMode::FailSoft,
+        )
+    };
     assert!(mk(4, 3600).is_err());
     assert!(mk(3601, 7200).is_err());
     assert!(mk(5, 3600).is_ok());

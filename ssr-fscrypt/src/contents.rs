@@ -87,51 +87,49 @@ impl ContentsCipher {
         self.tweak.encrypt_block(&mut t);
         let mut t = u128::from_le_bytes(t.0);
         let (blocks, _) = Array::<u8, U16>::slice_as_chunks_mut(unit);
-        let mut tweaks = [0u128; BATCH];
+        // Tweaks in two 64-bit halves (structure of arrays, so the compiler can
+        // vectorise): LANES consecutive ones by single steps, the rest from the one
+        // LANES back (× α^LANES: a byte shift, the fallen-off byte folded back with
+        // the XTS polynomial x^7 + x^2 + x + 1 by shifts and XORs, constant time).
+        let mut tlo = [0u64; BATCH];
+        let mut thi = [0u64; BATCH];
+        let mut tw = [0u128; BATCH];
         for chunk in blocks.chunks_mut(BATCH) {
             let n = chunk.len();
-            // Tweaks: LANES consecutive ones by single steps, then LANES independent
-            // chains advanced by α^LANES in 64-bit halves (the compiler vectorises
-            // this; a single α chain is one long dependency).
-            let mut lo = [0u64; LANES];
-            let mut hi = [0u64; LANES];
-            for (l, h) in lo.iter_mut().zip(hi.iter_mut()) {
+            let head = n.min(LANES);
+            for (l, h) in tlo[..head].iter_mut().zip(thi[..head].iter_mut()) {
                 *l = t as u64;
                 *h = (t >> 64) as u64;
                 t = mul_alpha(t);
             }
-            // One pass: write the tweaks (kept for the pass after the cipher) and
-            // apply them to the blocks.
-            for (group, tws) in chunk.chunks_mut(LANES).zip(tweaks.chunks_mut(LANES)) {
-                for (((b, tw), l), h) in group
-                    .iter_mut()
-                    .zip(tws.iter_mut())
-                    .zip(lo.iter())
-                    .zip(hi.iter())
-                {
-                    let v = (u128::from(*h) << 64) | u128::from(*l);
-                    *tw = v;
-                    b.0 = (u128::from_le_bytes(b.0) ^ v).to_le_bytes();
-                }
-                for (l, h) in lo.iter_mut().zip(hi.iter_mut()) {
-                    let top = *h >> 56;
-                    *h = (*h << 8) | (*l >> 56);
-                    *l = (*l << 8) ^ top ^ (top << 1) ^ (top << 2) ^ (top << 7);
-                }
+            for i in LANES..n {
+                let (l, h) = (tlo[i - LANES], thi[i - LANES]);
+                let top = h >> 56;
+                thi[i] = (h << 8) | (l >> 56);
+                tlo[i] = (l << 8) ^ top ^ (top << 1) ^ (top << 2) ^ (top << 7);
             }
-            if let Some(last) = tweaks.get(n.wrapping_sub(1)) {
-                t = mul_alpha(*last);
+            if n > 0 {
+                t = mul_alpha((u128::from(thi[n - 1]) << 64) | u128::from(tlo[n - 1]));
             }
+            for ((t, l), h) in tw.iter_mut().zip(tlo.iter()).zip(thi.iter()) {
+                *t = (u128::from(*h) << 64) | u128::from(*l);
+            }
+            xor_tweaks(chunk, &tw);
             if encrypt {
                 self.data.encrypt_blocks(chunk);
             } else {
                 self.data.decrypt_blocks(chunk);
             }
-            for (b, tw) in chunk.iter_mut().zip(tweaks.iter()) {
-                b.0 = (u128::from_le_bytes(b.0) ^ tw).to_le_bytes();
-            }
+            xor_tweaks(chunk, &tw);
         }
         Ok(())
+    }
+}
+
+#[inline(always)]
+fn xor_tweaks(blocks: &mut [Array<u8, U16>], tweaks: &[u128]) {
+    for (b, t) in blocks.iter_mut().zip(tweaks.iter()) {
+        b.0 = (u128::from_le_bytes(b.0) ^ t).to_le_bytes();
     }
 }
 

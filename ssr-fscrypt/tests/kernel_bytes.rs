@@ -81,6 +81,20 @@ fn dirents(raw: &[u8], block_size: usize) -> BTreeMap<u64, Vec<u8>> {
     out
 }
 
+/// Unmounts, retrying while something transient (a udev probe of the loop device,
+/// another test's process scanning mounts) keeps the mount busy for a moment.
+fn unmount(fs: &mut LoopExt4) {
+    let mut last = None;
+    for _ in 0..30 {
+        match fs.unmount() {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("cannot unmount: {last:?}");
+}
+
 struct Written {
     name: Vec<u8>,
     contents: Vec<u8>,
@@ -128,7 +142,7 @@ fn check_block_size(block_size: u32) {
         let dir_nonce = kernel::get_nonce(&dir).unwrap();
         dirs.push((dir.clone(), policy, dir_ino, dir_nonce, files));
     }
-    fs.unmount().unwrap();
+    unmount(&mut fs);
 
     let info = InodeInfo::with_block_size(bs);
     for (_, policy, dir_ino, dir_nonce, files) in &dirs {
@@ -326,7 +340,7 @@ fn kernel_bytes_iv_ino_lblk() {
         return;
     }
     let mut fs = LoopExt4::create(16, 4096).unwrap();
-    fs.unmount().unwrap();
+    unmount(&mut fs);
     ssr_testkit::run(
         std::process::Command::new("tune2fs")
             .args(["-O", "stable_inodes"])
@@ -363,7 +377,7 @@ fn kernel_bytes_iv_ino_lblk() {
         }
         dirs.push((fs::metadata(&dir).unwrap().ino(), policy, files));
     }
-    fs.unmount().unwrap();
+    unmount(&mut fs);
 
     for (dir_ino, policy, files) in &dirs {
         let dir_ctx = context_of(&fs, *dir_ino);

@@ -153,14 +153,20 @@ impl CbcHmacSealer {
         let mut chain = iv_input(seq);
         self.aes.encrypt_block(&mut chain);
         out[SEQ_LEN..HEADER_LEN].copy_from_slice(&chain);
-        let ct = &mut out[HEADER_LEN..n - TAG_LEN];
-        // One backend call for the whole chain (per-block calls pay dispatch each time).
+        let mut mac = self.mac.clone();
+        mac.update(&out[..HEADER_LEN]);
+        let (body, tag) = out.split_at_mut(n - TAG_LEN);
+        let ct = &mut body[HEADER_LEN..];
+        // One backend call for the whole chain (per-block calls pay dispatch each time),
+        // with the MAC stitched in.
         self.aes.encrypt_with_backend(CbcChain {
             chain: &mut chain,
             pt: plaintext,
             ct,
+            mac: &mut mac,
         });
-        self.tag_into(out);
+        let full = mac.finalize().into_bytes();
+        tag.copy_from_slice(&full[..TAG_LEN]);
         Ok(n)
     }
 
@@ -259,6 +265,9 @@ struct CbcChain<'a> {
     chain: &'a mut Block,
     pt: &'a [u8],
     ct: &'a mut [u8],
+    /// MAC, already fed with the header; fed with the ciphertext 128 bytes behind the
+    /// encryption so the SHA-512 work overlaps the latency-bound CBC chain (stitching).
+    mac: &'a mut HmacSha384,
 }
 
 impl cipher::BlockSizeUser for CbcChain<'_> {
@@ -267,24 +276,31 @@ impl cipher::BlockSizeUser for CbcChain<'_> {
 
 impl cipher::BlockCipherEncClosure for CbcChain<'_> {
     fn call<B: cipher::BlockCipherEncBackend<BlockSize = Self::BlockSize>>(self, backend: &B) {
-        let (full, rest) = self.pt.as_chunks::<16>();
-        let (ct_blocks, _) = self.ct.as_chunks_mut::<16>();
-        let chain = self.chain;
-        for (p, c) in full.iter().zip(ct_blocks.iter_mut()) {
-            for i in 0..16 {
-                chain[i] ^= p[i];
+        let Self { chain, pt, ct, mac } = self;
+        let nfull = pt.len() / 16;
+        let total = nfull + 1;
+        let mut hashed = 0usize; // bytes of ct fed to the MAC
+        for j in 0..total {
+            let off = j * 16;
+            if off + 16 <= pt.len() {
+                for i in 0..16 {
+                    chain[i] ^= pt[off + i];
+                }
+            } else {
+                let last = pad_block(&pt[off.min(pt.len())..]);
+                for i in 0..16 {
+                    chain[i] ^= last[i];
+                }
             }
             backend.encrypt_block_inplace(chain);
-            c.copy_from_slice(chain);
+            ct[off..off + 16].copy_from_slice(chain);
+            // Every 8 blocks, hash the previous 128-byte chunk (already final).
+            if j % 8 == 7 && off + 16 >= hashed + 256 {
+                mac.update(&ct[hashed..hashed + 128]);
+                hashed += 128;
+            }
         }
-        let last = pad_block(rest);
-        for i in 0..16 {
-            chain[i] ^= last[i];
-        }
-        backend.encrypt_block_inplace(chain);
-        if let Some(c) = ct_blocks.get_mut(full.len()) {
-            c.copy_from_slice(chain);
-        }
+        mac.update(&ct[hashed..total * 16]);
     }
 }
 

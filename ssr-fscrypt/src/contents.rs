@@ -24,6 +24,23 @@ const BATCH: usize = 256;
 /// Independent tweak chains.
 const LANES: usize = 8;
 
+/// Tweak storage for one batch (on the caller's stack, reused across data units).
+struct Scratch {
+    tlo: [u64; BATCH],
+    thi: [u64; BATCH],
+    tw: [u128; BATCH],
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            tlo: [0; BATCH],
+            thi: [0; BATCH],
+            tw: [0; BATCH],
+        }
+    }
+}
+
 /// An AES-256-XTS contents cipher for one (per-file or per-mode) 64-byte key.
 pub struct ContentsCipher {
     data: Aes256,
@@ -76,7 +93,39 @@ impl ContentsCipher {
         self.xts(iv, unit, false)
     }
 
+    /// Encrypts (or decrypts) consecutive data units of `unit_len` bytes in place,
+    /// unit `i` with IV `iv(i)`; scratch space is set up once for all of them.
+    pub fn crypt_data_units(
+        &self,
+        buf: &mut [u8],
+        unit_len: usize,
+        encrypt: bool,
+        mut iv: impl FnMut(usize) -> Result<[u8; 16]>,
+    ) -> Result<()> {
+        if unit_len == 0 || !buf.len().is_multiple_of(unit_len) {
+            return Err(Error::DataUnitLength {
+                len: buf.len(),
+                data_unit_size: unit_len,
+            });
+        }
+        let mut scratch = Scratch::new();
+        for (i, unit) in buf.chunks_exact_mut(unit_len).enumerate() {
+            self.xts_with(&iv(i)?, unit, encrypt, &mut scratch)?;
+        }
+        Ok(())
+    }
+
     fn xts(&self, iv: &[u8; 16], unit: &mut [u8], encrypt: bool) -> Result<()> {
+        self.xts_with(iv, unit, encrypt, &mut Scratch::new())
+    }
+
+    fn xts_with(
+        &self,
+        iv: &[u8; 16],
+        unit: &mut [u8],
+        encrypt: bool,
+        scratch: &mut Scratch,
+    ) -> Result<()> {
         if unit.is_empty() || !unit.len().is_multiple_of(BLOCK) {
             return Err(Error::DataUnitLength {
                 len: unit.len(),
@@ -91,9 +140,7 @@ impl ContentsCipher {
         // vectorise): LANES consecutive ones by single steps, the rest from the one
         // LANES back (× α^LANES: a byte shift, the fallen-off byte folded back with
         // the XTS polynomial x^7 + x^2 + x + 1 by shifts and XORs, constant time).
-        let mut tlo = [0u64; BATCH];
-        let mut thi = [0u64; BATCH];
-        let mut tw = [0u128; BATCH];
+        let Scratch { tlo, thi, tw } = scratch;
         for chunk in blocks.chunks_mut(BATCH) {
             let n = chunk.len();
             let head = n.min(LANES);
@@ -114,13 +161,13 @@ impl ContentsCipher {
             for ((t, l), h) in tw.iter_mut().zip(tlo.iter()).zip(thi.iter()) {
                 *t = (u128::from(*h) << 64) | u128::from(*l);
             }
-            xor_tweaks(chunk, &tw);
+            xor_tweaks(chunk, tw);
             if encrypt {
                 self.data.encrypt_blocks(chunk);
             } else {
                 self.data.decrypt_blocks(chunk);
             }
-            xor_tweaks(chunk, &tw);
+            xor_tweaks(chunk, tw);
         }
         Ok(())
     }

@@ -180,19 +180,13 @@ impl InodeCipher {
                 data_unit_size: du,
             });
         }
-        for (i, unit) in buf.chunks_exact_mut(du).enumerate() {
+        self.contents.crypt_data_units(buf, du, encrypt, |i| {
             let index = first_index.checked_add(i as u64).ok_or(Error::IvOverflow {
                 what: "data unit index",
                 value: first_index,
             })?;
-            let iv = self.iv(index)?;
-            if encrypt {
-                self.contents.encrypt_data_unit(&iv, unit)?;
-            } else {
-                self.contents.decrypt_data_unit(&iv, unit)?;
-            }
-        }
-        Ok(())
+            self.iv(index)
+        })
     }
 
     /// Encrypts a name as it is stored in this directory (max 255 bytes).

@@ -1074,3 +1074,94 @@ impl<A: PeerAuthenticator> Peer<A> {
         }
     }
 }
+
+/// A session's payload key (generated on demand per session; zeroized on drop).
+pub type PayloadKey = SecretBytes<80>;
+
+/// A session identifier carried in the metadata.
+pub type SessionId = [u8; 16];
+
+impl<A: PeerAuthenticator> Peer<A> {
+    /// Builds the SVR metadata of a session's first packet into `out`: header TLV
+    /// [`crate::tlv::TLV_METADATA_KEY_INDEX`] (the peer's metadata key index), payload TLVs
+    /// [`crate::tlv::TLV_SESSION_ID`] and [`crate::tlv::TLV_SEALED_PAYLOAD_KEY`] (the
+    /// payload key sealed under the peer's metadata key, CBC-HMAC).
+    pub fn seal_session_metadata(
+        &mut self,
+        session: &SessionId,
+        key: &PayloadKey,
+        out: &mut [u8],
+    ) -> Result<usize, Error> {
+        let (index, sealer) = self.data_tx.as_mut().ok_or(Error::Unauthenticated)?;
+        let idx = index.to_be_bytes();
+        let mut plain = [0u8; 96];
+        plain[..16].copy_from_slice(session);
+        plain[16..].copy_from_slice(key.secret_bytes());
+        let mut sealed = [0u8; crate::packet::sealed_len(96)];
+        let r = sealer.seal(&plain, &mut sealed);
+        zeroize::Zeroize::zeroize(&mut plain);
+        let n = r?;
+        let md = crate::tlv::Metadata {
+            header: vec![crate::tlv::Tlv {
+                typ: crate::tlv::TLV_METADATA_KEY_INDEX,
+                value: &idx,
+            }],
+            payload: vec![
+                crate::tlv::Tlv {
+                    typ: crate::tlv::TLV_SESSION_ID,
+                    value: session,
+                },
+                crate::tlv::Tlv {
+                    typ: crate::tlv::TLV_SEALED_PAYLOAD_KEY,
+                    value: &sealed[..n],
+                },
+            ],
+        };
+        md.encode(out)
+    }
+
+    /// Parses and opens session metadata from the peer: the session id and its payload key.
+    /// The session id in the clear must match the one sealed with the key.
+    pub fn open_session_metadata(
+        &mut self,
+        metadata: &[u8],
+    ) -> Result<(SessionId, PayloadKey), Error> {
+        let md = crate::tlv::Metadata::parse(metadata)?;
+        let idx = md
+            .get(crate::tlv::TLV_METADATA_KEY_INDEX)
+            .ok_or(Error::Malformed {
+                what: "svr metadata",
+                reason: "no metadata key index",
+            })?;
+        let index = u32::from_be_bytes(idx.try_into().map_err(|_| Error::BadLength {
+            what: "metadata key index",
+            len: idx.len(),
+        })?);
+        let session = md.get(crate::tlv::TLV_SESSION_ID).ok_or(Error::Malformed {
+            what: "svr metadata",
+            reason: "no session id",
+        })?;
+        let sealed = md
+            .get(crate::tlv::TLV_SEALED_PAYLOAD_KEY)
+            .ok_or(Error::Malformed {
+                what: "svr metadata",
+                reason: "no payload key",
+            })?;
+        let rx = self
+            .data_rx
+            .iter_mut()
+            .find(|k| k.index == index)
+            .ok_or(Error::Unauthenticated)?;
+        let mut plain = [0u8; crate::packet::sealed_len(96)];
+        let n = rx.opener.open(sealed, &mut plain)?;
+        let ok = n == 96 && plain[..16] == *session;
+        let mut sid = [0u8; 16];
+        sid.copy_from_slice(&plain[..16]);
+        let key = PayloadKey::from_slice(&plain[16..96]);
+        zeroize::Zeroize::zeroize(&mut plain);
+        if !ok {
+            return Err(Error::Unauthenticated);
+        }
+        Ok((sid, key?))
+    }
+}

@@ -264,6 +264,21 @@ pub struct KeyManager {
 
 const HA_VERSION: u8 = 1;
 
+/// `show security key-status` for the router's metadata key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// `Active Leader` / `Redundant Peer`.
+    pub manager_state: &'static str,
+    /// Metadata rekey index.
+    pub rekey_index: u32,
+    /// Time since the last rekey.
+    pub last_rekey: Duration,
+    /// Time until the next scheduled rekey (`None` = never).
+    pub next_rekey: Option<Duration>,
+    /// Key changes so far.
+    pub key_change_count: u64,
+}
+
 /// HA export of the metadata key: `version u8 | index u32 BE | key (80)`. Secret.
 pub type HaExport = SecretBytes<85>;
 
@@ -304,6 +319,18 @@ impl KeyManager {
             "Redundant Peer"
         }
     }
+    /// Status at `now` with the configured rekey interval.
+    pub fn status(&self, now: Instant, interval: RekeyInterval) -> KeyStatus {
+        let since = now.saturating_duration_since(self.last_rekey);
+        KeyStatus {
+            manager_state: self.state_str(),
+            rekey_index: self.index,
+            last_rekey: since,
+            next_rekey: interval.duration().map(|d| d.saturating_sub(since)),
+            key_change_count: self.change_count,
+        }
+    }
+
     /// `security metadata-key regenerate`: new key, index + 1. Returns the HA export to
     /// push to the redundant node.
     pub fn regenerate<R: CryptoRng>(&mut self, rng: &mut R, now: Instant) -> HaExport {

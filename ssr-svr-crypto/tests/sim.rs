@@ -458,6 +458,16 @@ fn ha_export_import_keeps_the_metadata_key() {
     v2[0] = 2;
     assert!(KeyManager::import_ha(&v2, now).is_err());
     assert_eq!(format!("{exp:?}"), "[redacted]");
+    let st = km.status(
+        now + Duration::from_secs(1224),
+        RekeyInterval::hours(1).unwrap(),
+    );
+    assert_eq!(st.manager_state, "Active Leader");
+    assert_eq!(st.rekey_index, 2);
+    assert_eq!(st.key_change_count, 1);
+    assert_eq!(st.last_rekey, Duration::from_secs(1224));
+    assert_eq!(st.next_rekey, Some(Duration::from_secs(3600 - 1224)));
+    assert_eq!(km.status(now, RekeyInterval::NEVER).next_rekey, None);
 }
 
 #[test]

@@ -549,6 +549,7 @@ pub struct Peer<A: PeerAuthenticator> {
     key_change_errors: u64,
     data_stats_retired: OpenStats,
     now_unix_base: u64,
+    created: Instant,
 }
 
 impl<A: PeerAuthenticator> core::fmt::Debug for Peer<A> {
@@ -612,6 +613,7 @@ impl<A: PeerAuthenticator> Peer<A> {
             key_change_errors: 0,
             data_stats_retired: OpenStats::default(),
             now_unix_base: now_unix,
+            created: now,
         };
         p.start(now);
         p
@@ -893,8 +895,12 @@ impl<A: PeerAuthenticator> Peer<A> {
     ) -> Result<(), Error> {
         match Control::decode(msg)? {
             Control::Cert(der) => {
-                let elapsed = self.now_unix_base; // certificates are judged at wall time
-                match self.auth.authenticate(&der, elapsed) {
+                // Certificates are judged at wall time: the Unix time given at creation
+                // advanced by the virtual clock.
+                let now_unix = self
+                    .now_unix_base
+                    .saturating_add(now.saturating_duration_since(self.created).as_secs());
+                match self.auth.authenticate(&der, now_unix) {
                     Ok(p) if p.common_name == self.peer_cn => {
                         self.peer = Some(p);
                         self.flags[CERT_REC] = true;

@@ -1,1 +1,23 @@
 #![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod audit;
+mod b64;
+pub mod conductor;
+pub mod config;
+mod error;
+pub mod msg;
+pub mod psk;
+pub mod router;
+pub mod signer;
+pub mod ssh;
+pub mod token;
+pub mod transcript;
+
+#[cfg(feature = "https")]
+pub mod https;
+
+pub use error::{Error, ErrorKind};
+pub use psk::Psk;
+pub use signer::{RouterSigner, SoftwareSigner};
+pub use token::Token;

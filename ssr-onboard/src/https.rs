@@ -1,0 +1,1 @@
+//! HTTPS adapter.

@@ -52,7 +52,7 @@
 //!   "secure-conductor-onboarding": true
 //! }
 //! ```
-//! `private-key` (PKCS#8 PEM, P-256) is the key of `certificate`'s leaf: it serves TLS
+//! `listen` may use port 0 (an ephemeral port, for tests). `private-key` (PKCS#8 PEM, P-256) is the key of `certificate`'s leaf: it serves TLS
 //! and signs tokens.
 
 use std::collections::BTreeMap;
@@ -193,13 +193,13 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn address(&self, field: &str) -> Result<(String, String), Error> {
+    fn address(&self, field: &str, allow_zero: bool) -> Result<(String, String), Error> {
         let a = self.str(field)?;
         let (host, port) = a
             .rsplit_once(':')
             .ok_or_else(|| self.err(field, "expected host:port"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0 && !allow_zero) {
             return Err(self.err(field, "expected host:port with a port in 1-65535"));
         }
         Ok((a.to_owned(), host.to_owned()))
@@ -233,7 +233,7 @@ impl OnboardingConfig {
             ],
         )?;
         let router_name = f.str("router-name")?.to_owned();
-        let (conductor_address, host) = f.address("conductor-address")?;
+        let (conductor_address, host) = f.address("conductor-address", false)?;
         let conductor_name = f.opt_str("conductor-name")?.map_or(host, str::to_owned);
         Ok(OnboardingConfig {
             router_name,
@@ -292,7 +292,7 @@ impl ConductorConfig {
             Some(_) => return Err(f.err("routers", "expected an object of router name to PSK")),
             None => return Err(f.err("routers", "missing")),
         }
-        let (listen, _) = f.address("listen")?;
+        let (listen, _) = f.address("listen", true)?;
         Ok(ConductorConfig {
             name: f.str("name")?.to_owned(),
             listen,

@@ -1,1 +1,741 @@
-//! HTTPS adapter.
+//! The HTTPS adapter (feature `https`): the conductor's onboarding endpoint and the
+//! router's client, over rustls (TLS 1.3 only, ring provider) on blocking std sockets;
+//! plus the file-backed used-token register and the JSON-lines audit log.
+//!
+//! Each onboarding runs on one TLS connection: the handshake's messages are HTTP/1.1
+//! `POST /sco/v1` requests (JSON bodies, `Content-Length` framing, keep-alive), and
+//! both sides bind the handshake to the TLS session with exported keying material
+//! (label [`crate::transcript::EKM_LABEL`]).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{
+    ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned,
+};
+
+use crate::audit::{AuditEvent, AuditKind};
+use crate::conductor::{
+    ConductorOutcome, ConductorPolicy, ConductorSession, MemoryUsedTokens, UsedTokens,
+};
+use crate::config::{ConductorConfig, OnboardingConfig};
+use crate::msg::{Legacy, MAX_MESSAGE_LEN, Message};
+use crate::router::{RouterHandshake, RouterParams};
+use crate::signer::RouterSigner;
+use crate::ssh::{Ed25519SshKey, SshPublicKey};
+use crate::token::Token;
+use crate::transcript::EKM_LABEL;
+use crate::{Error, ErrorKind};
+
+/// Socket read/write timeout.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The HTTP path of the onboarding endpoint.
+pub const PATH: &str = "/sco/v1";
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn storage(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Storage {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn net(e: impl std::fmt::Display) -> Error {
+    Error::Network {
+        reason: e.to_string(),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A JSON-lines audit log (append-only, flushed per event).
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    path: Option<PathBuf>,
+}
+
+impl AuditLog {
+    /// A log at `path` (`None`: events are dropped).
+    pub fn new(path: Option<PathBuf>) -> Self {
+        Self { path }
+    }
+
+    /// Appends one event.
+    pub fn write(&self, ev: &AuditEvent) -> Result<(), Error> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| storage(path, e))?;
+        f.write_all(ev.to_json_line().as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(|e| storage(path, e))
+    }
+}
+
+/// The used-token register persisted as JSON lines `{"jti":"…","exp":N}`, each line
+/// written and fsynced before the token is accepted.
+#[derive(Debug)]
+pub struct FileUsedTokens {
+    path: PathBuf,
+    mem: MemoryUsedTokens,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsedLine {
+    jti: String,
+    exp: u64,
+}
+
+impl FileUsedTokens {
+    /// Opens (or starts) the register; a line that does not parse is an error naming
+    /// the line (a damaged register must not silently re-enable tokens).
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let mut mem = MemoryUsedTokens::default();
+        match File::open(path) {
+            Ok(f) => {
+                for (i, line) in BufReader::new(f).lines().enumerate() {
+                    let line = line.map_err(|e| storage(path, e))?;
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let l: UsedLine = serde_json::from_str(&line)
+                        .map_err(|e| storage(path, format!("line {}: {e}", i + 1)))?;
+                    mem.insert(l.jti, l.exp);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(storage(path, e)),
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            mem,
+        })
+    }
+
+    /// Whether `jti` was used.
+    pub fn contains(&self, jti: &str) -> bool {
+        self.mem.contains(jti)
+    }
+}
+
+impl UsedTokens for FileUsedTokens {
+    fn consume(&mut self, jti: &str, exp: u64) -> Result<bool, Error> {
+        if self.mem.contains(jti) {
+            return Ok(false);
+        }
+        let line = serde_json::to_string(&UsedLine {
+            jti: jti.to_owned(),
+            exp,
+        })
+        .map_err(|e| storage(&self.path, e))?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(|e| storage(&self.path, e))?;
+        f.write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(|e| storage(&self.path, e))?;
+        self.mem.consume(jti, exp)
+    }
+}
+
+/// Reads all certificates from a PEM file.
+pub fn read_certificates(
+    path: &Path,
+    field: &str,
+    file: &str,
+) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let err = |reason: String| Error::Config {
+        file: file.into(),
+        field: field.into(),
+        reason,
+    };
+    let bytes = fs::read(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(format!("{}: not PEM certificates: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(err(format!("{}: no certificate in file", path.display())));
+    }
+    Ok(certs)
+}
+
+// ---------------------------------------------------------------- HTTP framing
+
+fn write_request(w: &mut impl Write, host: &str, body: &[u8]) -> io::Result<()> {
+    let mut out = format!(
+        "POST {PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    w.write_all(&out)?;
+    w.flush()
+}
+
+fn write_response(w: &mut impl Write, status: u16, body: &[u8], close: bool) -> io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        _ => "Error",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
+        body.len(),
+        if close { "close" } else { "keep-alive" }
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    w.write_all(&out)?;
+    w.flush()
+}
+
+/// Reads one HTTP/1.1 message head and body. Returns `None` on a clean EOF before
+/// the first byte. The head is capped at 8 KiB, the body at [`MAX_MESSAGE_LEN`].
+fn read_message(r: &mut impl Read) -> io::Result<Option<(String, Vec<u8>)>> {
+    let mut head = Vec::with_capacity(512);
+    let mut byte = [0u8; 1];
+    loop {
+        match r.read(&mut byte) {
+            Ok(0) if head.is_empty() => return Ok(None),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "truncated HTTP head",
+                ));
+            }
+            Ok(_) => head.push(byte[0]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && head.is_empty() => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        if head.ends_with(b"\r\n\r\n") {
+            break;
+        }
+        if head.len() > 8192 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "HTTP head too long",
+            ));
+        }
+    }
+    let head = String::from_utf8(head)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "HTTP head not UTF-8"))?;
+    let mut len = None;
+    for line in head.split("\r\n").skip(1) {
+        if let Some((k, v)) = line.split_once(':')
+            && k.trim().eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse::<usize>().ok();
+        }
+    }
+    let len = len.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Content-Length"))?;
+    if len > MAX_MESSAGE_LEN {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "body too long"));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    let first = head.split("\r\n").next().unwrap_or("").to_owned();
+    Ok(Some((first, body)))
+}
+
+// ---------------------------------------------------------------- conductor
+
+/// The conductor's onboarding endpoint.
+#[derive(Debug)]
+pub struct ConductorServer {
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    policy: ConductorPolicy,
+    used: FileUsedTokens,
+    audit: AuditLog,
+    authorized_keys: PathBuf,
+}
+
+/// Builds the conductor's policy from its configuration (reads the key and the SSH
+/// host key). The routers' PSKs move out of `cfg` into the policy.
+pub fn conductor_policy(cfg: &mut ConductorConfig) -> Result<ConductorPolicy, Error> {
+    use p256::pkcs8::DecodePrivateKey;
+    let file = "conductor-config.json";
+    let cerr = |field: &str, reason: String| Error::Config {
+        file: file.into(),
+        field: field.into(),
+        reason,
+    };
+    let pem = fs::read_to_string(&cfg.private_key)
+        .map_err(|e| cerr("private-key", format!("{}: {e}", cfg.private_key.display())))?;
+    let key = p256::ecdsa::SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|e| cerr("private-key", format!("not a PKCS#8 P-256 key: {e}")))?;
+    let host = fs::read_to_string(&cfg.ssh_host_key).map_err(|e| {
+        cerr(
+            "ssh-host-key",
+            format!("{}: {e}", cfg.ssh_host_key.display()),
+        )
+    })?;
+    let host = SshPublicKey::parse(host.trim()).map_err(|e| cerr("ssh-host-key", e.to_string()))?;
+    let routers = std::mem::take(&mut cfg.routers);
+    let mut policy = ConductorPolicy::new(cfg.name.clone(), key, routers, host);
+    policy.set_sco_enabled(cfg.sco_enabled);
+    Ok(policy)
+}
+
+impl ConductorServer {
+    /// Binds the endpoint from a parsed configuration.
+    pub fn from_config(mut cfg: ConductorConfig) -> Result<ConductorServer, Error> {
+        let file = "conductor-config.json";
+        let certs = read_certificates(&cfg.certificate, "certificate", file)?;
+        let key = PrivateKeyDer::from_pem_file(&cfg.private_key).map_err(|e| Error::Config {
+            file: file.into(),
+            field: "private-key".into(),
+            reason: e.to_string(),
+        })?;
+        let tls = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(net)?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| Error::Config {
+                file: file.into(),
+                field: "private-key".into(),
+                reason: format!("does not match the certificate: {e}"),
+            })?;
+        let listener = TcpListener::bind(&cfg.listen).map_err(|e| Error::Config {
+            file: file.into(),
+            field: "listen".into(),
+            reason: e.to_string(),
+        })?;
+        let used = FileUsedTokens::open(&cfg.used_tokens)?;
+        let audit = AuditLog::new(Some(cfg.audit_log.clone()));
+        let authorized_keys = cfg.authorized_keys.clone();
+        let policy = conductor_policy(&mut cfg)?;
+        Ok(ConductorServer {
+            listener,
+            tls: Arc::new(tls),
+            policy,
+            used,
+            audit,
+            authorized_keys,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.listener.local_addr().map_err(net)
+    }
+
+    /// The used-token register.
+    pub fn used_tokens(&self) -> &FileUsedTokens {
+        &self.used
+    }
+
+    /// Accepts one connection and runs one onboarding on it. `Ok(Some(_))` when a
+    /// router was onboarded (its key is then in `authorized-keys`).
+    pub fn serve_one(&mut self) -> Result<Option<ConductorOutcome>, Error> {
+        let (tcp, _) = self.listener.accept().map_err(net)?;
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).map_err(net)?;
+        tcp.set_write_timeout(Some(IO_TIMEOUT)).map_err(net)?;
+        let conn = ServerConnection::new(self.tls.clone()).map_err(net)?;
+        let mut tls = StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).map_err(net)?;
+        }
+        let mut ekm = [0u8; 32];
+        tls.conn
+            .export_keying_material(&mut ekm, EKM_LABEL, None)
+            .map_err(net)?;
+        let mut session = ConductorSession::new(ekm, Instant::now());
+        let mut rng = UnwrapErr(SysRng);
+        let mut outcome = None;
+        while let Some((line, body)) = read_message(&mut tls).map_err(net)? {
+            let res = if line.starts_with(&format!("POST {PATH} ")) {
+                session.handle_message(
+                    &self.policy,
+                    &mut self.used,
+                    &body,
+                    &mut rng,
+                    Instant::now(),
+                    unix_now(),
+                )
+            } else {
+                Err(Error::MalformedMessage {
+                    message: "http",
+                    reason: format!("unexpected request {line:?}"),
+                })
+            };
+            while let Some(ev) = session.poll_audit() {
+                self.audit.write(&ev)?;
+            }
+            if let Some(o) = session.poll_outcome() {
+                let mut f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&self.authorized_keys)
+                    .map_err(|e| storage(&self.authorized_keys, e))?;
+                f.write_all(
+                    o.router_ssh_key
+                        .authorized_keys_line(&format!("ssr-router:{}", o.router))
+                        .as_bytes(),
+                )
+                .and_then(|()| f.sync_data())
+                .map_err(|e| storage(&self.authorized_keys, e))?;
+                outcome = Some(o);
+            }
+            let (status, body) = match (&res, session.poll_transmit()) {
+                (Ok(()), Some(b)) => (200, b),
+                (Err(e), Some(b)) => (
+                    if e.kind() == ErrorKind::Other {
+                        400
+                    } else {
+                        403
+                    },
+                    b,
+                ),
+                (_, None) => (404, Vec::new()),
+            };
+            let close = res.is_err() || session.poll_timeout().is_none();
+            write_response(&mut tls, status, &body, close).map_err(net)?;
+            if close {
+                break;
+            }
+        }
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+        Ok(outcome)
+    }
+}
+
+// ---------------------------------------------------------------- router
+
+/// What `join` leaves behind on the router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinOutcome {
+    /// The router's SSH private key (OpenSSH format, mode 0600).
+    pub ssh_private_key: PathBuf,
+    /// The router's known_hosts with the conductor's host key for port 930.
+    pub known_hosts: PathBuf,
+    /// An ssh_config stanza `Host conductor` for the next connections.
+    pub ssh_config: PathBuf,
+    /// The conductor's host key.
+    pub conductor_host_key: SshPublicKey,
+    /// The conductor host (from `conductor-address`).
+    pub conductor_host: String,
+    /// The port of all further router-conductor traffic (930).
+    pub ssh_port: u16,
+}
+
+fn client_tls(cfg: &OnboardingConfig) -> Result<(Arc<ClientConfig>, Vec<u8>), Error> {
+    let file = "onboarding-config.json";
+    let mut roots = RootCertStore::empty();
+    for c in read_certificates(&cfg.ca_certificate, "ca-certificate", file)? {
+        roots.add(c).map_err(|e| Error::Config {
+            file: file.into(),
+            field: "ca-certificate".into(),
+            reason: format!("not a usable CA certificate: {e}"),
+        })?;
+    }
+    let pinned = read_certificates(&cfg.conductor_certificate, "conductor-certificate", file)?
+        .into_iter()
+        .next()
+        .map(|c| c.as_ref().to_vec())
+        .unwrap_or_default();
+    let tls = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(net)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((Arc::new(tls), pinned))
+}
+
+fn tls_error(e: io::Error) -> Error {
+    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        match inner {
+            rustls::Error::InvalidCertificate(c) => {
+                return Error::ConductorNotTrusted {
+                    reason: format!("certificate rejected: {c:?}"),
+                };
+            }
+            rustls::Error::AlertReceived(a) => {
+                return net(format!("TLS alert from conductor: {a:?}"));
+            }
+            other => return net(format!("TLS: {other}")),
+        }
+    }
+    net(e)
+}
+
+/// Opens the TLS connection to the conductor, checking its certificate chains to the
+/// configured CA, names `conductor-name`, and is the configured conductor certificate.
+fn connect(cfg: &OnboardingConfig) -> Result<StreamOwned<ClientConnection, TcpStream>, Error> {
+    let (tls, pinned) = client_tls(cfg)?;
+    let addrs: Vec<SocketAddr> = cfg
+        .conductor_address
+        .to_socket_addrs()
+        .map_err(|e| net(format!("{}: {e}", cfg.conductor_address)))?
+        .collect();
+    let mut last = None;
+    let mut tcp = None;
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, IO_TIMEOUT) {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let tcp = tcp.ok_or_else(|| {
+        net(format!(
+            "{}: {}",
+            cfg.conductor_address,
+            last.map_or("no address".into(), |e| e.to_string())
+        ))
+    })?;
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).map_err(net)?;
+    tcp.set_write_timeout(Some(IO_TIMEOUT)).map_err(net)?;
+    let name = ServerName::try_from(cfg.conductor_name.clone()).map_err(|e| Error::Config {
+        file: "onboarding-config.json".into(),
+        field: "conductor-name".into(),
+        reason: e.to_string(),
+    })?;
+    let conn = ClientConnection::new(tls, name).map_err(net)?;
+    let mut s = StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).map_err(tls_error)?;
+    }
+    let presented = s
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec());
+    if presented.as_deref() != Some(pinned.as_slice()) {
+        return Err(Error::ConductorNotTrusted {
+            reason: "the presented certificate is not the configured conductor-certificate".into(),
+        });
+    }
+    Ok(s)
+}
+
+fn post(
+    s: &mut StreamOwned<ClientConnection, TcpStream>,
+    host: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, Error> {
+    write_request(s, host, body).map_err(tls_error)?;
+    let (status, body) = read_message(s)
+        .map_err(tls_error)?
+        .ok_or_else(|| net("conductor closed the connection"))?;
+    if !status.starts_with("HTTP/1.1 ") {
+        return Err(net(format!("unexpected response {status:?}")));
+    }
+    Ok(body)
+}
+
+fn write_private(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| storage(&tmp, e))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| storage(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| storage(path, e))
+}
+
+fn audit_refusal(log: &AuditLog, cfg: &OnboardingConfig, token: &Token, e: &Error) {
+    let _ = log.write(&AuditEvent {
+        time: unix_now(),
+        event: if e.kind() == ErrorKind::BadToken {
+            AuditKind::TokenRejected
+        } else {
+            AuditKind::Refused
+        },
+        side: "router",
+        router: Some(cfg.router_name.clone()),
+        jti: Some(token.unverified_claims().jti.clone()),
+        detail: e.to_string(),
+    });
+}
+
+/// Onboards this router: TLS to the conductor (validated against the CA and the
+/// pinned conductor certificate), the SCO handshake, then the SSH key exchange: the
+/// router's new ed25519 key goes to the conductor, the conductor's host key into
+/// `ssh-dir/known_hosts` for port 930.
+pub fn join(
+    cfg: &OnboardingConfig,
+    token: &Token,
+    signer: &dyn RouterSigner,
+) -> Result<JoinOutcome, Error> {
+    let log = AuditLog::new(cfg.audit_log.clone());
+    let res = join_inner(cfg, token, signer, &log);
+    if let Err(e) = &res {
+        audit_refusal(&log, cfg, token, e);
+    }
+    res
+}
+
+fn join_inner(
+    cfg: &OnboardingConfig,
+    token: &Token,
+    signer: &dyn RouterSigner,
+    log: &AuditLog,
+) -> Result<JoinOutcome, Error> {
+    let mut rng = UnwrapErr(SysRng);
+    if !cfg.ssh_dir.is_dir() {
+        return Err(Error::Config {
+            file: "onboarding-config.json".into(),
+            field: "ssh-dir".into(),
+            reason: format!("{}: not a directory", cfg.ssh_dir.display()),
+        });
+    }
+    crate::router::check_token(&cfg.router_name, token, signer, unix_now())?;
+    let ssh_key = Ed25519SshKey::generate(&mut rng)?;
+    let mut s = connect(cfg)?;
+    let mut ekm = [0u8; 32];
+    s.conn
+        .export_keying_material(&mut ekm, EKM_LABEL, None)
+        .map_err(net)?;
+    let params = RouterParams {
+        router_name: cfg.router_name.clone(),
+        psk: crate::Psk::parse(cfg.psk.secret_str())?,
+        token: token.clone(),
+        ssh_key: ssh_key.public_key(),
+    };
+    let mut hs = RouterHandshake::start(params, signer, ekm, &mut rng, Instant::now(), unix_now())?;
+    let host = cfg.conductor_name.clone();
+    let mut outcome = None;
+    while let Some(m) = hs.poll_transmit() {
+        let reply = post(&mut s, &host, &m)?;
+        let r = hs.handle_message(&reply, signer, Instant::now(), unix_now());
+        while let Some(ev) = hs.poll_audit() {
+            if ev.event == AuditKind::Onboarded {
+                log.write(&ev)?;
+            }
+        }
+        r?;
+        if let Some(o) = hs.poll_outcome() {
+            outcome = Some(o);
+        }
+    }
+    s.conn.send_close_notify();
+    let _ = s.flush();
+    let o = outcome.ok_or_else(|| net("handshake ended without the conductor's confirmation"))?;
+    let conductor_host = cfg
+        .conductor_address
+        .rsplit_once(':')
+        .map_or(cfg.conductor_address.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let key_path = cfg.ssh_dir.join("id_ed25519");
+    let mut check = [0u8; 4];
+    rand_core::Rng::fill_bytes(&mut rng, &mut check);
+    let private = ssh_key.to_openssh_private(
+        &format!("ssr-router:{}", cfg.router_name),
+        u32::from_be_bytes(check),
+    );
+    write_private(&key_path, private.as_bytes(), 0o600)?;
+    write_private(
+        &cfg.ssh_dir.join("id_ed25519.pub"),
+        ssh_key
+            .public_key()
+            .authorized_keys_line(&format!("ssr-router:{}", cfg.router_name))
+            .as_bytes(),
+        0o644,
+    )?;
+    let known_hosts = cfg.ssh_dir.join("known_hosts");
+    write_private(
+        &known_hosts,
+        o.conductor_host_key
+            .known_hosts_line(&conductor_host, o.ssh_port)
+            .as_bytes(),
+        0o644,
+    )?;
+    let ssh_config = cfg.ssh_dir.join("config");
+    let stanza = format!(
+        "Host conductor\n    HostName {conductor_host}\n    Port {}\n    IdentityFile {}\n    IdentitiesOnly yes\n    UserKnownHostsFile {}\n    StrictHostKeyChecking yes\n",
+        o.ssh_port,
+        key_path.display(),
+        known_hosts.display()
+    );
+    write_private(&ssh_config, stanza.as_bytes(), 0o644)?;
+    Ok(JoinOutcome {
+        ssh_private_key: key_path,
+        known_hosts,
+        ssh_config,
+        conductor_host_key: o.conductor_host_key,
+        conductor_host,
+        ssh_port: o.ssh_port,
+    })
+}
+
+/// A legacy (asset-id) onboarding attempt. Refused locally and audited when SCO is
+/// enabled in `cfg`; otherwise sent to the conductor (which refuses it when it has
+/// SCO enabled).
+pub fn legacy_onboard(cfg: &OnboardingConfig, asset_id: &str) -> Result<(), Error> {
+    let log = AuditLog::new(cfg.audit_log.clone());
+    if cfg.sco_enabled {
+        let e = Error::LegacyRefused {
+            asset_id: asset_id
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(128)
+                .collect(),
+        };
+        log.write(&AuditEvent {
+            time: unix_now(),
+            event: AuditKind::LegacyRefused,
+            side: "router",
+            router: Some(cfg.router_name.clone()),
+            jti: None,
+            detail: e.to_string(),
+        })?;
+        return Err(e);
+    }
+    let mut s = connect(cfg)?;
+    let body = Message::Legacy(Legacy {
+        asset_id: asset_id.to_owned(),
+    })
+    .encode();
+    let reply = post(&mut s, &cfg.conductor_name.clone(), &body)?;
+    match Message::parse(&reply)? {
+        Message::Refusal(r) => Err(Error::Refused {
+            code: r.code,
+            detail: r.detail,
+        }),
+        _ => Ok(()),
+    }
+}

@@ -71,6 +71,37 @@ impl State {
     }
 }
 
+/// The router's own checks of a token before it goes anywhere: it names this router,
+/// is bound (if at all) to this router's key, and has not expired. (Its signature is
+/// the conductor's to check.)
+pub fn check_token(
+    router_name: &str,
+    token: &Token,
+    signer: &dyn RouterSigner,
+    unix_now: u64,
+) -> Result<(), Error> {
+    let claims = token.unverified_claims();
+    if claims.sub != router_name {
+        return Err(Error::TokenClaimMismatch {
+            claim: "sub",
+            expected: router_name.to_owned(),
+            got: claims.sub.clone(),
+        });
+    }
+    if let Some(rkt) = &claims.rkt
+        && *rkt != key_thumbprint(&signer.public_key_spki()?)
+    {
+        return Err(Error::TokenKeyMismatch);
+    }
+    if unix_now >= claims.exp {
+        return Err(Error::TokenExpired {
+            exp: claims.exp,
+            now: unix_now,
+        });
+    }
+    Ok(())
+}
+
 /// The router side of Secure Conductor Onboarding.
 #[derive(Debug)]
 pub struct RouterHandshake {
@@ -105,29 +136,7 @@ impl RouterHandshake {
             deadline: now + HANDSHAKE_TIMEOUT,
             unix: unix_now,
         };
-        let claims = hs.params.token.unverified_claims().clone();
-        let check = || -> Result<(), Error> {
-            if claims.sub != hs.params.router_name {
-                return Err(Error::TokenClaimMismatch {
-                    claim: "sub",
-                    expected: hs.params.router_name.clone(),
-                    got: claims.sub.clone(),
-                });
-            }
-            if let Some(rkt) = &claims.rkt
-                && *rkt != key_thumbprint(&signer.public_key_spki()?)
-            {
-                return Err(Error::TokenKeyMismatch);
-            }
-            if unix_now >= claims.exp {
-                return Err(Error::TokenExpired {
-                    exp: claims.exp,
-                    now: unix_now,
-                });
-            }
-            Ok(())
-        };
-        if let Err(e) = check() {
+        if let Err(e) = check_token(&hs.params.router_name, &hs.params.token, signer, unix_now) {
             hs.record(unix_now, AuditKind::TokenRejected, &e);
             return Err(e);
         }

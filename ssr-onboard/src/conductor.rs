@@ -284,15 +284,19 @@ impl ConductorSession {
             }
             (Error::TokenKeyMismatch, _) => (RefusalCode::RouterKeyProof, AuditKind::TokenRejected),
             (_, ErrorKind::BadToken) => (RefusalCode::BadToken, AuditKind::TokenRejected),
+            (Error::RouterRefused { code, .. }, _) => (*code, AuditKind::Refused),
             (_, ErrorKind::PskMismatch) => (RefusalCode::PskMismatch, AuditKind::Refused),
             (Error::RouterKeyProof, _) => (RefusalCode::RouterKeyProof, AuditKind::Refused),
             (Error::Storage { .. }, _) => (RefusalCode::Internal, AuditKind::Refused),
             _ => (RefusalCode::Protocol, AuditKind::Refused),
         };
         // Tell the router what kind of failure, never more than it already knows.
-        let detail = match code {
-            RefusalCode::Internal => "conductor storage failure".to_owned(),
-            RefusalCode::PskMismatch => "the router could not prove the pre-shared key".to_owned(),
+        let detail = match (e, code) {
+            (Error::RouterRefused { .. }, _) => "refusal acknowledged".to_owned(),
+            (_, RefusalCode::Internal) => "conductor storage failure".to_owned(),
+            (_, RefusalCode::PskMismatch) => {
+                "the router could not prove the pre-shared key".to_owned()
+            }
             _ => e.to_string(),
         };
         self.transmit
@@ -430,6 +434,17 @@ impl ConductorSession {
                 });
                 self.state = State::Done;
                 Ok(())
+            }
+            (State::AwaitHello | State::AwaitProof { .. }, Message::Refusal(r)) => {
+                Err(Error::RouterRefused {
+                    code: r.code,
+                    detail: r
+                        .detail
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(200)
+                        .collect(),
+                })
             }
             (_, Message::Legacy(l)) => {
                 let (res, ev) = policy.handle_legacy(&l.asset_id, unix_now);

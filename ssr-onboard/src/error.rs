@@ -102,6 +102,14 @@ pub enum Error {
         /// Human-readable detail from the peer.
         detail: String,
     },
+    /// The router refused the conductor (seen on the conductor side).
+    #[error("router refused onboarding: {code}: {detail}")]
+    RouterRefused {
+        /// Machine-readable refusal code.
+        code: crate::msg::RefusalCode,
+        /// Human-readable detail from the router.
+        detail: String,
+    },
     /// Legacy (asset-id) onboarding while SCO is enabled.
     #[error(
         "legacy asset-id onboarding (asset-id {asset_id:?}) refused: secure conductor onboarding is enabled"
@@ -191,7 +199,7 @@ impl Error {
             Error::InvalidPsk { .. } | Error::Config { .. } | Error::InvalidKey { .. } => {
                 ErrorKind::Config
             }
-            Error::Refused { code, .. } => match code {
+            Error::Refused { code, .. } | Error::RouterRefused { code, .. } => match code {
                 R::BadToken => ErrorKind::BadToken,
                 R::PskMismatch => ErrorKind::PskMismatch,
                 R::LegacyRefused => ErrorKind::LegacyRefused,

@@ -641,11 +641,17 @@ fn join_inner(
         let reply = post(&mut s, &host, &m)?;
         let r = hs.handle_message(&reply, signer, Instant::now(), unix_now());
         while let Some(ev) = hs.poll_audit() {
+            // Failures are audited once, by `join`.
             if ev.event == AuditKind::Onboarded {
                 log.write(&ev)?;
             }
         }
-        r?;
+        if let Err(e) = r {
+            if let Some(refusal) = hs.poll_transmit() {
+                let _ = post(&mut s, &host, &refusal);
+            }
+            return Err(e);
+        }
         if let Some(o) = hs.poll_outcome() {
             outcome = Some(o);
         }

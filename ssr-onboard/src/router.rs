@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
-use crate::Error;
 use crate::audit::{AuditEvent, AuditKind};
-use crate::msg::{Hello, Message, Proof};
+use crate::msg::{Hello, Message, Proof, Refusal, RefusalCode};
 use crate::psk::Psk;
 use crate::signer::RouterSigner;
 use crate::ssh::SshPublicKey;
 use crate::token::{Token, key_thumbprint};
 use crate::transcript::{self, Hash, Role};
+use crate::{Error, ErrorKind};
 
 /// Default time a handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -186,7 +186,27 @@ impl RouterHandshake {
             Err(e) => {
                 self.state = State::Failed;
                 self.transmit.clear();
-                self.record(unix_now, AuditKind::Refused, e);
+                let kind = if e.kind() == ErrorKind::BadToken {
+                    AuditKind::TokenRejected
+                } else {
+                    AuditKind::Refused
+                };
+                self.record(unix_now, kind, e);
+                // Tell the conductor why we stop (unless it stopped first), so that
+                // it can audit the refusal too.
+                if !matches!(e, Error::Refused { .. }) {
+                    let code = match e.kind() {
+                        ErrorKind::PskMismatch => RefusalCode::PskMismatch,
+                        _ => RefusalCode::Protocol,
+                    };
+                    self.transmit.push_back(
+                        Message::Refusal(Refusal {
+                            code,
+                            detail: e.to_string(),
+                        })
+                        .encode(),
+                    );
+                }
             }
         }
         res
@@ -268,7 +288,8 @@ impl RouterHandshake {
         }
     }
 
-    /// The next message to send to the conductor.
+    /// The next message to send to the conductor. After a failure this may be a
+    /// `refusal` telling the conductor why (send it best-effort, expect no answer).
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.transmit.pop_front()
     }

@@ -87,9 +87,14 @@ fn run(w: &mut World, token: &str, router_psk: &str, unix: u64) -> Run {
     let mut router = Ok(());
     let mut conductor = Ok(());
     while let Some(m) = rh.poll_transmit() {
-        conductor = cs.handle_message(&w.policy, &mut w.used, &m, &mut rng(), now, unix);
+        let c = cs.handle_message(&w.policy, &mut w.used, &m, &mut rng(), now, unix);
+        if conductor.is_ok() {
+            conductor = c;
+        }
         while let Some(reply) = cs.poll_transmit() {
-            router = rh.handle_message(&reply, &w.signer, now, unix);
+            if !rh.is_failed() {
+                router = rh.handle_message(&reply, &w.signer, now, unix);
+            }
         }
     }
     Run {
@@ -235,9 +240,24 @@ fn wrong_psk_on_the_router_side_is_refused_by_both() {
         r.router.as_ref().unwrap_err().kind(),
         ErrorKind::PskMismatch
     );
-    // It never sends its proof.
+    // It never sends its proof; it tells the conductor, which audits the refusal.
     assert!(r.cs.poll_transmit().is_none());
     assert!(!r.cs.is_done());
+    assert!(matches!(
+        r.conductor,
+        Err(Error::RouterRefused {
+            code: RefusalCode::PskMismatch,
+            ..
+        })
+    ));
+    let evs: Vec<_> = std::iter::from_fn(|| r.cs.poll_audit()).collect();
+    assert_eq!(evs.last().expect("audit").event, AuditKind::Refused);
+    assert!(
+        evs.last()
+            .expect("audit")
+            .detail
+            .starts_with("router refused")
+    );
 }
 
 #[test]

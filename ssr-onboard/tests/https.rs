@@ -154,6 +154,16 @@ fn wrong_psk_on_the_router_is_a_psk_mismatch() {
     c.finish();
     assert!(!c.path("authorized_keys").exists());
     assert_eq!(r.audit().pop().expect("audit")["event"], "refused");
+    // The router told the conductor why it stopped; the conductor audited it.
+    let last = c.audit().pop().expect("conductor audit");
+    assert_eq!(last["event"], "refused");
+    assert!(
+        last["detail"]
+            .as_str()
+            .expect("detail")
+            .starts_with("router refused onboarding: psk-mismatch"),
+        "{last}"
+    );
 }
 
 #[test]

@@ -1,15 +1,445 @@
-//! `ssr onboard`: not implemented yet (see the capability issue).
+//! `ssr onboard`: Secure Conductor Onboarding.
+//!
+//! Conductor: `ssr onboard psk generate`, `ssr onboard token create`,
+//! `ssr onboard serve`. Router: `ssr onboard join`, and `ssr onboard legacy` (an
+//! asset-id attempt, refused while SCO is enabled).
+//!
+//! Exit codes: 10 bad token, 11 conductor not trusted, 12 PSK mismatch, 13 network,
+//! 14 legacy onboarding refused, 2 configuration, 1 anything else.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Subcommand;
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
+use ssr_onboard::config::{ConductorConfig, OnboardingConfig};
+use ssr_onboard::https::{self, AuditLog, ConductorServer};
+use ssr_onboard::{Error, ErrorKind, Psk, SoftwareSigner, Token};
 
 use super::{CmdResult, Failure};
 
+/// Exit code: the token is malformed, altered, expired, reused or not for this router.
+pub const EXIT_BAD_TOKEN: u8 = 10;
+/// Exit code: the conductor's certificate is not trusted.
+pub const EXIT_CONDUCTOR_NOT_TRUSTED: u8 = 11;
+/// Exit code: one side could not prove the pre-shared key.
+pub const EXIT_PSK_MISMATCH: u8 = 12;
+/// Exit code: connection or TLS failure, timeout.
+pub const EXIT_NETWORK: u8 = 13;
+/// Exit code: legacy (asset-id) onboarding refused.
+pub const EXIT_LEGACY_REFUSED: u8 = 14;
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Not implemented yet.
-    Todo,
+    /// Router-level pre-shared keys.
+    #[command(subcommand)]
+    Psk(PskCmd),
+    /// Onboarding tokens (conductor).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Run the conductor's onboarding endpoint.
+    Serve {
+        /// The conductor configuration (JSON, see the ssr-onboard docs).
+        #[arg(long)]
+        config: PathBuf,
+        /// Serve this many connections, then exit (default: forever).
+        #[arg(long)]
+        connections: Option<u64>,
+    },
+    /// Onboard this router to its conductor.
+    Join {
+        /// The token file from `ssr onboard token create`.
+        #[arg(long)]
+        token: PathBuf,
+        /// onboarding-config.json.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Attempt legacy asset-id onboarding (refused while SCO is enabled).
+    Legacy {
+        /// The asset id.
+        #[arg(long)]
+        asset_id: String,
+        /// onboarding-config.json.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
-pub fn run(_cmd: Cmd) -> CmdResult {
-    Err(Failure::general("ssr onboard: not implemented yet"))
+#[derive(Debug, Subcommand)]
+pub enum PskCmd {
+    /// Print a fresh 48-character PSK from the OS CSPRNG (store it; it never changes by itself).
+    Generate,
+    /// Check a PSK (read from a file) without printing it.
+    Check {
+        /// File holding the PSK (a trailing newline is ignored).
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a router-specific token signed with the conductor's private key.
+    Create {
+        /// The router's name.
+        #[arg(long)]
+        router: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = ssr_onboard::token::DEFAULT_LIFETIME_SECS)]
+        expires_in: u64,
+        /// Bind the token to this router public key (PEM SubjectPublicKeyInfo, P-256).
+        #[arg(long)]
+        bind_key: Option<PathBuf>,
+        /// The conductor configuration (its private key signs the token).
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to write the token.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Maps an onboarding error to the operator's line and exit code.
+fn failure(e: Error) -> Failure {
+    let code = match e.kind() {
+        ErrorKind::BadToken => EXIT_BAD_TOKEN,
+        ErrorKind::ConductorNotTrusted => EXIT_CONDUCTOR_NOT_TRUSTED,
+        ErrorKind::PskMismatch => EXIT_PSK_MISMATCH,
+        ErrorKind::Network => EXIT_NETWORK,
+        ErrorKind::LegacyRefused => EXIT_LEGACY_REFUSED,
+        ErrorKind::Config => Failure::USAGE,
+        _ => Failure::GENERAL,
+    };
+    let prefix = match e.kind() {
+        ErrorKind::BadToken => "bad token: ",
+        ErrorKind::ConductorNotTrusted => "",
+        ErrorKind::PskMismatch => "PSK mismatch: ",
+        ErrorKind::Network => "",
+        _ => "",
+    };
+    Failure::new(code, format!("onboard: {prefix}{e}"))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Failure> {
+    fs::read(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))
+}
+
+pub fn run(cmd: Cmd) -> CmdResult {
+    match cmd {
+        Cmd::Psk(PskCmd::Generate) => {
+            let psk = Psk::generate(&mut UnwrapErr(SysRng));
+            println!("{}", psk.secret_str());
+            Ok(())
+        }
+        Cmd::Psk(PskCmd::Check { file }) => {
+            let s = String::from_utf8(read(&file)?)
+                .map_err(|_| Failure::usage("PSK file is not UTF-8"))?;
+            Psk::parse(s.trim_end_matches(['\n', '\r'])).map_err(failure)?;
+            println!("valid");
+            Ok(())
+        }
+        Cmd::Token(TokenCmd::Create {
+            router,
+            expires_in,
+            bind_key,
+            config,
+            out,
+        }) => {
+            let mut cfg = ConductorConfig::parse(&read(&config)?).map_err(failure)?;
+            let audit = AuditLog::new(Some(cfg.audit_log.clone()));
+            let policy = https::conductor_policy(&mut cfg).map_err(failure)?;
+            let spki = match bind_key {
+                Some(p) => {
+                    use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
+                    let pem = String::from_utf8(read(&p)?)
+                        .map_err(|_| Failure::usage("--bind-key: not a PEM file"))?;
+                    let key = p256::PublicKey::from_public_key_pem(&pem).map_err(|e| {
+                        Failure::usage(format!("--bind-key: not a P-256 public key: {e}"))
+                    })?;
+                    let der = key
+                        .to_public_key_der()
+                        .map_err(|e| Failure::general(format!("--bind-key: {e}")))?;
+                    Some(der.as_bytes().to_vec())
+                }
+                None => None,
+            };
+            let (token, ev) = policy
+                .issue_token(
+                    &router,
+                    unix_now(),
+                    expires_in,
+                    spki.as_deref(),
+                    &mut UnwrapErr(SysRng),
+                )
+                .map_err(failure)?;
+            fs::write(&out, format!("{}\n", token.as_str()))
+                .map_err(|e| Failure::general(format!("{}: {e}", out.display())))?;
+            audit.write(&ev).map_err(failure)?;
+            println!(
+                "token {} for router {router} expires at {}",
+                token.unverified_claims().jti,
+                token.unverified_claims().exp
+            );
+            Ok(())
+        }
+        Cmd::Serve {
+            config,
+            connections,
+        } => {
+            let cfg = ConductorConfig::parse(&read(&config)?).map_err(failure)?;
+            let mut server = ConductorServer::from_config(cfg).map_err(failure)?;
+            let addr = server.local_addr().map_err(failure)?;
+            println!("listening on {addr}");
+            let mut served = 0u64;
+            while connections.is_none_or(|n| served < n) {
+                match server.serve_one() {
+                    Ok(Some(o)) => println!("onboarded router {}", o.router),
+                    Ok(None) => {}
+                    Err(e) => eprintln!("ssr: onboard serve: {e}"),
+                }
+                served += 1;
+            }
+            Ok(())
+        }
+        Cmd::Join { token, config } => {
+            let cfg = OnboardingConfig::parse(&read(&config)?).map_err(failure)?;
+            let t = String::from_utf8(read(&token)?).map_err(|_| {
+                failure(Error::MalformedToken {
+                    reason: "not UTF-8",
+                })
+            })?;
+            let t = Token::parse(&t).map_err(failure)?;
+            let Some(key_path) = &cfg.router_key else {
+                return Err(Failure::usage(
+                    "onboard: onboarding-config.json: field \"router-key\": required in this build (the TPM-held key adapter is not built in)",
+                ));
+            };
+            let pem = String::from_utf8(read(key_path)?)
+                .map_err(|_| Failure::usage("router-key: not a PEM file"))?;
+            let signer = SoftwareSigner::from_pkcs8_pem(&pem).map_err(failure)?;
+            let out = https::join(&cfg, &t, &signer).map_err(failure)?;
+            println!(
+                "onboarded: conductor {} on port {} (ssh -F {} conductor)",
+                out.conductor_host,
+                out.ssh_port,
+                out.ssh_config.display()
+            );
+            Ok(())
+        }
+        Cmd::Legacy { asset_id, config } => {
+            let cfg = OnboardingConfig::parse(&read(&config)?).map_err(failure)?;
+            https::legacy_onboard(&cfg, &asset_id).map_err(failure)?;
+            println!("legacy onboarding accepted");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The commands end to end, in-process, over loopback TLS: exit codes for each
+    //! failure class.
+
+    use std::net::{Ipv4Addr, TcpListener};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn free_port() -> u16 {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    }
+
+    fn w(dir: &Path, name: &str, data: &str) -> PathBuf {
+        let p = dir.join(name);
+        fs::write(&p, data).expect("write");
+        p
+    }
+
+    fn router_config(dir: &Path, port: u16, ca: &str, cert: &str, psk: &str, sco: bool) -> PathBuf {
+        let ca = w(dir, "ca.pem", ca);
+        let cert = w(dir, "conductor.pem", cert);
+        let key = SoftwareSigner::generate(&mut UnwrapErr(SysRng));
+        let _ = key;
+        let sk = {
+            use p256::elliptic_curve::Generate;
+            use p256::pkcs8::EncodePrivateKey;
+            p256::SecretKey::generate_from_rng(&mut UnwrapErr(SysRng))
+                .to_pkcs8_pem(Default::default())
+                .expect("pkcs8")
+                .to_string()
+        };
+        let rk = w(dir, "router-key.pem", &sk);
+        let ssh = dir.join("ssh");
+        let _ = fs::create_dir(&ssh);
+        let json = format!(
+            r#"{{"version":1,"router-name":"edge-1","conductor-address":"127.0.0.1:{port}","ca-certificate":{ca:?},"conductor-certificate":{cert:?},"pre-shared-key":"{psk}","router-key":{rk:?},"ssh-dir":{ssh:?},"secure-conductor-onboarding":{sco}}}"#
+        );
+        w(dir, "onboarding-config.json", &json)
+    }
+
+    fn join(token: &Path, config: &Path) -> CmdResult {
+        // The server thread may not listen yet: retry network failures briefly.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = run(Cmd::Join {
+                token: token.to_owned(),
+                config: config.to_owned(),
+            });
+            match &r {
+                Err(f) if f.code == EXIT_NETWORK && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => return r,
+            }
+        }
+    }
+
+    fn token(config: &Path, out: &Path) {
+        run(Cmd::Token(TokenCmd::Create {
+            router: "edge-1".into(),
+            expires_in: 600,
+            bind_key: None,
+            config: config.to_owned(),
+            out: out.to_owned(),
+        }))
+        .expect("token create");
+    }
+
+    #[test]
+    fn onboard_commands_and_exit_codes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let ident = ssr_testkit::http::TlsIdentity::generate(&["127.0.0.1"]).expect("tls");
+        let other = ssr_testkit::http::TlsIdentity::generate(&["127.0.0.1"]).expect("tls");
+        let psk = Psk::generate(&mut UnwrapErr(SysRng))
+            .secret_str()
+            .to_owned();
+        let port = free_port();
+        let host_pub = {
+            let k = ssr_onboard::ssh::Ed25519SshKey::generate(&mut UnwrapErr(SysRng)).expect("k");
+            w(d, "host.pub", &k.public_key().authorized_keys_line("host"))
+        };
+        let cert = w(d, "c.pem", ident.cert_pem());
+        let key = w(d, "c-key.pem", ident.key_pem());
+        let cfg = format!(
+            r#"{{"version":1,"name":"cond","listen":"127.0.0.1:{port}","certificate":{cert:?},"private-key":{key:?},"routers":{{"edge-1":"{psk}"}},"used-tokens":{u:?},"audit-log":{a:?},"ssh-host-key":{host_pub:?},"authorized-keys":{ak:?}}}"#,
+            u = d.join("used.jsonl"),
+            a = d.join("audit.jsonl"),
+            ak = d.join("authorized_keys"),
+        );
+        let conductor = w(d, "conductor.json", &cfg);
+        let t1 = d.join("t1.jwt");
+        token(&conductor, &t1);
+        let serve = conductor.clone();
+        // success, reuse, wrong PSK (two connections reach the server).
+        let server = std::thread::spawn(move || {
+            run(Cmd::Serve {
+                config: serve,
+                connections: Some(3),
+            })
+        });
+
+        let r = tempfile::tempdir().expect("router dir");
+        let rc = router_config(r.path(), port, ident.ca_pem(), ident.cert_pem(), &psk, true);
+        join(&t1, &rc).expect("onboarded");
+        assert!(r.path().join("ssh/known_hosts").exists());
+        assert_eq!(join(&t1, &rc).unwrap_err().code, EXIT_BAD_TOKEN);
+
+        let t2 = d.join("t2.jwt");
+        token(&conductor, &t2);
+        let bad = tempfile::tempdir().expect("dir");
+        let wrong = router_config(
+            bad.path(),
+            port,
+            ident.ca_pem(),
+            ident.cert_pem(),
+            &"P".repeat(48),
+            true,
+        );
+        let f = join(&t2, &wrong).unwrap_err();
+        assert_eq!(f.code, EXIT_PSK_MISMATCH, "{f}");
+        assert!(f.message.starts_with("onboard: PSK mismatch"), "{f}");
+        server.join().expect("server thread").expect("serve");
+
+        // Not trusted (the handshake fails before any server is needed: use a new one).
+        let t3 = d.join("t3.jwt");
+        token(&conductor, &t3);
+        let server = std::thread::spawn(move || {
+            run(Cmd::Serve {
+                config: conductor,
+                connections: Some(1),
+            })
+        });
+        let untrusted = tempfile::tempdir().expect("dir");
+        let uc = router_config(
+            untrusted.path(),
+            port,
+            other.ca_pem(),
+            ident.cert_pem(),
+            &psk,
+            true,
+        );
+        assert_eq!(join(&t3, &uc).unwrap_err().code, EXIT_CONDUCTOR_NOT_TRUSTED);
+        server.join().expect("server thread").expect("serve");
+
+        // Nobody listening any more.
+        let f = run(Cmd::Join {
+            token: t3.clone(),
+            config: rc.clone(),
+        })
+        .unwrap_err();
+        assert_eq!(f.code, EXIT_NETWORK, "{f}");
+
+        // Legacy refused on the router.
+        let f = run(Cmd::Legacy {
+            asset_id: "a-1".into(),
+            config: rc.clone(),
+        })
+        .unwrap_err();
+        assert_eq!(f.code, EXIT_LEGACY_REFUSED);
+
+        // A bad config names its field; a garbled token is a bad token.
+        let broken = w(d, "broken.json", r#"{"version":1,"router-name":""}"#);
+        let f = run(Cmd::Join {
+            token: t3.clone(),
+            config: broken,
+        })
+        .unwrap_err();
+        assert_eq!(f.code, Failure::USAGE);
+        assert!(f.message.contains("\"router-name\""), "{f}");
+        let garbled = w(d, "garbled.jwt", "not-a-token");
+        assert_eq!(
+            run(Cmd::Join {
+                token: garbled,
+                config: rc
+            })
+            .unwrap_err()
+            .code,
+            EXIT_BAD_TOKEN
+        );
+        let audit = fs::read_to_string(d.join("audit.jsonl")).expect("audit");
+        for ev in [
+            "token-created",
+            "token-used",
+            "onboarded",
+            "token-rejected",
+            "refused",
+        ] {
+            assert!(
+                audit.contains(&format!("\"event\":\"{ev}\"")),
+                "{ev} missing: {audit}"
+            );
+        }
+    }
 }

@@ -16,6 +16,8 @@ pub mod transcript;
 
 #[cfg(feature = "https")]
 pub mod https;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 
 pub use error::{Error, ErrorKind};
 pub use psk::Psk;

@@ -11,7 +11,7 @@
 //!   "ca-certificate": "/etc/128technology/sco/conductor-ca.pem",
 //!   "conductor-certificate": "/etc/128technology/sco/conductor.pem",
 //!   "pre-shared-key": "<48 letters and digits>",
-//!   "router-key": "/etc/128technology/sco/router-key.pem",
+//!   "tpm-tcti": "device:/dev/tpmrm0",
 //!   "ssh-dir": "/etc/128technology/sco/ssh",
 //!   "audit-log": "/var/log/128technology/sco-audit.jsonl",
 //!   "secure-conductor-onboarding": true
@@ -28,6 +28,7 @@
 //! | `conductor-certificate` | yes | path of the conductor's certificate, PEM: the presented certificate must be this one |
 //! | `pre-shared-key` | yes | the router-level PSK, exactly 48 ASCII letters and digits |
 //! | `router-key` | no | PKCS#8 PEM P-256 key for routers without a TPM (otherwise the TPM-held key is used) |
+//! | `tpm-tcti` | no | the TPM holding the router key (default `device:/dev/tpmrm0`); ignored with `router-key` |
 //! | `ssh-dir` | yes | where the router's SSH key and the conductor's `known_hosts` entry are written |
 //! | `audit-log` | no | JSON-lines audit file |
 //! | `secure-conductor-onboarding` | no | default true; when true, legacy asset-id onboarding is refused |
@@ -80,6 +81,8 @@ pub struct OnboardingConfig {
     pub psk: Psk,
     /// `router-key`.
     pub router_key: Option<PathBuf>,
+    /// `tpm-tcti` (default `device:/dev/tpmrm0`).
+    pub tpm_tcti: String,
     /// `ssh-dir`.
     pub ssh_dir: PathBuf,
     /// `audit-log`.
@@ -227,6 +230,7 @@ impl OnboardingConfig {
                 "conductor-certificate",
                 "pre-shared-key",
                 "router-key",
+                "tpm-tcti",
                 "ssh-dir",
                 "audit-log",
                 "secure-conductor-onboarding",
@@ -243,6 +247,10 @@ impl OnboardingConfig {
             conductor_certificate: f.path("conductor-certificate")?,
             psk: f.psk("pre-shared-key", f.str("pre-shared-key")?)?,
             router_key: f.opt_path("router-key")?,
+            tpm_tcti: f
+                .opt_str("tpm-tcti")?
+                .unwrap_or("device:/dev/tpmrm0")
+                .to_owned(),
             ssh_dir: f.path("ssh-dir")?,
             audit_log: f.opt_path("audit-log")?,
             sco_enabled: f.bool_or("secure-conductor-onboarding", true)?,

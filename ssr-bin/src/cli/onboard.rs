@@ -16,7 +16,8 @@ use getrandom::SysRng;
 use rand_core::UnwrapErr;
 use ssr_onboard::config::{ConductorConfig, OnboardingConfig};
 use ssr_onboard::https::{self, AuditLog, ConductorServer};
-use ssr_onboard::{Error, ErrorKind, Psk, SoftwareSigner, Token};
+use ssr_onboard::tpm::TpmSigner;
+use ssr_onboard::{Error, ErrorKind, Psk, RouterSigner, SoftwareSigner, Token};
 
 use super::{CmdResult, Failure};
 
@@ -217,15 +218,15 @@ pub fn run(cmd: Cmd) -> CmdResult {
                 })
             })?;
             let t = Token::parse(&t).map_err(failure)?;
-            let Some(key_path) = &cfg.router_key else {
-                return Err(Failure::usage(
-                    "onboard: onboarding-config.json: field \"router-key\": required in this build (the TPM-held key adapter is not built in)",
-                ));
+            let signer: Box<dyn RouterSigner> = match &cfg.router_key {
+                Some(key_path) => {
+                    let pem = String::from_utf8(read(key_path)?)
+                        .map_err(|_| Failure::usage("router-key: not a PEM file"))?;
+                    Box::new(SoftwareSigner::from_pkcs8_pem(&pem).map_err(failure)?)
+                }
+                None => Box::new(TpmSigner::open(&cfg.tpm_tcti).map_err(failure)?),
             };
-            let pem = String::from_utf8(read(key_path)?)
-                .map_err(|_| Failure::usage("router-key: not a PEM file"))?;
-            let signer = SoftwareSigner::from_pkcs8_pem(&pem).map_err(failure)?;
-            let out = https::join(&cfg, &t, &signer).map_err(failure)?;
+            let out = https::join(&cfg, &t, signer.as_ref()).map_err(failure)?;
             println!(
                 "onboarded: conductor {} on port {} (ssh -F {} conductor)",
                 out.conductor_host,
@@ -267,10 +268,21 @@ mod tests {
     }
 
     fn router_config(dir: &Path, port: u16, ca: &str, cert: &str, psk: &str, sco: bool) -> PathBuf {
+        router_config_with(dir, port, ca, cert, psk, sco, None)
+    }
+
+    /// `tcti`: use the TPM there instead of a software key.
+    fn router_config_with(
+        dir: &Path,
+        port: u16,
+        ca: &str,
+        cert: &str,
+        psk: &str,
+        sco: bool,
+        tcti: Option<&str>,
+    ) -> PathBuf {
         let ca = w(dir, "ca.pem", ca);
         let cert = w(dir, "conductor.pem", cert);
-        let key = SoftwareSigner::generate(&mut UnwrapErr(SysRng));
-        let _ = key;
         let sk = {
             use p256::elliptic_curve::Generate;
             use p256::pkcs8::EncodePrivateKey;
@@ -279,11 +291,14 @@ mod tests {
                 .expect("pkcs8")
                 .to_string()
         };
-        let rk = w(dir, "router-key.pem", &sk);
+        let key_field = match tcti {
+            Some(t) => format!("\"tpm-tcti\":{t:?}"),
+            None => format!("\"router-key\":{:?}", w(dir, "router-key.pem", &sk)),
+        };
         let ssh = dir.join("ssh");
         let _ = fs::create_dir(&ssh);
         let json = format!(
-            r#"{{"version":1,"router-name":"edge-1","conductor-address":"127.0.0.1:{port}","ca-certificate":{ca:?},"conductor-certificate":{cert:?},"pre-shared-key":"{psk}","router-key":{rk:?},"ssh-dir":{ssh:?},"secure-conductor-onboarding":{sco}}}"#
+            r#"{{"version":1,"router-name":"edge-1","conductor-address":"127.0.0.1:{port}","ca-certificate":{ca:?},"conductor-certificate":{cert:?},"pre-shared-key":"{psk}",{key_field},"ssh-dir":{ssh:?},"secure-conductor-onboarding":{sco}}}"#
         );
         w(dir, "onboarding-config.json", &json)
     }
@@ -441,5 +456,78 @@ mod tests {
                 "{ev} missing: {audit}"
             );
         }
+    }
+
+    #[test]
+    fn join_with_the_router_key_in_a_swtpm() {
+        let tpm = ssr_testkit::Swtpm::start().expect("swtpm");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let ident = ssr_testkit::http::TlsIdentity::generate(&["127.0.0.1"]).expect("tls");
+        let psk = Psk::generate(&mut UnwrapErr(SysRng))
+            .secret_str()
+            .to_owned();
+        let port = free_port();
+        let host_pub = {
+            let k = ssr_onboard::ssh::Ed25519SshKey::generate(&mut UnwrapErr(SysRng)).expect("k");
+            w(d, "host.pub", &k.public_key().authorized_keys_line("host"))
+        };
+        let cert = w(d, "c.pem", ident.cert_pem());
+        let key = w(d, "c-key.pem", ident.key_pem());
+        let cfg = format!(
+            r#"{{"version":1,"name":"cond","listen":"127.0.0.1:{port}","certificate":{cert:?},"private-key":{key:?},"routers":{{"edge-1":"{psk}"}},"used-tokens":{u:?},"audit-log":{a:?},"ssh-host-key":{host_pub:?},"authorized-keys":{ak:?}}}"#,
+            u = d.join("used.jsonl"),
+            a = d.join("audit.jsonl"),
+            ak = d.join("authorized_keys"),
+        );
+        let conductor = w(d, "conductor.json", &cfg);
+        // Bind the token to the TPM's key, exported as PEM.
+        let spki = {
+            use ssr_onboard::RouterSigner as _;
+            TpmSigner::open(&tpm.tcti())
+                .expect("tpm key")
+                .public_key_spki()
+                .expect("spki")
+        };
+        let pub_pem = {
+            use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
+            p256::PublicKey::from_public_key_der(&spki)
+                .expect("pk")
+                .to_public_key_pem(Default::default())
+                .expect("pem")
+        };
+        let bind = w(d, "router-pub.pem", &pub_pem);
+        let t = d.join("t.jwt");
+        run(Cmd::Token(TokenCmd::Create {
+            router: "edge-1".into(),
+            expires_in: 600,
+            bind_key: Some(bind),
+            config: conductor.clone(),
+            out: t.clone(),
+        }))
+        .expect("token");
+        let server = std::thread::spawn(move || {
+            run(Cmd::Serve {
+                config: conductor,
+                connections: Some(1),
+            })
+        });
+        let r = tempfile::tempdir().expect("router dir");
+        let rc = router_config_with(
+            r.path(),
+            port,
+            ident.ca_pem(),
+            ident.cert_pem(),
+            &psk,
+            true,
+            Some(&tpm.tcti()),
+        );
+        join(&t, &rc).expect("onboarded with the TPM-held key");
+        server.join().expect("server").expect("serve");
+        let audit = fs::read_to_string(d.join("audit.jsonl")).expect("audit");
+        assert!(audit.contains(&format!(
+            "router key {}",
+            ssr_onboard::token::key_thumbprint(&spki)
+        )));
     }
 }

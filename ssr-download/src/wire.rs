@@ -1,0 +1,309 @@
+//! The wire formats: the `versions` list and the image manifest (strict JSON).
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+
+/// The only manifest format this crate reads and writes.
+pub const MANIFEST_FORMAT: u32 = 1;
+/// Smallest chunk size a manifest may declare (4 KiB).
+pub const MIN_CHUNK_SIZE: u64 = 4 << 10;
+/// Largest chunk size a manifest may declare (64 MiB).
+pub const MAX_CHUNK_SIZE: u64 = 64 << 20;
+/// Most chunks a manifest may list (bounds the memory a manifest can make us use).
+pub const MAX_CHUNKS: usize = 1 << 20;
+/// Most entries in a `versions` list.
+pub const MAX_VERSIONS: usize = 10_000;
+/// Largest `versions` or manifest document accepted, in bytes.
+pub const MAX_DOCUMENT: usize = 96 << 20;
+
+/// A SHA-256 digest.
+pub type Sha256Digest = [u8; 32];
+
+/// Checks a version string: 1-128 characters from `A-Z a-z 0-9 . _ + -`, not starting
+/// with `.` (it becomes a path segment and a directory name).
+pub fn check_version(version: &str) -> Result<(), Error> {
+    let ok = !version.is_empty()
+        && version.len() <= 128
+        && !version.starts_with('.')
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidVersion(version.chars().take(140).collect()))
+    }
+}
+
+/// Parses `GET {base}/versions`: a JSON array of version strings, nothing else.
+pub fn parse_versions(bytes: &[u8]) -> Result<Vec<String>, Error> {
+    if bytes.len() > MAX_DOCUMENT {
+        return Err(Error::MalformedVersions("document too large".into()));
+    }
+    let list: Vec<String> =
+        serde_json::from_slice(bytes).map_err(|e| Error::MalformedVersions(e.to_string()))?;
+    if list.len() > MAX_VERSIONS {
+        return Err(Error::MalformedVersions(format!(
+            "{} entries, at most {MAX_VERSIONS}",
+            list.len()
+        )));
+    }
+    for v in &list {
+        check_version(v).map_err(|e| Error::MalformedVersions(e.to_string()))?;
+    }
+    Ok(list)
+}
+
+/// Encodes a `versions` document.
+pub fn versions_json(versions: &[&str]) -> Vec<u8> {
+    serde_json::to_vec(versions).unwrap_or_default()
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ManifestDoc {
+    format: u32,
+    version: String,
+    file: String,
+    size: u64,
+    sha256: String,
+    chunk_size: u64,
+    chunks: Vec<String>,
+}
+
+/// An image manifest (`GET {base}/images/{version}/manifest.json`), validated.
+///
+/// ```json
+/// {"format":1,"version":"6.3.0","file":"ssr-6.3.0.iso","size":10485760,
+///  "sha256":"<64 hex>","chunk-size":4194304,"chunks":["<64 hex>","<64 hex>","<64 hex>"]}
+/// ```
+///
+/// Every chunk is `chunk-size` bytes except the last; `chunks` lists exactly
+/// `ceil(size / chunk-size)` SHA-256 digests. Two manifests are the same image only
+/// when every field is equal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    version: String,
+    file: String,
+    size: u64,
+    sha256: Sha256Digest,
+    chunk_size: u64,
+    chunks: Vec<Sha256Digest>,
+}
+
+fn digest_hex(field: &str, s: &str) -> Result<Sha256Digest, Error> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(Error::MalformedManifest(format!(
+            "{field}: expected 64 lower-case hex digits"
+        )));
+    }
+    hex::decode_to_slice(s, &mut out)
+        .map_err(|_| Error::MalformedManifest(format!("{field}: not hex")))?;
+    Ok(out)
+}
+
+fn check_file_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::MalformedManifest(
+            "file: use 1-255 characters from A-Z a-z 0-9 . _ + -, not starting with '.'".into(),
+        ))
+    }
+}
+
+impl Manifest {
+    /// Parses and validates a manifest document (strict: unknown or duplicate fields,
+    /// another format, trailing bytes, inconsistent sizes are all refused).
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, Error> {
+        if bytes.len() > MAX_DOCUMENT {
+            return Err(Error::MalformedManifest("document too large".into()));
+        }
+        let doc: ManifestDoc =
+            serde_json::from_slice(bytes).map_err(|e| Error::MalformedManifest(e.to_string()))?;
+        if doc.format != MANIFEST_FORMAT {
+            return Err(Error::MalformedManifest(format!(
+                "format {} (this reader knows {MANIFEST_FORMAT})",
+                doc.format
+            )));
+        }
+        check_version(&doc.version).map_err(|e| Error::MalformedManifest(e.to_string()))?;
+        check_file_name(&doc.file)?;
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&doc.chunk_size) {
+            return Err(Error::MalformedManifest(format!(
+                "chunk-size {} outside {MIN_CHUNK_SIZE}-{MAX_CHUNK_SIZE}",
+                doc.chunk_size
+            )));
+        }
+        if doc.size == 0 {
+            return Err(Error::MalformedManifest("size 0".into()));
+        }
+        let expected = doc.size.div_ceil(doc.chunk_size);
+        if expected > MAX_CHUNKS as u64 || doc.chunks.len() as u64 != expected {
+            return Err(Error::MalformedManifest(format!(
+                "{} chunk digests for {} bytes in chunks of {} (expected {expected}, at most {MAX_CHUNKS})",
+                doc.chunks.len(),
+                doc.size,
+                doc.chunk_size
+            )));
+        }
+        let chunks = doc
+            .chunks
+            .iter()
+            .map(|c| digest_hex("chunks", c))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Manifest {
+            sha256: digest_hex("sha256", &doc.sha256)?,
+            version: doc.version,
+            file: doc.file,
+            size: doc.size,
+            chunk_size: doc.chunk_size,
+            chunks,
+        })
+    }
+
+    /// Builds the manifest of `data` (what a source publishes).
+    pub fn build(version: &str, file: &str, data: &[u8], chunk_size: u64) -> Result<Self, Error> {
+        check_version(version)?;
+        check_file_name(file)?;
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) || data.is_empty() {
+            return Err(Error::MalformedManifest(
+                "empty image or chunk size out of range".into(),
+            ));
+        }
+        // chunk_size <= 64 MiB fits usize.
+        let chunks: Vec<Sha256Digest> = data
+            .chunks(chunk_size as usize)
+            .map(|c| Sha256::digest(c).into())
+            .collect();
+        if chunks.len() > MAX_CHUNKS {
+            return Err(Error::MalformedManifest("too many chunks".into()));
+        }
+        Ok(Manifest {
+            version: version.into(),
+            file: file.into(),
+            size: data.len() as u64,
+            sha256: Sha256::digest(data).into(),
+            chunk_size,
+            chunks,
+        })
+    }
+
+    /// The canonical JSON encoding (what [`Manifest::parse`] reads back identically).
+    pub fn to_json(&self) -> Vec<u8> {
+        let doc = ManifestDoc {
+            format: MANIFEST_FORMAT,
+            version: self.version.clone(),
+            file: self.file.clone(),
+            size: self.size,
+            sha256: hex::encode(self.sha256),
+            chunk_size: self.chunk_size,
+            chunks: self.chunks.iter().map(hex::encode).collect(),
+        };
+        serde_json::to_vec(&doc).unwrap_or_default()
+    }
+
+    /// The image version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The image's file name (a single safe path segment).
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// Image size in bytes (at least 1).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// SHA-256 of the whole image.
+    pub fn sha256(&self) -> &Sha256Digest {
+        &self.sha256
+    }
+
+    /// Chunk size in bytes (the last chunk may be shorter).
+    pub fn chunk_size(&self) -> u64 {
+        self.chunk_size
+    }
+
+    /// Number of chunks (at least 1).
+    pub fn chunk_count(&self) -> u32 {
+        // Bounded by MAX_CHUNKS at construction.
+        self.chunks.len() as u32
+    }
+
+    /// SHA-256 of chunk `index`.
+    pub fn chunk_sha256(&self, index: u32) -> Option<&Sha256Digest> {
+        self.chunks.get(index as usize)
+    }
+
+    /// The byte range of chunk `index` (empty when out of range).
+    pub fn chunk_range(&self, index: u32) -> Range<u64> {
+        let start = (index as u64).saturating_mul(self.chunk_size).min(self.size);
+        start..start.saturating_add(self.chunk_size).min(self.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trip_and_strictness() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let m = Manifest::build("6.3.0-1", "ssr.iso", &data, 4096).unwrap();
+        assert_eq!(m.chunk_count(), 3);
+        assert_eq!(m.chunk_range(2), 8192..10_000);
+        let json = m.to_json();
+        assert_eq!(Manifest::parse(&json).unwrap(), m);
+
+        let text = String::from_utf8(json).unwrap();
+        let mut trailing = text.clone();
+        trailing.push_str("{}");
+        assert!(Manifest::parse(trailing.as_bytes()).is_err());
+        let unknown = text.replacen("{", "{\"extra\":1,", 1);
+        assert!(Manifest::parse(unknown.as_bytes()).is_err());
+        let format2 = text.replacen("\"format\":1", "\"format\":2", 1);
+        assert!(Manifest::parse(format2.as_bytes()).is_err());
+        let dup = text.replacen("{", "{\"size\":1,", 1);
+        assert!(Manifest::parse(dup.as_bytes()).is_err());
+        let bad_size = text.replacen("\"size\":10000", "\"size\":20000", 1);
+        assert!(Manifest::parse(bad_size.as_bytes()).is_err());
+        let evil_name = text.replacen("ssr.iso", "../etc", 1);
+        assert!(Manifest::parse(evil_name.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn versions_are_strict() {
+        assert_eq!(
+            parse_versions(br#"["6.3.0","6.2.1-r2"]"#).unwrap(),
+            vec!["6.3.0".to_string(), "6.2.1-r2".to_string()]
+        );
+        assert!(parse_versions(br#"["6.3.0"] x"#).is_err());
+        assert!(parse_versions(br#"{"versions":[]}"#).is_err());
+        assert!(parse_versions(br#"["../x"]"#).is_err());
+        assert!(parse_versions(br#"[1]"#).is_err());
+        assert_eq!(parse_versions(&versions_json(&["a", "b"])).unwrap().len(), 2);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = Manifest::parse(&bytes);
+            let _ = parse_versions(&bytes);
+        }
+    }
+}

@@ -1,0 +1,598 @@
+//! The [`Tpm`] trait over tss-esapi 7.7 (feature `esapi`): a real TPM through
+//! `device:/dev/tpmrm0`, or swtpm through `swtpm:host=127.0.0.1,port=P`.
+//!
+//! Every command that carries the FEK runs in an HMAC (or, when PCR-bound, policy)
+//! session salted with the sealing key itself, with AES-128-CFB parameter encryption in
+//! both directions. The salt is encrypted to the key whose Name the sealed file pins, so
+//! only that TPM can derive the session key, and the FEK on the bus is ciphertext.
+
+use std::collections::HashMap;
+use std::str::FromStr as _;
+
+use tss_esapi::Context;
+use tss_esapi::attributes::{ObjectAttributesBuilder, SessionAttributesBuilder};
+use tss_esapi::constants::{PropertyTag, SessionType, Tss2ResponseCodeKind};
+use tss_esapi::handles::{KeyHandle, ObjectHandle, PersistentTpmHandle, TpmHandle};
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
+use tss_esapi::interface_types::dynamic_handles::Persistent;
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures::{
+    Data, Digest, EccPoint, HashScheme, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Public,
+    PublicBuilder, PublicEccParametersBuilder, PublicKeyRsa, PublicRsaParametersBuilder,
+    RsaDecryptionScheme, RsaExponent, RsaScheme, SymmetricDefinition, SymmetricDefinitionObject,
+};
+use tss_esapi::tcti_ldr::TctiNameConf;
+
+use crate::seal::check_owner_handle;
+use crate::{Error, Fek, KeyInfo, PcrSelection, Tpm};
+
+/// A connection to a TPM through tss-esapi.
+pub struct EsapiTpm {
+    ctx: Context,
+    tcti: String,
+    /// ESYS objects for persistent handles, so one ReadPublic serves a whole unlock.
+    objects: HashMap<u32, ObjectHandle>,
+    commands: u64,
+}
+
+impl std::fmt::Debug for EsapiTpm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EsapiTpm")
+            .field("tcti", &self.tcti)
+            .field("commands", &self.commands)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a TPM is, for `ssr tpm info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpmInfo {
+    /// TPM_PT_MANUFACTURER as four ASCII characters (e.g. `IBM`, `INTC`, `MSFT`).
+    pub manufacturer: String,
+    /// TPM_PT_VENDOR_STRING_1..4, trimmed.
+    pub vendor: String,
+    /// TPM_PT_FIRMWARE_VERSION_1 and _2.
+    pub firmware: (u32, u32),
+    /// Specification revision (TPM_PT_REVISION, e.g. 164 for 1.64).
+    pub spec_revision: u32,
+    /// The FEK sealing key at its default handle, when present.
+    pub fek_key: Option<KeyInfo>,
+    /// Handle the FEK key was looked for at.
+    pub fek_key_handle: u32,
+}
+
+fn kind(e: &tss_esapi::Error) -> Option<Tss2ResponseCodeKind> {
+    match e {
+        tss_esapi::Error::Tss2Error(rc) => rc.kind(),
+        tss_esapi::Error::WrapperError(_) => None,
+    }
+}
+
+/// Maps a TSS error: lockout is always its own variant, the rest is [`Error::Tpm`].
+fn tpm_err(op: &'static str, e: tss_esapi::Error) -> Error {
+    match kind(&e) {
+        Some(Tss2ResponseCodeKind::Lockout) => Error::LockedOut,
+        _ => Error::Tpm {
+            op,
+            reason: e.to_string(),
+        },
+    }
+}
+
+fn pcr_list(pcrs: PcrSelection) -> Result<PcrSelectionList, Error> {
+    let slots = pcrs
+        .indices()
+        .map(|i| PcrSlot::try_from(1u32 << i))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tpm_err("PCR selection", e))?;
+    PcrSelectionListBuilder::new()
+        .with_selection(HashingAlgorithm::Sha256, &slots)
+        .build()
+        .map_err(|e| tpm_err("PCR selection", e))
+}
+
+fn oaep() -> RsaDecryptionScheme {
+    RsaDecryptionScheme::Oaep(HashScheme::new(HashingAlgorithm::Sha256))
+}
+
+impl EsapiTpm {
+    /// Connects to the TPM at `tcti` (`device:/dev/tpmrm0`, `swtpm:host=…,port=…`,
+    /// `mssim:…`). [`Error::NoTpm`] when nothing answers.
+    pub fn connect(tcti: &str) -> Result<EsapiTpm, Error> {
+        let no_tpm = |reason: String| Error::NoTpm {
+            tcti: tcti.to_owned(),
+            reason,
+        };
+        let conf = TctiNameConf::from_str(tcti).map_err(|e| no_tpm(e.to_string()))?;
+        let ctx = Context::new(conf).map_err(|e| no_tpm(e.to_string()))?;
+        Ok(EsapiTpm {
+            ctx,
+            tcti: tcti.to_owned(),
+            objects: HashMap::new(),
+            commands: 0,
+        })
+    }
+
+    /// The TCTI this connection uses.
+    pub fn tcti(&self) -> &str {
+        &self.tcti
+    }
+
+    /// How many TPM commands this connection has sent so far (counted at each call
+    /// into ESAPI that reaches the TPM; the swtpm integration test checks the count
+    /// against swtpm's own command log).
+    pub fn commands_sent(&self) -> u64 {
+        self.commands
+    }
+
+    /// The underlying ESAPI context, for commands this crate does not wrap.
+    pub fn context_mut(&mut self) -> &mut Context {
+        &mut self.ctx
+    }
+
+    pub(crate) fn count(&mut self, n: u64) {
+        self.commands += n;
+    }
+
+    /// Manufacturer, firmware and what this crate has provisioned.
+    pub fn info(&mut self) -> Result<TpmInfo, Error> {
+        self.info_for(crate::DEFAULT_FEK_KEY_HANDLE)
+    }
+
+    /// [`EsapiTpm::info`] with the FEK key looked for at `fek_key_handle`.
+    pub fn info_for(&mut self, fek_key_handle: u32) -> Result<TpmInfo, Error> {
+        // tss-esapi reads all fixed properties with one GetCapability and caches them.
+        self.count(1);
+        let mut prop = |tag| {
+            self.ctx
+                .get_tpm_property(tag)
+                .map(|v| v.unwrap_or(0))
+                .map_err(|e| tpm_err("GetCapability", e))
+        };
+        let chars = |v: u32| -> String {
+            v.to_be_bytes()
+                .iter()
+                .filter(|b| b.is_ascii_graphic())
+                .map(|&b| char::from(b))
+                .collect()
+        };
+        let manufacturer = chars(prop(PropertyTag::Manufacturer)?);
+        let mut vendor = String::new();
+        for tag in [
+            PropertyTag::VendorString1,
+            PropertyTag::VendorString2,
+            PropertyTag::VendorString3,
+            PropertyTag::VendorString4,
+        ] {
+            vendor.push_str(&chars(prop(tag)?));
+        }
+        let firmware = (
+            prop(PropertyTag::FirmwareVersion1)?,
+            prop(PropertyTag::FirmwareVersion2)?,
+        );
+        let spec_revision = prop(PropertyTag::Revision)?;
+        let fek_key = self.read_fek_key(fek_key_handle)?;
+        Ok(TpmInfo {
+            manufacturer,
+            vendor,
+            firmware,
+            spec_revision,
+            fek_key,
+            fek_key_handle,
+        })
+    }
+
+    /// The ESYS object for a persistent handle (one ReadPublic the first time), or
+    /// `None` when nothing is persisted there.
+    pub(crate) fn persistent(&mut self, handle: u32) -> Result<Option<ObjectHandle>, Error> {
+        if let Some(&obj) = self.objects.get(&handle) {
+            return Ok(Some(obj));
+        }
+        let tpm_handle =
+            PersistentTpmHandle::new(handle).map_err(|e| tpm_err("persistent handle", e))?;
+        self.count(1);
+        match self
+            .ctx
+            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle)))
+        {
+            Ok(obj) => {
+                self.objects.insert(handle, obj);
+                Ok(Some(obj))
+            }
+            Err(e) if kind(&e) == Some(Tss2ResponseCodeKind::Handle) => Ok(None),
+            Err(e) => Err(tpm_err("ReadPublic", e)),
+        }
+    }
+
+    /// Forgets the cached ESYS object of a persistent handle (after evicting it, or to
+    /// re-read the TPM).
+    pub(crate) fn forget(&mut self, handle: u32) {
+        if let Some(mut obj) = self.objects.remove(&handle) {
+            let _ = self.ctx.tr_close(&mut obj);
+        }
+    }
+
+    /// The SHA-256 Name digest of the object at `handle` (no TPM command: ESAPI
+    /// computed it from the ReadPublic answer and checked it against the TPM's name).
+    pub(crate) fn name_digest(&mut self, obj: ObjectHandle) -> Result<[u8; 32], Error> {
+        let name = self
+            .ctx
+            .tr_get_name(obj)
+            .map_err(|e| tpm_err("TR_GetName", e))?;
+        let value = name.value();
+        match value {
+            [0x00, 0x0b, digest @ ..] if digest.len() == 32 => {
+                let mut out = [0u8; 32];
+                out.copy_from_slice(digest);
+                Ok(out)
+            }
+            _ => Err(Error::UnexpectedAnswer {
+                op: "ReadPublic",
+                reason: "object name is not SHA-256",
+            }),
+        }
+    }
+
+    /// Starts a session salted with `salt_key` (an RSA or ECC decryption key in the
+    /// TPM) with AES-128-CFB parameter encryption in both directions.
+    pub(crate) fn salted_session(
+        &mut self,
+        salt_key: ObjectHandle,
+        session_type: SessionType,
+    ) -> Result<AuthSession, Error> {
+        self.count(1);
+        let session = self
+            .ctx
+            .execute_without_session(|c| {
+                c.start_auth_session(
+                    Some(KeyHandle::from(salt_key)),
+                    None,
+                    None,
+                    session_type,
+                    SymmetricDefinition::AES_128_CFB,
+                    HashingAlgorithm::Sha256,
+                )
+            })
+            .map_err(|e| tpm_err("StartAuthSession", e))?
+            .ok_or(Error::UnexpectedAnswer {
+                op: "StartAuthSession",
+                reason: "no session handle",
+            })?;
+        let (attrs, mask) = SessionAttributesBuilder::new()
+            .with_decrypt(true)
+            .with_encrypt(true)
+            .with_continue_session(true)
+            .build();
+        if let Err(e) = self.ctx.tr_sess_set_attributes(session, attrs, mask) {
+            self.flush_session(session);
+            return Err(tpm_err("session attributes", e));
+        }
+        Ok(session)
+    }
+
+    pub(crate) fn flush_session(&mut self, session: AuthSession) {
+        if session == AuthSession::Password {
+            return;
+        }
+        self.count(1);
+        let handle = tss_esapi::handles::SessionHandle::from(session);
+        let _ = self.ctx.flush_context(ObjectHandle::from(handle));
+    }
+
+    /// Creates an owner-hierarchy storage primary (ECC P-256, restricted decrypt,
+    /// AES-128-CFB, noDA): the same template always yields the same key from the
+    /// owner seed, so it need not be persisted. Flush it after use.
+    pub(crate) fn storage_primary(&mut self) -> Result<KeyHandle, Error> {
+        let attrs = ObjectAttributesBuilder::new()
+            .with_fixed_tpm(true)
+            .with_fixed_parent(true)
+            .with_sensitive_data_origin(true)
+            .with_user_with_auth(true)
+            .with_decrypt(true)
+            .with_restricted(true)
+            .with_no_da(true)
+            .build()
+            .map_err(|e| tpm_err("primary template", e))?;
+        let params = PublicEccParametersBuilder::new_restricted_decryption_key(
+            SymmetricDefinitionObject::AES_128_CFB,
+            EccCurve::NistP256,
+        )
+        .build()
+        .map_err(|e| tpm_err("primary template", e))?;
+        let public = PublicBuilder::new()
+            .with_public_algorithm(PublicAlgorithm::Ecc)
+            .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+            .with_object_attributes(attrs)
+            .with_ecc_parameters(params)
+            .with_ecc_unique_identifier(EccPoint::default())
+            .build()
+            .map_err(|e| tpm_err("primary template", e))?;
+        // StartAuthSession + CreatePrimary + FlushContext(session).
+        self.count(3);
+        let created = self
+            .ctx
+            .execute_with_nullauth_session(|c| {
+                c.create_primary(Hierarchy::Owner, public, None, None, None, None)
+            })
+            .map_err(|e| tpm_err("CreatePrimary", e))?;
+        Ok(created.key_handle)
+    }
+
+    pub(crate) fn flush_object(&mut self, key: KeyHandle) {
+        self.count(1);
+        let _ = self.ctx.flush_context(ObjectHandle::from(key));
+    }
+
+    /// Creates a child of the storage primary from `public`, loads it and persists it
+    /// at `handle` (owner authorisation, empty owner password).
+    pub(crate) fn create_persistent(&mut self, handle: u32, public: Public) -> Result<(), Error> {
+        check_owner_handle("key", handle)?;
+        let persistent =
+            PersistentTpmHandle::new(handle).map_err(|e| tpm_err("persistent handle", e))?;
+        let primary = self.storage_primary()?;
+        let result = (|| {
+            // Session + Create + Load + EvictControl + FlushContext(session) + flush.
+            self.count(6);
+            let key = self
+                .ctx
+                .execute_with_nullauth_session(|c| {
+                    let created = c.create(primary, public, None, None, None, None)?;
+                    let key = c.load(primary, created.out_private, created.out_public)?;
+                    let evicted = c.evict_control(
+                        Provision::Owner,
+                        ObjectHandle::from(key),
+                        Persistent::Persistent(persistent),
+                    );
+                    let _ = c.flush_context(ObjectHandle::from(key));
+                    evicted
+                })
+                .map_err(|e| match kind(&e) {
+                    Some(Tss2ResponseCodeKind::NvDefined) => Error::InvalidConfig {
+                        reason: format!("persistent handle {handle:#010x} is already in use"),
+                    },
+                    _ => tpm_err("create persistent key", e),
+                })?;
+            self.objects.insert(handle, key);
+            Ok(())
+        })();
+        self.flush_object(primary);
+        result
+    }
+
+    /// Policy digest of PolicyPCR over the current values of `pcrs` (trial session).
+    fn pcr_policy_digest(&mut self, pcrs: PcrSelection) -> Result<Digest, Error> {
+        let list = pcr_list(pcrs)?;
+        self.count(4);
+        let trial = self
+            .ctx
+            .execute_without_session(|c| {
+                c.start_auth_session(
+                    None,
+                    None,
+                    None,
+                    SessionType::Trial,
+                    SymmetricDefinition::Null,
+                    HashingAlgorithm::Sha256,
+                )
+            })
+            .map_err(|e| tpm_err("StartAuthSession", e))?
+            .ok_or(Error::UnexpectedAnswer {
+                op: "StartAuthSession",
+                reason: "no session handle",
+            })?;
+        let result = (|| {
+            let policy = PolicySession::try_from(trial).map_err(|e| tpm_err("trial session", e))?;
+            self.ctx
+                .execute_without_session(|c| {
+                    c.policy_pcr(policy, Digest::default(), list)?;
+                    c.policy_get_digest(policy)
+                })
+                .map_err(|e| tpm_err("PolicyPCR", e))
+        })();
+        let h = tss_esapi::handles::SessionHandle::from(trial);
+        let _ = self.ctx.flush_context(ObjectHandle::from(h));
+        result
+    }
+
+    fn fek_key_template(&mut self, pcrs: PcrSelection) -> Result<Public, Error> {
+        let policy = if pcrs.is_empty() {
+            Digest::default()
+        } else {
+            self.pcr_policy_digest(pcrs)?
+        };
+        let attrs = ObjectAttributesBuilder::new()
+            .with_fixed_tpm(true)
+            .with_fixed_parent(true)
+            .with_sensitive_data_origin(true)
+            .with_user_with_auth(pcrs.is_empty())
+            .with_decrypt(true)
+            .with_sign_encrypt(false)
+            .with_restricted(false)
+            .with_no_da(true)
+            .build()
+            .map_err(|e| tpm_err("key template", e))?;
+        let params = PublicRsaParametersBuilder::new()
+            .with_scheme(RsaScheme::Oaep(HashScheme::new(HashingAlgorithm::Sha256)))
+            .with_key_bits(RsaKeyBits::Rsa2048)
+            .with_exponent(RsaExponent::default())
+            .with_is_decryption_key(true)
+            .with_is_signing_key(false)
+            .with_restricted(false)
+            .with_symmetric(SymmetricDefinitionObject::Null)
+            .build()
+            .map_err(|e| tpm_err("key template", e))?;
+        PublicBuilder::new()
+            .with_public_algorithm(PublicAlgorithm::Rsa)
+            .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+            .with_object_attributes(attrs)
+            .with_auth_policy(policy)
+            .with_rsa_parameters(params)
+            .with_rsa_unique_identifier(PublicKeyRsa::default())
+            .build()
+            .map_err(|e| tpm_err("key template", e))
+    }
+
+    /// Runs `f` with a salted, parameter-encrypting session on the FEK key at
+    /// `handle` (a policy session satisfied by PolicyPCR when `pcrs` is not empty), then
+    /// flushes the session.
+    fn with_fek_session<T>(
+        &mut self,
+        handle: u32,
+        pcrs: PcrSelection,
+        f: impl FnOnce(&mut Context, KeyHandle) -> tss_esapi::Result<T>,
+    ) -> Result<T, Error> {
+        let key = self
+            .persistent(handle)?
+            .ok_or(Error::KeyMissing { handle })?;
+        let session_type = if pcrs.is_empty() {
+            SessionType::Hmac
+        } else {
+            SessionType::Policy
+        };
+        let session = self.salted_session(key, session_type)?;
+        let result = (|| {
+            if !pcrs.is_empty() {
+                let list = pcr_list(pcrs)?;
+                let policy =
+                    PolicySession::try_from(session).map_err(|e| tpm_err("policy session", e))?;
+                self.count(1);
+                self.ctx
+                    .execute_without_session(|c| c.policy_pcr(policy, Digest::default(), list))
+                    .map_err(|e| match kind(&e) {
+                        Some(
+                            Tss2ResponseCodeKind::Value
+                            | Tss2ResponseCodeKind::PolicyFail
+                            | Tss2ResponseCodeKind::PcrChanged,
+                        ) => Error::PcrMismatch { handle },
+                        _ => tpm_err("PolicyPCR", e),
+                    })?;
+            }
+            self.count(1);
+            Ok(self
+                .ctx
+                .execute_with_session(Some(session), |c| f(c, KeyHandle::from(key))))
+        })();
+        self.flush_session(session);
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(match kind(&e) {
+                Some(
+                    Tss2ResponseCodeKind::PolicyFail
+                    | Tss2ResponseCodeKind::PcrChanged
+                    | Tss2ResponseCodeKind::Policy,
+                ) => Error::PcrMismatch { handle },
+                Some(Tss2ResponseCodeKind::Lockout) => Error::LockedOut,
+                // RSA_Decrypt: OAEP decoding failed (TPM_RC_VALUE) or the
+                // ciphertext is out of range (TPM_RC_SIZE): not this key's blob.
+                Some(
+                    Tss2ResponseCodeKind::Value
+                    | Tss2ResponseCodeKind::Size
+                    | Tss2ResponseCodeKind::Integrity,
+                ) => Error::WrongTpm {
+                    handle,
+                    reason: "the TPM cannot decrypt this blob",
+                },
+                _ => tpm_err("FEK command", e),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Tpm for EsapiTpm {
+    fn fek_key_name(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error> {
+        check_owner_handle("FEK key", handle)?;
+        // Always ask the TPM afresh: the key may have been replaced since.
+        self.forget(handle);
+        match self.persistent(handle)? {
+            Some(obj) => Ok(Some(self.name_digest(obj)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn read_fek_key(&mut self, handle: u32) -> Result<Option<KeyInfo>, Error> {
+        let Some(name_digest) = self.fek_key_name(handle)? else {
+            return Ok(None);
+        };
+        let Some(obj) = self.persistent(handle)? else {
+            return Ok(None);
+        };
+        self.count(1);
+        let (public, _, _) = self
+            .ctx
+            .execute_without_session(|c| c.read_public(KeyHandle::from(obj)))
+            .map_err(|e| tpm_err("ReadPublic", e))?;
+        let Public::Rsa {
+            object_attributes,
+            parameters,
+            ..
+        } = public
+        else {
+            return Err(Error::InvalidConfig {
+                reason: format!("the object at {handle:#010x} is not an RSA key"),
+            });
+        };
+        let oaep_ok = matches!(parameters.rsa_scheme(), RsaScheme::Oaep(h) if h.hashing_algorithm() == HashingAlgorithm::Sha256);
+        if parameters.key_bits() != RsaKeyBits::Rsa2048
+            || !object_attributes.decrypt()
+            || object_attributes.restricted()
+            || !oaep_ok
+        {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "the key at {handle:#010x} is not an unrestricted RSA-2048 OAEP-SHA-256 decryption key"
+                ),
+            });
+        }
+        Ok(Some(KeyInfo {
+            name_digest,
+            policy_bound: !object_attributes.user_with_auth(),
+        }))
+    }
+
+    fn create_fek_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
+        check_owner_handle("FEK key", handle)?;
+        let public = self.fek_key_template(pcrs)?;
+        self.create_persistent(handle, public)?;
+        self.read_fek_key(handle)?
+            .ok_or(Error::KeyMissing { handle })
+    }
+
+    fn random_fek(&mut self, salt_key: u32) -> Result<Fek, Error> {
+        let bytes = self.with_fek_session(salt_key, PcrSelection::NONE, |c, _| {
+            c.get_random(crate::FEK_LEN)
+        })?;
+        Fek::from_slice(bytes.value())
+    }
+
+    fn rsa_encrypt_fek(&mut self, handle: u32, fek: &Fek) -> Result<Vec<u8>, Error> {
+        let message = PublicKeyRsa::try_from(fek.secret_bytes().to_vec())
+            .map_err(|e| tpm_err("RSA_Encrypt", e))?;
+        let ct = self.with_fek_session(handle, PcrSelection::NONE, |c, key| {
+            c.rsa_encrypt(key, message, oaep(), Data::default())
+        })?;
+        Ok(ct.value().to_vec())
+    }
+
+    fn rsa_decrypt_fek(
+        &mut self,
+        handle: u32,
+        pcrs: PcrSelection,
+        ciphertext: &[u8],
+    ) -> Result<Fek, Error> {
+        let ct = PublicKeyRsa::try_from(ciphertext.to_vec()).map_err(|_| Error::Corrupt {
+            what: "sealed FEK",
+            reason: "ciphertext too long",
+        })?;
+        let clear = self.with_fek_session(handle, pcrs, |c, key| {
+            c.rsa_decrypt(key, ct, oaep(), Data::default())
+        })?;
+        Fek::from_slice(clear.value()).map_err(|_| Error::WrongTpm {
+            handle,
+            reason: "decrypted value is not a 32-byte FEK",
+        })
+    }
+}

@@ -1,0 +1,129 @@
+//! An in-memory stand-in for a TPM, for the unit tests of the pure sealing logic.
+//! "Encryption" is a keyed XOR with a tag: enough to tell keys apart, not crypto.
+
+use std::collections::HashMap;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::{Error, Fek, KeyInfo, PcrSelection, Tpm};
+
+#[derive(Debug)]
+struct FakeKey {
+    secret: [u8; 32],
+    pcrs: PcrSelection,
+}
+
+/// A fake TPM: persistent keys in a map, a deterministic "random" stream.
+#[derive(Debug)]
+pub(crate) struct FakeTpm {
+    seed: u8,
+    counter: u8,
+    keys: HashMap<u32, FakeKey>,
+    /// PCR values changed since the keys were created.
+    pub(crate) pcrs_changed: bool,
+    pub(crate) locked_out: bool,
+    pub(crate) calls: Vec<&'static str>,
+}
+
+impl FakeTpm {
+    /// A TPM whose keys derive from `seed` (two seeds = two different TPMs).
+    pub(crate) fn new(seed: u8) -> FakeTpm {
+        FakeTpm {
+            seed,
+            counter: 0,
+            keys: HashMap::new(),
+            pcrs_changed: false,
+            locked_out: false,
+            calls: Vec::new(),
+        }
+    }
+
+    fn key(&self, handle: u32) -> Result<&FakeKey, Error> {
+        if self.locked_out {
+            return Err(Error::LockedOut);
+        }
+        self.keys.get(&handle).ok_or(Error::KeyMissing { handle })
+    }
+
+    fn name(key: &FakeKey) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(key.secret);
+        h.update(key.pcrs.mask().to_be_bytes());
+        h.finalize().into()
+    }
+
+    fn tag(secret: &[u8; 32], fek: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(secret);
+        h.update(fek);
+        h.finalize().into()
+    }
+}
+
+impl Tpm for FakeTpm {
+    fn fek_key_name(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error> {
+        self.calls.push("name");
+        if self.locked_out {
+            return Err(Error::LockedOut);
+        }
+        Ok(self.keys.get(&handle).map(FakeTpm::name))
+    }
+
+    fn read_fek_key(&mut self, handle: u32) -> Result<Option<KeyInfo>, Error> {
+        self.calls.push("read");
+        Ok(self.keys.get(&handle).map(|k| KeyInfo {
+            name_digest: FakeTpm::name(k),
+            policy_bound: !k.pcrs.is_empty(),
+        }))
+    }
+
+    fn create_fek_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
+        self.calls.push("create");
+        let mut secret = [self.seed; 32];
+        secret[0] ^= handle as u8;
+        self.keys.insert(handle, FakeKey { secret, pcrs });
+        self.read_fek_key(handle)?
+            .ok_or(Error::KeyMissing { handle })
+    }
+
+    fn random_fek(&mut self, salt_key: u32) -> Result<Fek, Error> {
+        self.calls.push("random");
+        self.key(salt_key)?;
+        self.counter = self.counter.wrapping_add(1);
+        let bytes: [u8; 32] = core::array::from_fn(|i| (i as u8) ^ self.counter ^ 0xa5);
+        Fek::from_slice(&bytes)
+    }
+
+    fn rsa_encrypt_fek(&mut self, handle: u32, fek: &Fek) -> Result<Vec<u8>, Error> {
+        self.calls.push("encrypt");
+        let key = self.key(handle)?;
+        let mut ct = vec![0u8; 256];
+        for (i, b) in fek.secret_bytes().iter().enumerate() {
+            ct[i] = b ^ key.secret[i];
+        }
+        ct[32..64].copy_from_slice(&FakeTpm::tag(&key.secret, fek.secret_bytes()));
+        Ok(ct)
+    }
+
+    fn rsa_decrypt_fek(
+        &mut self,
+        handle: u32,
+        pcrs: PcrSelection,
+        ciphertext: &[u8],
+    ) -> Result<Fek, Error> {
+        self.calls.push("decrypt");
+        let changed = self.pcrs_changed;
+        let key = self.key(handle)?;
+        if !key.pcrs.is_empty() && (changed || pcrs != key.pcrs) {
+            return Err(Error::PcrMismatch { handle });
+        }
+        let clear: Vec<u8> = (0..32).map(|i| ciphertext[i] ^ key.secret[i]).collect();
+        if FakeTpm::tag(&key.secret, &clear)[..] != ciphertext[32..64] {
+            return Err(Error::WrongTpm {
+                handle,
+                reason: "the TPM cannot decrypt this blob",
+            });
+        }
+        Fek::from_slice(&clear)
+    }
+}

@@ -1,0 +1,247 @@
+//! The Filesystem Encryption Key and the sealed-FEK file format.
+
+use std::fmt;
+use std::path::Path;
+
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use zeroize::Zeroize as _;
+
+use crate::{Error, PcrSelection, fsutil};
+
+/// Length of the FEK in bytes (256 bits).
+pub const FEK_LEN: usize = 32;
+
+/// The Filesystem Encryption Key: 32 bytes from TPM2_GetRandom.
+///
+/// Zeroized on drop, not `Clone`, `Debug` prints `[redacted]`; the bytes are reachable
+/// only through [`Fek::secret_bytes`]. Kept behind a `Box` so moving a `Fek` around does
+/// not leave copies of the key on the stack.
+pub struct Fek(Box<[u8; FEK_LEN]>);
+
+impl Fek {
+    /// The key bytes, for handing to the kernel (fscrypt add-key).
+    pub fn secret_bytes(&self) -> &[u8; FEK_LEN] {
+        &self.0
+    }
+
+    /// Builds a FEK from exactly 32 bytes; the caller zeroizes its own copy (TSS
+    /// buffers do this on drop).
+    pub fn from_slice(bytes: &[u8]) -> Result<Fek, Error> {
+        let mut key = Box::new([0u8; FEK_LEN]);
+        if bytes.len() != FEK_LEN {
+            return Err(Error::UnexpectedAnswer {
+                op: "FEK",
+                reason: "not 32 bytes",
+            });
+        }
+        key.copy_from_slice(bytes);
+        Ok(Fek(key))
+    }
+}
+
+impl Drop for Fek {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for Fek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Fek([redacted])")
+    }
+}
+
+/// Magic at the start of a sealed-FEK file.
+pub const SEALED_FEK_MAGIC: [u8; 4] = *b"SFEK";
+/// The only format version this crate writes and reads.
+pub const SEALED_FEK_VERSION: u8 = 1;
+/// Size of an RSA-2048 ciphertext.
+pub const RSA2048_CIPHERTEXT_LEN: usize = 256;
+/// Size of a version-1 sealed-FEK file.
+pub const SEALED_FEK_LEN: usize = 8 + 4 + 32 + 4 + 2 + RSA2048_CIPHERTEXT_LEN + 32;
+
+/// How the FEK is encrypted.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealAlgorithm {
+    /// RSA-2048 OAEP with SHA-256 and an empty label, by a TPM-resident key.
+    Rsa2048OaepSha256,
+}
+
+impl SealAlgorithm {
+    fn code(self) -> u8 {
+        match self {
+            SealAlgorithm::Rsa2048OaepSha256 => 1,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<SealAlgorithm> {
+        match code {
+            1 => Some(SealAlgorithm::Rsa2048OaepSha256),
+            _ => None,
+        }
+    }
+}
+
+/// The sealed-FEK file: what is written to disk instead of the FEK.
+///
+/// Version 1, big-endian, fixed size ([`SEALED_FEK_LEN`] = 338 bytes):
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 4 | magic `SFEK` |
+/// | 4 | 1 | version = 1 |
+/// | 5 | 1 | algorithm: 1 = RSA-2048 OAEP SHA-256 (TPM-resident key) |
+/// | 6 | 2 | reserved, zero |
+/// | 8 | 4 | persistent handle of the sealing key |
+/// | 12 | 32 | fingerprint of the sealing key: SHA-256 of its TPMT_PUBLIC (its TPM Name digest, [`crate::KeyInfo::name_digest`]) |
+/// | 44 | 4 | PCR selection (SHA-256 bank, bit *n* = PCR *n*, 0 = not PCR-bound) |
+/// | 48 | 2 | ciphertext length = 256 |
+/// | 50 | 256 | RSA-OAEP ciphertext of the FEK |
+/// | 306 | 32 | SHA-256 of bytes 0..306 |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedFek {
+    algorithm: SealAlgorithm,
+    key_handle: u32,
+    key_fingerprint: [u8; 32],
+    pcrs: PcrSelection,
+    ciphertext: Vec<u8>,
+}
+
+const CORRUPT: fn(&'static str) -> Error = |reason| Error::Corrupt {
+    what: "sealed FEK",
+    reason,
+};
+
+impl SealedFek {
+    /// A sealed FEK from its parts (used by [`crate::seal_new_fek`]).
+    pub fn new(
+        key_handle: u32,
+        key_fingerprint: [u8; 32],
+        pcrs: PcrSelection,
+        ciphertext: Vec<u8>,
+    ) -> Result<SealedFek, Error> {
+        if ciphertext.len() != RSA2048_CIPHERTEXT_LEN {
+            return Err(Error::UnexpectedAnswer {
+                op: "RSA_Encrypt",
+                reason: "ciphertext is not 256 bytes",
+            });
+        }
+        Ok(SealedFek {
+            algorithm: SealAlgorithm::Rsa2048OaepSha256,
+            key_handle,
+            key_fingerprint,
+            pcrs,
+            ciphertext,
+        })
+    }
+
+    /// Strict parser: exact length, known magic/version/algorithm, zero reserved bits,
+    /// a PCR mask within PCR 0-23, a valid checksum.
+    pub fn parse(bytes: &[u8]) -> Result<SealedFek, Error> {
+        if bytes.len() < 8 {
+            return Err(CORRUPT("truncated header"));
+        }
+        if bytes[0..4] != SEALED_FEK_MAGIC {
+            return Err(CORRUPT("bad magic"));
+        }
+        if bytes[4] != SEALED_FEK_VERSION {
+            return Err(CORRUPT("unknown version"));
+        }
+        if bytes.len() != SEALED_FEK_LEN {
+            return Err(CORRUPT("wrong length"));
+        }
+        let (body, sum) = bytes.split_at(SEALED_FEK_LEN - 32);
+        let expected = Sha256::digest(body);
+        if !bool::from(expected.as_slice().ct_eq(sum)) {
+            return Err(CORRUPT("checksum mismatch"));
+        }
+        let algorithm = SealAlgorithm::from_code(bytes[5]).ok_or(CORRUPT("unknown algorithm"))?;
+        if bytes[6..8] != [0, 0] {
+            return Err(CORRUPT("reserved bytes not zero"));
+        }
+        let be32 = |at: usize| {
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let key_handle = be32(8);
+        if !crate::is_owner_persistent(key_handle) {
+            return Err(CORRUPT("key handle outside 0x81000000-0x8100ffff"));
+        }
+        let mut key_fingerprint = [0u8; 32];
+        key_fingerprint.copy_from_slice(&bytes[12..44]);
+        let pcrs = PcrSelection::from_mask(be32(44)).map_err(|_| CORRUPT("PCR outside 0-23"))?;
+        let ct_len = usize::from(u16::from_be_bytes([bytes[48], bytes[49]]));
+        if ct_len != RSA2048_CIPHERTEXT_LEN {
+            return Err(CORRUPT("ciphertext length is not 256"));
+        }
+        Ok(SealedFek {
+            algorithm,
+            key_handle,
+            key_fingerprint,
+            pcrs,
+            ciphertext: bytes[50..50 + RSA2048_CIPHERTEXT_LEN].to_vec(),
+        })
+    }
+
+    /// The file bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(SEALED_FEK_LEN);
+        out.extend_from_slice(&SEALED_FEK_MAGIC);
+        out.push(SEALED_FEK_VERSION);
+        out.push(self.algorithm.code());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&self.key_handle.to_be_bytes());
+        out.extend_from_slice(&self.key_fingerprint);
+        out.extend_from_slice(&self.pcrs.mask().to_be_bytes());
+        // Length checked in `new` / `parse`: always 256.
+        out.extend_from_slice(&(self.ciphertext.len() as u16).to_be_bytes());
+        out.extend_from_slice(&self.ciphertext);
+        let sum = Sha256::digest(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    /// Reads and parses a sealed-FEK file; a missing file is
+    /// [`Error::SealedFekMissing`].
+    pub fn read(path: &Path) -> Result<SealedFek, Error> {
+        match fsutil::read_limited(path, SEALED_FEK_LEN as u64) {
+            Ok(bytes) => SealedFek::parse(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::SealedFekMissing {
+                path: path.to_path_buf(),
+            }),
+            Err(e) => Err(Error::io("read", path, &e)),
+        }
+    }
+
+    /// Writes the file atomically (temporary file, fsync, rename, fsync directory),
+    /// mode 0600.
+    pub fn write_atomic(&self, path: &Path) -> Result<(), Error> {
+        fsutil::write_atomic(path, &self.to_bytes())
+    }
+
+    /// The sealing algorithm.
+    pub fn algorithm(&self) -> SealAlgorithm {
+        self.algorithm
+    }
+
+    /// The persistent handle of the sealing key.
+    pub fn key_handle(&self) -> u32 {
+        self.key_handle
+    }
+
+    /// The fingerprint of the sealing key's public key.
+    pub fn key_fingerprint(&self) -> &[u8; 32] {
+        &self.key_fingerprint
+    }
+
+    /// The PCRs the sealing key is bound to (empty when not PCR-bound).
+    pub fn pcrs(&self) -> PcrSelection {
+        self.pcrs
+    }
+
+    /// The RSA-OAEP ciphertext.
+    pub fn ciphertext(&self) -> &[u8] {
+        &self.ciphertext
+    }
+}

@@ -1,0 +1,200 @@
+//! FEK sealing and unsealing over the [`Tpm`] trait.
+
+use crate::{Error, Fek, SealedFek};
+
+/// First handle of the owner's persistent storage-key range (TCG handle registry).
+pub const OWNER_PERSISTENT_FIRST: u32 = 0x8100_0000;
+/// Last handle of the owner's persistent storage-key range.
+pub const OWNER_PERSISTENT_LAST: u32 = 0x8100_FFFF;
+/// The endorsement key's conventional handle: never used for our keys.
+pub const EK_HANDLE: u32 = 0x8101_0001;
+/// Default persistent handle of the FEK sealing key.
+pub const DEFAULT_FEK_KEY_HANDLE: u32 = 0x8100_0100;
+
+/// True for handles in 0x81000000-0x8100FFFF, where owner keys are persisted.
+pub fn is_owner_persistent(handle: u32) -> bool {
+    (OWNER_PERSISTENT_FIRST..=OWNER_PERSISTENT_LAST).contains(&handle)
+}
+
+pub(crate) fn check_owner_handle(what: &str, handle: u32) -> Result<(), Error> {
+    if is_owner_persistent(handle) {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig {
+            reason: format!(
+                "{what} handle {handle:#010x} is outside the owner range 0x81000000-0x8100ffff"
+            ),
+        })
+    }
+}
+
+/// A set of PCRs of the SHA-256 bank (PCR 0-23), as a bit mask: bit *n* is PCR *n*.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct PcrSelection(u32);
+
+impl PcrSelection {
+    /// No PCRs: not PCR-bound.
+    pub const NONE: PcrSelection = PcrSelection(0);
+
+    /// From a bit mask; bits above 23 are rejected.
+    pub fn from_mask(mask: u32) -> Result<PcrSelection, Error> {
+        if mask >> 24 != 0 {
+            return Err(Error::InvalidConfig {
+                reason: format!("PCR mask {mask:#x} selects PCRs above 23"),
+            });
+        }
+        Ok(PcrSelection(mask))
+    }
+
+    /// From PCR indices (0-23), e.g. `[0, 2, 4, 7]`.
+    pub fn from_indices(indices: &[u8]) -> Result<PcrSelection, Error> {
+        let mut mask = 0u32;
+        for &i in indices {
+            if i > 23 {
+                return Err(Error::InvalidConfig {
+                    reason: format!("PCR {i} does not exist (0-23)"),
+                });
+            }
+            mask |= 1 << i;
+        }
+        Ok(PcrSelection(mask))
+    }
+
+    /// The bit mask.
+    pub fn mask(self) -> u32 {
+        self.0
+    }
+
+    /// True when no PCR is selected.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The selected PCR indices, ascending.
+    pub fn indices(self) -> impl Iterator<Item = u8> {
+        (0u8..24).filter(move |i| self.0 & (1 << i) != 0)
+    }
+}
+
+/// How to seal a new FEK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealConfig {
+    /// Persistent handle of the RSA-2048 sealing key (0x81000000-0x8100FFFF).
+    pub key_handle: u32,
+    /// PCRs the sealing key's use is bound to (policy session); empty (the default) =
+    /// not bound. Only takes effect when the key is created.
+    pub pcrs: PcrSelection,
+}
+
+impl Default for SealConfig {
+    fn default() -> Self {
+        SealConfig {
+            key_handle: DEFAULT_FEK_KEY_HANDLE,
+            pcrs: PcrSelection::NONE,
+        }
+    }
+}
+
+/// What the TPM says about a persisted key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// SHA-256 digest of the key's TPMT_PUBLIC (the TPM object Name without its
+    /// algorithm prefix): covers the public key, its attributes and its auth policy.
+    pub name_digest: [u8; 32],
+    /// True when the key is usable only through a policy (userWithAuth clear).
+    pub policy_bound: bool,
+}
+
+/// The TPM operations the sealing logic needs. Feature `esapi` implements it with
+/// tss-esapi ([`crate::esapi::EsapiTpm`]); unit tests use a fake.
+///
+/// Contract for implementations: every call that carries the FEK ([`Tpm::random_fek`],
+/// [`Tpm::rsa_encrypt_fek`], [`Tpm::rsa_decrypt_fek`]) runs in a session salted with
+/// the sealing key and with parameter encryption in the direction the FEK travels, so
+/// the clear FEK never crosses the TPM bus. Errors map to the distinct variants of
+/// [`Error`] (`LockedOut`, `WrongTpm` for a failed decryption, `PcrMismatch`, ...).
+pub trait Tpm {
+    /// The Name digest of the object persisted at `handle` ([`KeyInfo::name_digest`]),
+    /// or `None` when the handle is empty: the one lookup of an unlock.
+    fn fek_key_name(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error>;
+
+    /// The key persisted at `handle`, or `None` when the handle is empty. A key that
+    /// is not an RSA-2048 OAEP-SHA-256 decryption key is an error.
+    fn read_fek_key(&mut self, handle: u32) -> Result<Option<KeyInfo>, Error>;
+
+    /// Creates the sealing key (RSA-2048, decrypt, OAEP SHA-256, fixedTPM, noDA) under
+    /// an owner storage primary and persists it at `handle`; with PCRs, the key is
+    /// usable only through a PolicyPCR session over their current values.
+    fn create_fek_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error>;
+
+    /// 32 bytes of TPM2_GetRandom, the response encrypted in a session salted with
+    /// the key at `salt_key`.
+    fn random_fek(&mut self, salt_key: u32) -> Result<Fek, Error>;
+
+    /// TPM2_RSA_Encrypt of the FEK by the key at `handle` (OAEP SHA-256, empty label),
+    /// the command parameter encrypted.
+    fn rsa_encrypt_fek(&mut self, handle: u32, fek: &Fek) -> Result<Vec<u8>, Error>;
+
+    /// TPM2_RSA_Decrypt inside the TPM by the key at `handle`, the response encrypted;
+    /// with PCRs, authorised by a PolicyPCR session.
+    fn rsa_decrypt_fek(
+        &mut self,
+        handle: u32,
+        pcrs: PcrSelection,
+        ciphertext: &[u8],
+    ) -> Result<Fek, Error>;
+}
+
+/// Makes a new FEK and seals it: creates and persists the sealing key if the handle
+/// is empty (reuses it otherwise), draws 32 bytes from TPM2_GetRandom, encrypts them
+/// inside the TPM. Write the [`SealedFek`] with [`SealedFek::write_atomic`].
+pub fn seal_new_fek(tpm: &mut impl Tpm, cfg: &SealConfig) -> Result<(Fek, SealedFek), Error> {
+    check_owner_handle("FEK key", cfg.key_handle)?;
+    let key = match tpm.read_fek_key(cfg.key_handle)? {
+        Some(key) => {
+            if key.policy_bound == cfg.pcrs.is_empty() {
+                return Err(Error::InvalidConfig {
+                    reason: format!(
+                        "the key at {:#010x} is {}PCR-bound but the configuration says {}; evict it first",
+                        cfg.key_handle,
+                        if key.policy_bound { "" } else { "not " },
+                        if cfg.pcrs.is_empty() {
+                            "unbound"
+                        } else {
+                            "PCR-bound"
+                        },
+                    ),
+                });
+            }
+            key
+        }
+        None => tpm.create_fek_key(cfg.key_handle, cfg.pcrs)?,
+    };
+    let fek = tpm.random_fek(cfg.key_handle)?;
+    let ciphertext = tpm.rsa_encrypt_fek(cfg.key_handle, &fek)?;
+    let sealed = SealedFek::new(cfg.key_handle, key.name_digest, cfg.pcrs, ciphertext)?;
+    Ok((fek, sealed))
+}
+
+/// Unseals a FEK: checks that the key at the recorded handle is the one that sealed
+/// it, then decrypts inside the TPM.
+///
+/// Errors: [`Error::KeyMissing`] (empty handle), [`Error::WrongTpm`] (another key at
+/// the handle, or the TPM cannot decrypt the blob), [`Error::PcrMismatch`],
+/// [`Error::LockedOut`], [`Error::NoTpm`] / [`Error::Tpm`] from the adapter.
+pub fn unseal_fek(tpm: &mut impl Tpm, sealed: &SealedFek) -> Result<Fek, Error> {
+    let handle = sealed.key_handle();
+    let name = tpm
+        .fek_key_name(handle)?
+        .ok_or(Error::KeyMissing { handle })?;
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        &name[..],
+        &sealed.key_fingerprint()[..],
+    )) {
+        return Err(Error::WrongTpm {
+            handle,
+            reason: "the key at this handle is not the sealing key",
+        });
+    }
+    tpm.rsa_decrypt_fek(handle, sealed.pcrs(), sealed.ciphertext())
+}

@@ -440,6 +440,7 @@ impl EsapiTpm {
     /// flushes the session.
     fn with_fek_session<T>(
         &mut self,
+        op: &'static str,
         handle: u32,
         pcrs: PcrSelection,
         f: impl FnOnce(&mut Context, KeyHandle) -> tss_esapi::Result<T>,
@@ -495,7 +496,13 @@ impl EsapiTpm {
                     handle,
                     reason: "the TPM cannot decrypt this blob",
                 },
-                _ => tpm_err("FEK command", e),
+                // libtpms reports a failed OAEP decoding as TPM_RC_FAILURE; the
+                // commands just before succeeded, so the TPM is not in failure mode.
+                Some(Tss2ResponseCodeKind::Failure) if op == "RSA_Decrypt" => Error::WrongTpm {
+                    handle,
+                    reason: "the TPM cannot decrypt this blob",
+                },
+                _ => tpm_err(op, e),
             }),
             Err(e) => Err(e),
         }
@@ -562,7 +569,7 @@ impl Tpm for EsapiTpm {
     }
 
     fn random_fek(&mut self, salt_key: u32) -> Result<Fek, Error> {
-        let bytes = self.with_fek_session(salt_key, PcrSelection::NONE, |c, _| {
+        let bytes = self.with_fek_session("GetRandom", salt_key, PcrSelection::NONE, |c, _| {
             c.get_random(crate::FEK_LEN)
         })?;
         Fek::from_slice(bytes.value())
@@ -571,7 +578,7 @@ impl Tpm for EsapiTpm {
     fn rsa_encrypt_fek(&mut self, handle: u32, fek: &Fek) -> Result<Vec<u8>, Error> {
         let message = PublicKeyRsa::try_from(fek.secret_bytes().to_vec())
             .map_err(|e| tpm_err("RSA_Encrypt", e))?;
-        let ct = self.with_fek_session(handle, PcrSelection::NONE, |c, key| {
+        let ct = self.with_fek_session("RSA_Encrypt", handle, PcrSelection::NONE, |c, key| {
             c.rsa_encrypt(key, message, oaep(), Data::default())
         })?;
         Ok(ct.value().to_vec())
@@ -587,7 +594,7 @@ impl Tpm for EsapiTpm {
             what: "sealed FEK",
             reason: "ciphertext too long",
         })?;
-        let clear = self.with_fek_session(handle, pcrs, |c, key| {
+        let clear = self.with_fek_session("RSA_Decrypt", handle, pcrs, |c, key| {
             c.rsa_decrypt(key, ct, oaep(), Data::default())
         })?;
         Fek::from_slice(clear.value()).map_err(|_| Error::WrongTpm {

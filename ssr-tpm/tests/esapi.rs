@@ -1,11 +1,83 @@
 //! FEK sealing against a real (software) TPM: a fresh swtpm per test.
 
+use std::process::Command;
+
+use sha2::{Digest as _, Sha256};
 use ssr_testkit::Swtpm;
 use ssr_tpm::esapi::EsapiTpm;
-use ssr_tpm::{Error, SealConfig, SealedFek, seal_new_fek, unseal_fek};
+use ssr_tpm::{Error, PcrSelection, SealConfig, SealedFek, seal_new_fek, unseal_fek};
 
 fn connect(tpm: &Swtpm) -> EsapiTpm {
     EsapiTpm::connect(&tpm.tcti()).expect("connect to swtpm")
+}
+
+/// Runs a tpm2-tools command against this swtpm.
+fn tpm2(tpm: &Swtpm, args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .env("TPM2TOOLS_TCTI", tpm.tcti())
+        .output()
+        .expect("tpm2-tools installed");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One command or response on swtpm's TCP channel, from its level-20 log.
+#[derive(Debug)]
+struct Frame {
+    command: bool,
+    bytes: Vec<u8>,
+}
+
+/// Parses swtpm's log: `SWTPM_IO_Read: length N` (a command) or `SWTPM_IO_Write`
+/// (a response), then the bytes in hex over several lines.
+fn frames(log: &str) -> Vec<Frame> {
+    let mut out: Vec<Frame> = Vec::new();
+    let mut current: Option<Frame> = None;
+    for line in log.lines() {
+        let line = line.trim();
+        if line.starts_with("SWTPM_IO_Read") || line.starts_with("SWTPM_IO_Write") {
+            out.extend(current.take());
+            current = Some(Frame {
+                command: line.starts_with("SWTPM_IO_Read"),
+                bytes: Vec::new(),
+            });
+        } else if line.contains(':') {
+            out.extend(current.take());
+        } else if let Some(frame) = current.as_mut() {
+            for pair in line.split_whitespace() {
+                frame.bytes.push(u8::from_str_radix(pair, 16).unwrap());
+            }
+        }
+    }
+    out.extend(current);
+    out
+}
+
+fn command_code(frame: &Frame) -> u32 {
+    u32::from_be_bytes(frame.bytes[6..10].try_into().unwrap())
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+const TPM_CC_GET_RANDOM: u32 = 0x17B;
+const TPM_CC_RSA_ENCRYPT: u32 = 0x174;
+const TPM_CC_RSA_DECRYPT: u32 = 0x159;
+const TPM_CC_START_AUTH_SESSION: u32 = 0x176;
+const TPM_RH_NULL: u32 = 0x4000_0007;
+
+/// The session attributes of the first session of a command with `handles` handles.
+fn first_session_attributes(frame: &Frame, handles: usize) -> u8 {
+    let b = &frame.bytes;
+    assert_eq!(&b[0..2], &[0x80, 0x02], "command carries sessions");
+    let at = 10 + 4 * handles + 4 + 4; // header, handles, authorizationSize, session handle
+    let nonce_len = usize::from(u16::from_be_bytes([b[at], b[at + 1]]));
+    b[at + 2 + nonce_len]
 }
 
 #[test]
@@ -14,17 +86,74 @@ fn seal_then_unseal_on_the_same_tpm() {
     let mut tpm = connect(&swtpm);
     let (fek, sealed) = seal_new_fek(&mut tpm, &SealConfig::default()).unwrap();
     let bytes = sealed.to_bytes();
+    assert!(!contains(&bytes, &fek.secret_bytes()[..8]));
     drop(tpm);
     // A new connection, as after a reboot of the service.
     let mut tpm = connect(&swtpm);
-    let before = tpm.commands_sent();
     let back = unseal_fek(&mut tpm, &SealedFek::parse(&bytes).unwrap()).unwrap();
     assert_eq!(back.secret_bytes(), fek.secret_bytes());
-    assert!(
-        tpm.commands_sent() - before <= 4,
-        "{}",
-        tpm.commands_sent() - before
+}
+
+#[test]
+fn the_clear_fek_never_crosses_the_bus_and_an_unlock_is_four_commands() {
+    let swtpm = Swtpm::builder().log_level(20).start().unwrap();
+    let mut tpm = connect(&swtpm);
+    let (fek, sealed) = seal_new_fek(&mut tpm, &SealConfig::default()).unwrap();
+    drop(tpm);
+    let seal_frames = frames(&swtpm.log().unwrap()).len();
+
+    let mut tpm = connect(&swtpm);
+    let back = unseal_fek(&mut tpm, &sealed).unwrap();
+    assert_eq!(back.secret_bytes(), fek.secret_bytes());
+    let counted = tpm.commands_sent();
+    let all = frames(&swtpm.log().unwrap());
+    let unlock: Vec<&Frame> = all[seal_frames..].iter().filter(|f| f.command).collect();
+    // Our own count agrees with what the TPM saw, and meets the target.
+    assert_eq!(unlock.len() as u64, counted, "{unlock:?}");
+    assert!(unlock.len() <= 4, "{} commands per unlock", unlock.len());
+
+    // Neither direction of any exchange, seal or unseal, holds the FEK.
+    for frame in &all {
+        assert!(
+            !contains(&frame.bytes, &fek.secret_bytes()[..8]),
+            "{frame:?}"
+        );
+    }
+    // Every FEK-carrying command runs in a session with parameter encryption in the
+    // direction the FEK travels (decrypt 0x20: command, encrypt 0x40: response), and
+    // every such session is salted.
+    let mut seen = Vec::new();
+    for frame in all.iter().filter(|f| f.command) {
+        let cc = command_code(frame);
+        match cc {
+            TPM_CC_GET_RANDOM => assert_eq!(first_session_attributes(frame, 0) & 0x40, 0x40),
+            TPM_CC_RSA_ENCRYPT => assert_eq!(first_session_attributes(frame, 1) & 0x20, 0x20),
+            TPM_CC_RSA_DECRYPT => assert_eq!(first_session_attributes(frame, 1) & 0x40, 0x40),
+            _ => continue,
+        }
+        seen.push(cc);
+    }
+    assert_eq!(
+        seen,
+        [TPM_CC_GET_RANDOM, TPM_CC_RSA_ENCRYPT, TPM_CC_RSA_DECRYPT]
     );
+    let salted = all
+        .iter()
+        .filter(|f| f.command && command_code(f) == TPM_CC_START_AUTH_SESSION)
+        .filter(|f| u32::from_be_bytes(f.bytes[10..14].try_into().unwrap()) != TPM_RH_NULL)
+        .count();
+    assert_eq!(
+        salted, 3,
+        "GetRandom, RSA_Encrypt and RSA_Decrypt sessions are salted"
+    );
+
+    // The check above can fail: GetRandom without a session shows its bytes in the log.
+    let plain = tpm
+        .context_mut()
+        .execute_without_session(|c| c.get_random(16))
+        .unwrap();
+    let log = frames(&swtpm.log().unwrap());
+    assert!(log.iter().any(|f| contains(&f.bytes, plain.value())));
 }
 
 #[test]
@@ -47,9 +176,104 @@ fn unseal_on_another_tpm_is_wrong_tpm() {
 }
 
 #[test]
+fn a_corrupt_blob_is_caught_by_the_checksum_or_by_the_tpm() {
+    let swtpm = Swtpm::start().unwrap();
+    let mut tpm = connect(&swtpm);
+    let (_, sealed) = seal_new_fek(&mut tpm, &SealConfig::default()).unwrap();
+    let mut bytes = sealed.to_bytes();
+    bytes[100] ^= 1;
+    assert!(matches!(
+        SealedFek::parse(&bytes),
+        Err(Error::Corrupt { .. })
+    ));
+    // Forged with a valid checksum: the TPM's OAEP check refuses it.
+    let n = bytes.len() - 32;
+    let sum = Sha256::digest(&bytes[..n]);
+    bytes[n..].copy_from_slice(&sum);
+    let forged = SealedFek::parse(&bytes).unwrap();
+    let err = unseal_fek(&mut tpm, &forged).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::WrongTpm {
+                reason: "the TPM cannot decrypt this blob",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The TPM is still fine and the genuine blob still unseals.
+    assert!(unseal_fek(&mut connect(&swtpm), &sealed).is_ok());
+}
+
+#[test]
+fn an_evicted_key_is_key_missing() {
+    let swtpm = Swtpm::start().unwrap();
+    let (_, sealed) = seal_new_fek(&mut connect(&swtpm), &SealConfig::default()).unwrap();
+    tpm2(
+        &swtpm,
+        &["tpm2_evictcontrol", "-C", "o", "-c", "0x81000100"],
+    );
+    assert_eq!(
+        unseal_fek(&mut connect(&swtpm), &sealed).unwrap_err(),
+        Error::KeyMissing {
+            handle: 0x8100_0100
+        }
+    );
+}
+
+#[test]
+fn a_pcr_bound_fek_does_not_unseal_after_the_pcr_changes() {
+    let swtpm = Swtpm::start().unwrap();
+    let cfg = SealConfig {
+        key_handle: 0x8100_0200,
+        pcrs: PcrSelection::from_indices(&[7, 16]).unwrap(),
+    };
+    let (fek, sealed) = seal_new_fek(&mut connect(&swtpm), &cfg).unwrap();
+    let back = unseal_fek(&mut connect(&swtpm), &sealed).unwrap();
+    assert_eq!(back.secret_bytes(), fek.secret_bytes());
+    tpm2(
+        &swtpm,
+        &["tpm2_pcrextend", &format!("16:sha256={}", "ab".repeat(32))],
+    );
+    assert_eq!(
+        unseal_fek(&mut connect(&swtpm), &sealed).unwrap_err(),
+        Error::PcrMismatch {
+            handle: 0x8100_0200
+        }
+    );
+}
+
+#[test]
+fn the_key_survives_a_tpm_restart() {
+    let swtpm = Swtpm::start().unwrap();
+    let (fek, sealed) = seal_new_fek(&mut connect(&swtpm), &SealConfig::default()).unwrap();
+    let state = swtpm.stop().unwrap().unwrap();
+    let again = Swtpm::builder().state_dir(state.path()).start().unwrap();
+    let back = unseal_fek(&mut connect(&again), &sealed).unwrap();
+    assert_eq!(back.secret_bytes(), fek.secret_bytes());
+}
+
+#[test]
 fn no_tpm_is_reported() {
     let swtpm = Swtpm::start().unwrap();
     let tcti = swtpm.tcti();
     drop(swtpm);
     assert!(matches!(EsapiTpm::connect(&tcti), Err(Error::NoTpm { .. })));
+    assert!(matches!(
+        EsapiTpm::connect("device:/dev/no-such-tpm"),
+        Err(Error::NoTpm { .. })
+    ));
+}
+
+#[test]
+fn info_names_the_tpm_and_the_key() {
+    let swtpm = Swtpm::start().unwrap();
+    let mut tpm = connect(&swtpm);
+    let info = tpm.info().unwrap();
+    assert_eq!(info.manufacturer, "IBM");
+    assert!(info.fek_key.is_none());
+    seal_new_fek(&mut tpm, &SealConfig::default()).unwrap();
+    let info = tpm.info().unwrap();
+    assert!(info.fek_key.is_some_and(|k| !k.policy_bound));
 }

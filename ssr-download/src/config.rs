@@ -61,10 +61,7 @@ pub fn allowed(mode: AccessMode, cloud: bool, kind: SourceKind) -> bool {
     match kind {
         HaPeer => true,
         Conductor1 | Conductor2 => mode != AccessMode::InternetOnly,
-        Repository => matches!(
-            mode,
-            AccessMode::InternetOnly | AccessMode::PreferConductor
-        ),
+        Repository => matches!(mode, AccessMode::InternetOnly | AccessMode::PreferConductor),
         CloudProxy => {
             cloud && matches!(mode, AccessMode::InternetOnly | AccessMode::PreferConductor)
         }
@@ -425,7 +422,9 @@ impl Config {
             .sources
             .iter()
             .filter(|s| allowed(self.access_mode, self.cloud, s.kind))
-            .filter(|s| !(s.kind == SourceKind::HaPeer && self.settings.ha == HaMode::SequencedFirst))
+            .filter(|s| {
+                !(s.kind == SourceKind::HaPeer && self.settings.ha == HaMode::SequencedFirst)
+            })
             .cloned()
             .collect();
         out.sort_by_key(|s| s.kind);
@@ -466,8 +465,14 @@ url = "http://c1"
         let c = Config::parse(ALL).unwrap();
         assert_eq!(kinds(&c), [HaPeer, Conductor1, Conductor2, Repository]);
         assert_eq!(c.usable_sources()[3].url, "http://r");
-        let cloud = Config::parse(&ALL.replace("\"prefer-conductor\"", "\"prefer-conductor\"\ncloud = true")).unwrap();
-        assert_eq!(kinds(&cloud), [HaPeer, Conductor1, Conductor2, Repository, CloudProxy]);
+        let cloud = Config::parse(
+            &ALL.replace("\"prefer-conductor\"", "\"prefer-conductor\"\ncloud = true"),
+        )
+        .unwrap();
+        assert_eq!(
+            kinds(&cloud),
+            [HaPeer, Conductor1, Conductor2, Repository, CloudProxy]
+        );
         let inet = Config::parse(&ALL.replace("prefer-conductor", "internet-only")).unwrap();
         assert_eq!(kinds(&inet), [HaPeer, Repository]);
         for mode in ["conductor-only", "offline-mode"] {
@@ -484,22 +489,41 @@ url = "http://c1"
 
     #[test]
     fn ranges_name_the_field() {
-        let with = |extra: &str| Config::parse(&format!("access-mode = \"offline-mode\"\n{extra}\n[[source]]\nkind = \"conductor-1\"\nurl = \"http://c\"\n"));
+        let with = |extra: &str| {
+            Config::parse(&format!(
+                "access-mode = \"offline-mode\"\n{extra}\n[[source]]\nkind = \"conductor-1\"\nurl = \"http://c\"\n"
+            ))
+        };
         assert_eq!(
             with("[retry]\ntimeout = 1799").unwrap_err(),
-            Error::OutOfRange { field: "timeout", value: 1799, min: 1800, max: 604_800 }
+            Error::OutOfRange {
+                field: "timeout",
+                value: 1799,
+                min: 1800,
+                max: 604_800
+            }
         );
         assert!(with("[retry]\ntimeout = 604800").is_ok());
         assert_eq!(
-            with("[retry]\nmaximum-retry-delay = 86401").unwrap_err().to_string(),
+            with("[retry]\nmaximum-retry-delay = 86401")
+                .unwrap_err()
+                .to_string(),
             "maximum-retry-delay = 86401 is outside 0-86400"
         );
-        assert!(with("[retry]\nmaximum-retry-delay = 0\nattempts = 0\nenable-timeout = false").is_ok());
-        assert!(matches!(with("[retry]\nretries = 3"), Err(Error::ConfigSyntax(_))));
+        assert!(
+            with("[retry]\nmaximum-retry-delay = 0\nattempts = 0\nenable-timeout = false").is_ok()
+        );
+        assert!(matches!(
+            with("[retry]\nretries = 3"),
+            Err(Error::ConfigSyntax(_))
+        ));
         assert!(matches!(with("colour = 1"), Err(Error::ConfigSyntax(_))));
         assert!(matches!(
             with("[ha]\nmode = \"sequenced\""),
-            Err(Error::InvalidConfig { field: "ha.role", .. })
+            Err(Error::InvalidConfig {
+                field: "ha.role",
+                ..
+            })
         ));
         let d = with("").unwrap().settings;
         assert_eq!(d, Settings::default());
@@ -508,7 +532,9 @@ url = "http://c1"
     #[test]
     fn backoff_schedule() {
         let cap = Duration::from_secs(3600);
-        let secs: Vec<u64> = (1..=9).map(|a| nominal_retry_delay(a, cap).as_secs()).collect();
+        let secs: Vec<u64> = (1..=9)
+            .map(|a| nominal_retry_delay(a, cap).as_secs())
+            .collect();
         assert_eq!(secs, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
         assert_eq!(nominal_retry_delay(u32::MAX, cap), cap);
         assert_eq!(nominal_retry_delay(1, Duration::ZERO), Duration::ZERO);

@@ -533,9 +533,7 @@ impl<R: rand_core::Rng> Download<R> {
         }
         match self.phase {
             Phase::RetryWait { until } if now >= until => self.start_attempt(now),
-            Phase::WaitingForPeer {
-                next_poll: Some(t),
-            } if now >= t => {
+            Phase::WaitingForPeer { next_poll: Some(t) } if now >= t => {
                 self.phase = Phase::WaitingForPeer { next_poll: None };
                 if let Some(peer) = self.peer() {
                     self.issue(peer, ReqKind::Versions, false, now);
@@ -635,7 +633,9 @@ impl<R: rand_core::Rng> Download<R> {
     // ----- internals -----
 
     fn peer(&self) -> Option<usize> {
-        self.sources.iter().position(|s| s.kind == SourceKind::HaPeer)
+        self.sources
+            .iter()
+            .position(|s| s.kind == SourceKind::HaPeer)
     }
 
     fn issue(&mut self, source: usize, kind: ReqKind, probe: bool, now: Instant) {
@@ -828,9 +828,10 @@ impl<R: rand_core::Rng> Download<R> {
                 if !ranged {
                     self.sources[req.source].ranged = false;
                 }
-                let bytes = self.manifest.as_ref().map_or(0, |m| {
-                    m.chunk_range(last).end - m.chunk_range(first).start
-                });
+                let bytes = self
+                    .manifest
+                    .as_ref()
+                    .map_or(0, |m| m.chunk_range(last).end - m.chunk_range(first).start);
                 let secs = now.duration_since(req.issued).as_secs_f64();
                 let floor = self.settings.health.min_rate;
                 if floor > 0 && secs > 0.0 && (bytes as f64 / secs) < floor as f64 {
@@ -1001,7 +1002,8 @@ impl<R: rand_core::Rng> Download<R> {
         }
         let all_done = self.manifest.is_some() && self.done_count as usize == self.chunks.len();
         if all_done {
-            self.requests.retain(|_, r| !matches!(r.kind, ReqKind::Chunks { .. }));
+            self.requests
+                .retain(|_, r| !matches!(r.kind, ReqKind::Chunks { .. }));
             self.phase = Phase::Verifying;
             self.actions.push_back(Action::VerifyFile);
             return;

@@ -252,7 +252,9 @@ impl Manifest {
 
     /// The byte range of chunk `index` (empty when out of range).
     pub fn chunk_range(&self, index: u32) -> Range<u64> {
-        let start = (index as u64).saturating_mul(self.chunk_size).min(self.size);
+        let start = (index as u64)
+            .saturating_mul(self.chunk_size)
+            .min(self.size);
         start..start.saturating_add(self.chunk_size).min(self.size)
     }
 }
@@ -296,7 +298,10 @@ mod tests {
         assert!(parse_versions(br#"{"versions":[]}"#).is_err());
         assert!(parse_versions(br#"["../x"]"#).is_err());
         assert!(parse_versions(br#"[1]"#).is_err());
-        assert_eq!(parse_versions(&versions_json(&["a", "b"])).unwrap().len(), 2);
+        assert_eq!(
+            parse_versions(&versions_json(&["a", "b"])).unwrap().len(),
+            2
+        );
     }
 
     proptest::proptest! {

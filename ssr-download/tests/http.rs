@@ -1,1 +1,250 @@
-//! placeholder
+//! The HTTP driver against real HTTP servers on loopback (ssr-testkit's server with
+//! its fault plans), a few MiB each.
+
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use ssr_download::http::{Downloaded, download_from};
+use ssr_download::wire::versions_json;
+use ssr_download::{Error, Event, Manifest, Settings, SourceConfig, SourceKind};
+use ssr_testkit::http::{Fault, HttpServer, Request, StaticFiles};
+
+const VERSION: &str = "7.1.3-r2";
+const CHUNK: u64 = 64 << 10;
+const FILE: &str = "ssr-7.1.3.img";
+
+fn image(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A server publishing `data` as VERSION.
+fn server(data: &[u8]) -> (HttpServer, Manifest) {
+    let files = StaticFiles::new();
+    let m = Manifest::build(VERSION, FILE, data, CHUNK).unwrap();
+    files.insert("/versions", versions_json(&["7.0.0", VERSION]));
+    files.insert(&format!("/images/{VERSION}/manifest.json"), m.to_json());
+    files.insert(&format!("/images/{VERSION}/{FILE}"), data.to_vec());
+    (HttpServer::start(files).unwrap(), m)
+}
+
+fn is_image(r: &Request) -> bool {
+    r.path.ends_with(FILE)
+}
+
+/// The chunk a request starts at.
+fn chunk_of(r: &Request) -> Option<u64> {
+    let spec = r.header("range")?.strip_prefix("bytes=")?;
+    Some(spec.split('-').next()?.parse::<u64>().ok()? / CHUNK)
+}
+
+fn settings() -> Settings {
+    let mut s = Settings::default();
+    s.parallel = 2;
+    s.health.min_rate = 0;
+    s.health.request_timeout = Duration::from_secs(2);
+    s
+}
+
+fn src(kind: SourceKind, s: &HttpServer) -> SourceConfig {
+    SourceConfig { kind, url: s.url() }
+}
+
+fn image_bytes_served(s: &HttpServer) -> u64 {
+    s.served().iter().filter(|x| x.path.ends_with(FILE)).map(|x| x.body_bytes).sum()
+}
+
+fn run(sources: &[SourceConfig], settings: Settings, dest: &Path) -> (Result<Downloaded, Error>, Vec<Event>) {
+    let mut events = Vec::new();
+    let result = download_from(sources, settings, VERSION, dest, &mut |r| {
+        if let ssr_download::http::Report::Event(e) = r {
+            events.push(e.clone());
+        }
+    });
+    (result, events)
+}
+
+fn check_file(path: &Path, data: &[u8]) {
+    let got = std::fs::read(path).unwrap();
+    assert_eq!(Sha256::digest(&got), Sha256::digest(data));
+}
+
+#[test]
+fn failing_dying_and_healthy_servers() {
+    let data = image(4 << 20, 1);
+    // Conductor 1 answers versions and manifest but fails every image request.
+    let (failing, _) = server(&data);
+    failing.set_faults(|r, _| is_image(r).then_some(Fault::Status(500)));
+    // Conductor 2 serves 20 chunks, then the process dies (listener closed).
+    let (dying, _) = server(&data);
+    let dying_url = dying.url();
+    // The repository is healthy.
+    let (healthy, _) = server(&data);
+    let sources = [
+        SourceConfig { kind: SourceKind::Conductor1, url: failing.url() },
+        SourceConfig { kind: SourceKind::Conductor2, url: dying_url },
+        src(SourceKind::Repository, &healthy),
+    ];
+    let killer = thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while dying.served().iter().filter(|s| s.path.ends_with(FILE) && s.status == 206).count() < 20
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(1));
+        }
+        let served = image_bytes_served(&dying);
+        drop(dying);
+        served
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (result, events) = run(&sources, settings(), dir.path());
+    let done = result.unwrap();
+    check_file(&done.path, &data);
+    assert_eq!(done.path, dir.path().join(FILE));
+    let dying_served = killer.join().unwrap();
+    // The window rule took conductor 1 out after 6 failed requests (one more may
+    // already have been in flight: two run at once).
+    let failed = failing.served().iter().filter(|s| s.path.ends_with(FILE)).count();
+    assert!((6..=7).contains(&failed), "{failed}: {events:?}");
+    assert!(events.contains(&Event::SourceUnavailable { source: ssr_download::SourceId(0), failures: 6 }));
+    assert!(events.contains(&Event::SourceUnavailable { source: ssr_download::SourceId(1), failures: 6 }));
+    assert!(dying_served >= 20 * CHUNK);
+    // Bytes fetched more than once: at most one chunk per request cut by the death
+    // (two in flight).
+    // (The dying server's count is taken just before it dies, so it may miss a few
+    // bytes of its last answers: the bound below stays conservative.)
+    let total = dying_served + image_bytes_served(&healthy);
+    let extra = total.saturating_sub(data.len() as u64);
+    assert!(extra <= 2 * CHUNK, "{total} for {}", data.len());
+    // Nothing left behind but the image.
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, [FILE]);
+}
+
+#[test]
+fn corrupted_chunk_is_caught_by_its_hash() {
+    let data = image(2 << 20, 2);
+    let (s, _) = server(&data);
+    s.set_faults(|r, _| (is_image(r) && chunk_of(r) == Some(5)).then_some(Fault::Corrupt));
+    let (backup, _) = server(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let sources = [src(SourceKind::Conductor1, &s), src(SourceKind::Repository, &backup)];
+    let (result, events) = run(&sources, settings(), dir.path());
+    check_file(&result.unwrap().path, &data);
+    assert!(events.contains(&Event::ChunkRejected { source: ssr_download::SourceId(0), index: 5 }));
+    // Chunk 5 kept coming back corrupt until conductor 1 was marked unavailable; the
+    // backup served it.
+    assert!(backup.served().iter().any(|x| x.path.ends_with(FILE) && chunk_of_served(x) == Some(5)));
+}
+
+fn chunk_of_served(s: &ssr_testkit::http::Served) -> Option<u64> {
+    let spec = s.range.as_deref()?.strip_prefix("bytes=")?;
+    Some(spec.split('-').next()?.parse::<u64>().ok()? / CHUNK)
+}
+
+#[test]
+fn server_ignoring_range_is_read_in_one_pass() {
+    let data = image(3 << 20, 3);
+    let (s, _) = server(&data);
+    s.set_faults(|r, _| is_image(r).then_some(Fault::IgnoreRange));
+    let dir = tempfile::tempdir().unwrap();
+    let (result, _) = run(&[src(SourceKind::Repository, &s)], settings(), dir.path());
+    check_file(&result.unwrap().path, &data);
+    let image_requests = s.served().iter().filter(|x| x.path.ends_with(FILE)).count();
+    // Up to `parallel` single-chunk requests before the 200s are seen, then one pass.
+    assert!(image_requests <= 3, "{image_requests} requests");
+}
+
+#[test]
+fn wrong_content_range_truncation_and_stalls_are_failures() {
+    let data = image(2 << 20, 4);
+    let (s, _) = server(&data);
+    s.set_faults(|r, n| {
+        if !is_image(r) {
+            return None;
+        }
+        match n % 5 {
+            0 => Some(Fault::WrongContentRange),
+            1 => Some(Fault::Truncate(1000)),
+            2 => Some(Fault::Stall(Duration::from_secs(5))),
+            _ => None,
+        }
+    });
+    let (backup, _) = server(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let sources = [src(SourceKind::Conductor1, &s), src(SourceKind::Repository, &backup)];
+    let (result, events) = run(&sources, settings(), dir.path());
+    check_file(&result.unwrap().path, &data);
+    assert!(events.contains(&Event::SourceUnavailable { source: ssr_download::SourceId(0), failures: 6 }));
+}
+
+#[test]
+fn interrupted_download_resumes_without_refetching() {
+    let data = image(4 << 20, 5);
+    let (s, _) = server(&data);
+    // The first run: chunks 0..24 arrive, then the server fails everything.
+    s.set_faults(|r, _| (is_image(r) && chunk_of(r).is_some_and(|c| c >= 24)).then_some(Fault::Status(503)));
+    let dir = tempfile::tempdir().unwrap();
+    let mut one_try = settings();
+    one_try.retry.attempts = 1;
+    let sources = [src(SourceKind::Repository, &s)];
+    let (result, _) = run(&sources, one_try, dir.path());
+    assert!(matches!(result, Err(Error::AttemptsExhausted { attempts: 1, .. })), "{result:?}");
+    let first_run = image_bytes_served(&s);
+    assert_eq!(first_run, 24 * CHUNK);
+    // The second run resumes: only chunks 24.. are served.
+    s.clear_faults();
+    let (result, _) = run(&sources, settings(), dir.path());
+    let done = result.unwrap();
+    check_file(&done.path, &data);
+    assert_eq!(done.resumed_chunks, 24);
+    assert_eq!(image_bytes_served(&s) - first_run, data.len() as u64 - 24 * CHUNK);
+}
+
+#[test]
+fn tampered_partial_chunk_is_fetched_again_on_resume() {
+    let data = image(1 << 20, 6);
+    let (s, _) = server(&data);
+    s.set_faults(|r, _| (is_image(r) && chunk_of(r).is_some_and(|c| c >= 8)).then_some(Fault::Status(500)));
+    let dir = tempfile::tempdir().unwrap();
+    let mut one_try = settings();
+    one_try.retry.attempts = 1;
+    let sources = [src(SourceKind::Repository, &s)];
+    assert!(run(&sources, one_try, dir.path()).0.is_err());
+    // Flip a byte of chunk 3 in the partial file.
+    let part = dir.path().join(format!(".ssr-download-{VERSION}/image.part"));
+    let mut bytes = std::fs::read(&part).unwrap();
+    bytes[3 * CHUNK as usize + 7] ^= 0x40;
+    std::fs::write(&part, bytes).unwrap();
+    s.clear_faults();
+    let before = s.served().len();
+    let (result, _) = run(&sources, settings(), dir.path());
+    let done = result.unwrap();
+    check_file(&done.path, &data);
+    assert_eq!(done.resumed_chunks, 7);
+    let refetched: Vec<u64> = s.served()[before..].iter().filter(|x| x.path.ends_with(FILE)).filter_map(chunk_of_served).collect();
+    assert!(refetched.contains(&3));
+    assert!(!refetched.contains(&2));
+}
+
+#[test]
+fn no_source_reachable_fails_with_a_clear_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let sources = [SourceConfig { kind: SourceKind::Repository, url: format!("http://127.0.0.1:{port}") }];
+    let mut s = settings();
+    s.retry.attempts = 1;
+    let (result, _) = run(&sources, s, dir.path());
+    let err = result.unwrap_err();
+    assert_eq!(err.to_string(), format!("download failed after 1 attempts: no source has version {VERSION}"));
+}

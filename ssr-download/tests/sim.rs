@@ -46,7 +46,13 @@ struct Sim {
 }
 
 fn image(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed ^ (i >> 9) as u8)).collect()
+    (0..len)
+        .map(|i| {
+            (i as u8)
+                .wrapping_mul(31)
+                .wrapping_add(seed ^ (i >> 9) as u8)
+        })
+        .collect()
 }
 
 const VERSION: &str = "6.3.0";
@@ -76,10 +82,31 @@ fn settings() -> Settings {
 }
 
 impl Sim {
-    fn new(settings: Settings, kinds: &[SourceKind], sources: Vec<SimSource>, resume: Option<Resume>) -> Sim {
+    fn new(
+        settings: Settings,
+        kinds: &[SourceKind],
+        sources: Vec<SimSource>,
+        resume: Option<Resume>,
+    ) -> Sim {
         let start = Instant::now();
-        let dl = Download::new(settings, VERSION, kinds, resume, StdRng::seed_from_u64(7), start).unwrap();
-        Sim { start, now: start, dl, sources, pending: Vec::new(), events: Vec::new(), file: Vec::new() }
+        let dl = Download::new(
+            settings,
+            VERSION,
+            kinds,
+            resume,
+            StdRng::seed_from_u64(7),
+            start,
+        )
+        .unwrap();
+        Sim {
+            start,
+            now: start,
+            dl,
+            sources,
+            pending: Vec::new(),
+            events: Vec::new(),
+            file: Vec::new(),
+        }
     }
 
     fn elapsed(&self) -> Duration {
@@ -108,7 +135,10 @@ impl Sim {
             return false;
         }
         let next_answer = self.pending.iter().map(|(t, _)| *t).min();
-        let next = [next_answer, self.dl.poll_timeout()].into_iter().flatten().min();
+        let next = [next_answer, self.dl.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
         let Some(next) = next else { return false };
         self.now = self.now.max(next);
         if let Some(pos) = self.pending.iter().position(|(t, _)| *t <= self.now) {
@@ -174,11 +204,19 @@ impl Sim {
                 return;
             }
         }
-        panic!("simulation did not settle in {max_steps} steps: {:?}", self.dl.status());
+        panic!(
+            "simulation did not settle in {max_steps} steps: {:?}",
+            self.dl.status()
+        );
     }
 
     fn succeeded(&self, data: &[u8]) {
-        assert_eq!(self.dl.status(), Status::Succeeded, "events: {:?}", self.events);
+        assert_eq!(
+            self.dl.status(),
+            Status::Succeeded,
+            "events: {:?}",
+            self.events
+        );
         assert_eq!(self.file, data);
     }
 
@@ -195,14 +233,28 @@ fn is_chunk(r: &Resource) -> bool {
 fn window_rule_moves_on_after_more_than_half_fail() {
     use SourceKind::*;
     let data = image(40 * CHUNK as usize + 100, 1);
-    let bad = source(&data, 5, Box::new(|r, _, _| if is_chunk(r) { Outcome::Fail(Failure::Status(500)) } else { Outcome::Ok }));
+    let bad = source(
+        &data,
+        5,
+        Box::new(|r, _, _| {
+            if is_chunk(r) {
+                Outcome::Fail(Failure::Status(500))
+            } else {
+                Outcome::Ok
+            }
+        }),
+    );
     let good = source(&data, 5, healthy());
     let mut sim = Sim::new(settings(), &[Conductor1, Repository], vec![bad, good], None);
     sim.run(10_000);
     sim.succeeded(&data);
     // Window of 10: the 6th failure is the first "more than 50%".
     assert_eq!(sim.sources[0].chunk_requests.len(), 6);
-    assert!(sim.has_event(|e| *e == Event::SourceUnavailable { source: SourceId(0), failures: 6 }));
+    assert!(sim.has_event(|e| *e
+        == Event::SourceUnavailable {
+            source: SourceId(0),
+            failures: 6
+        }));
     // Every chunk came from the good source exactly once.
     assert_eq!(sim.sources[1].chunk_bytes, data.len() as u64);
 }
@@ -210,11 +262,24 @@ fn window_rule_moves_on_after_more_than_half_fail() {
 #[test]
 fn exactly_half_failing_is_not_unavailable() {
     let data = image(30 * CHUNK as usize, 2);
-    let flaky = source(&data, 5, Box::new(|r, n, _| {
-        if is_chunk(r) && n % 2 == 0 { Outcome::Fail(Failure::ShortBody) } else { Outcome::Ok }
-    }));
+    let flaky = source(
+        &data,
+        5,
+        Box::new(|r, n, _| {
+            if is_chunk(r) && n % 2 == 0 {
+                Outcome::Fail(Failure::ShortBody)
+            } else {
+                Outcome::Ok
+            }
+        }),
+    );
     let backup = source(&data, 5, healthy());
-    let mut sim = Sim::new(settings(), &[SourceKind::Conductor1, SourceKind::Conductor2], vec![flaky, backup], None);
+    let mut sim = Sim::new(
+        settings(),
+        &[SourceKind::Conductor1, SourceKind::Conductor2],
+        vec![flaky, backup],
+        None,
+    );
     sim.run(10_000);
     sim.succeeded(&data);
     assert!(!sim.has_event(|e| matches!(e, Event::SourceUnavailable { .. })));
@@ -224,11 +289,26 @@ fn exactly_half_failing_is_not_unavailable() {
 #[test]
 fn window_size_is_tunable() {
     let data = image(20 * CHUNK as usize, 3);
-    let bad = source(&data, 5, Box::new(|r, _, _| if is_chunk(r) { Outcome::Fail(Failure::Connect) } else { Outcome::Ok }));
+    let bad = source(
+        &data,
+        5,
+        Box::new(|r, _, _| {
+            if is_chunk(r) {
+                Outcome::Fail(Failure::Connect)
+            } else {
+                Outcome::Ok
+            }
+        }),
+    );
     let good = source(&data, 5, healthy());
     let mut s = settings();
     s.health.window = 4;
-    let mut sim = Sim::new(s, &[SourceKind::Conductor1, SourceKind::Repository], vec![bad, good], None);
+    let mut sim = Sim::new(
+        s,
+        &[SourceKind::Conductor1, SourceKind::Repository],
+        vec![bad, good],
+        None,
+    );
     sim.run(10_000);
     sim.succeeded(&data);
     assert_eq!(sim.sources[0].chunk_requests.len(), 3);
@@ -240,45 +320,99 @@ fn slow_chunks_count_as_failures_but_keep_their_bytes() {
     // 4 KiB in 2 s is below the 64 KiB/s floor.
     let slow = source(&data, 2000, healthy());
     let fast = source(&data, 5, healthy());
-    let mut sim = Sim::new(settings(), &[SourceKind::Conductor1, SourceKind::Repository], vec![slow, fast], None);
+    let mut sim = Sim::new(
+        settings(),
+        &[SourceKind::Conductor1, SourceKind::Repository],
+        vec![slow, fast],
+        None,
+    );
     sim.run(10_000);
     sim.succeeded(&data);
     assert_eq!(sim.sources[0].chunk_requests.len(), 6);
     let total: u64 = sim.sources.iter().map(|s| s.chunk_bytes).sum();
-    assert_eq!(total, data.len() as u64, "slow chunks were kept, not fetched again");
+    assert_eq!(
+        total,
+        data.len() as u64,
+        "slow chunks were kept, not fetched again"
+    );
 }
 
 #[test]
 fn probe_after_cool_down_returns_to_the_higher_priority_source() {
     let data = image(400 * CHUNK as usize, 5);
     // The conductor fails for its first 30 s, then recovers.
-    let conductor = source(&data, 10, Box::new(|r, _, t| {
-        if is_chunk(r) && t < Duration::from_secs(30) { Outcome::Fail(Failure::Status(503)) } else { Outcome::Ok }
-    }));
+    let conductor = source(
+        &data,
+        10,
+        Box::new(|r, _, t| {
+            if is_chunk(r) && t < Duration::from_secs(30) {
+                Outcome::Fail(Failure::Status(503))
+            } else {
+                Outcome::Ok
+            }
+        }),
+    );
     // The repository is healthy but slow-ish (still above the floor).
     let repo = source(&data, 200, healthy());
     let mut s = settings();
     s.health.min_rate = 0;
-    let mut sim = Sim::new(s, &[SourceKind::Conductor1, SourceKind::Repository], vec![conductor, repo], None);
+    let mut sim = Sim::new(
+        s,
+        &[SourceKind::Conductor1, SourceKind::Repository],
+        vec![conductor, repo],
+        None,
+    );
     sim.run(100_000);
     sim.succeeded(&data);
-    assert!(sim.has_event(|e| *e == Event::SourceRestored { source: SourceId(0) }));
+    assert!(sim.has_event(|e| *e
+        == Event::SourceRestored {
+            source: SourceId(0)
+        }));
     // The probe came after the 60 s cool-down, and the last chunks came from the conductor.
-    let restored_at = sim.events.iter().find(|(_, e)| *e == Event::SourceRestored { source: SourceId(0) }).unwrap().0;
+    let restored_at = sim
+        .events
+        .iter()
+        .find(|(_, e)| {
+            *e == Event::SourceRestored {
+                source: SourceId(0),
+            }
+        })
+        .unwrap()
+        .0;
     assert!(restored_at >= Duration::from_secs(60), "{restored_at:?}");
     let last = sim.dl.manifest().unwrap().chunk_count() - 1;
-    assert!(sim.sources[0].chunk_requests.iter().any(|&(_, l)| l == last));
+    assert!(
+        sim.sources[0]
+            .chunk_requests
+            .iter()
+            .any(|&(_, l)| l == last)
+    );
     assert!(!sim.sources[1].chunk_requests.is_empty());
 }
 
 #[test]
 fn failed_probe_cools_down_again() {
     let data = image(600 * CHUNK as usize, 6);
-    let dead = source(&data, 10, Box::new(|r, _, _| if is_chunk(r) { Outcome::Fail(Failure::Connect) } else { Outcome::Ok }));
+    let dead = source(
+        &data,
+        10,
+        Box::new(|r, _, _| {
+            if is_chunk(r) {
+                Outcome::Fail(Failure::Connect)
+            } else {
+                Outcome::Ok
+            }
+        }),
+    );
     let repo = source(&data, 300, healthy());
     let mut s = settings();
     s.health.min_rate = 0;
-    let mut sim = Sim::new(s, &[SourceKind::Conductor1, SourceKind::Repository], vec![dead, repo], None);
+    let mut sim = Sim::new(
+        s,
+        &[SourceKind::Conductor1, SourceKind::Repository],
+        vec![dead, repo],
+        None,
+    );
     sim.run(100_000);
     sim.succeeded(&data);
     // 6 to trip the window, then one probe per 60 s cool-down over ~180 s.
@@ -286,13 +420,20 @@ fn failed_probe_cools_down_again() {
     let secs = sim.elapsed().as_secs();
     assert!(secs > 150, "{secs}");
     // Each cool-down restarts after the failed probe's answer (10 ms later).
-    assert!((secs / 61..=secs / 60).contains(&(probes as u64)), "{probes} probes in {secs} s");
+    assert!(
+        (secs / 61..=secs / 60).contains(&(probes as u64)),
+        "{probes} probes in {secs} s"
+    );
     assert!(probes >= 2);
 }
 
 fn backoff_run(settings: Settings, attempts_to_watch: usize) -> Sim {
     let data = image(4 * CHUNK as usize, 7);
-    let down = source(&data, 100, Box::new(|_, _, _| Outcome::Fail(Failure::Connect)));
+    let down = source(
+        &data,
+        100,
+        Box::new(|_, _, _| Outcome::Fail(Failure::Connect)),
+    );
     let mut sim = Sim::new(settings, &[SourceKind::Repository], vec![down], None);
     for _ in 0..attempts_to_watch * 4 {
         if !sim.step() {
@@ -303,10 +444,15 @@ fn backoff_run(settings: Settings, attempts_to_watch: usize) -> Sim {
 }
 
 fn retry_delays(sim: &Sim) -> Vec<Duration> {
-    sim.events.iter().filter_map(|(_, e)| match e {
-        Event::AttemptFailed { retry_in: Some(d), .. } => Some(*d),
-        _ => None,
-    }).collect()
+    sim.events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::AttemptFailed {
+                retry_in: Some(d), ..
+            } => Some(*d),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -327,7 +473,9 @@ fn backoff_doubles_from_30s_with_jitter_capped_then_attempts_run_out() {
         sim.dl.status(),
         Status::Failed(Error::AttemptsExhausted {
             attempts: 10,
-            last: AttemptFailure::NoSourceHasVersion { version: VERSION.into() }
+            last: AttemptFailure::NoSourceHasVersion {
+                version: VERSION.into()
+            }
         })
     );
 }
@@ -340,7 +488,10 @@ fn zero_max_delay_retries_at_once() {
     let mut sim = backoff_run(s, 10);
     sim.run(100);
     assert_eq!(retry_delays(&sim), [Duration::ZERO; 2]);
-    assert!(matches!(sim.dl.status(), Status::Failed(Error::AttemptsExhausted { attempts: 3, .. })));
+    assert!(matches!(
+        sim.dl.status(),
+        Status::Failed(Error::AttemptsExhausted { attempts: 3, .. })
+    ));
 }
 
 #[test]
@@ -350,13 +501,21 @@ fn timeout_bounds_the_whole_download_including_retries() {
     s.retry.timeout = Duration::from_secs(1800);
     let mut sim = backoff_run(s, 1000);
     sim.run(1000);
-    assert_eq!(sim.dl.status(), Status::Failed(Error::TimedOut { after: Duration::from_secs(1800) }));
+    assert_eq!(
+        sim.dl.status(),
+        Status::Failed(Error::TimedOut {
+            after: Duration::from_secs(1800)
+        })
+    );
     assert_eq!(sim.elapsed(), Duration::from_secs(1800));
     // 30+60+120+240+480 = 930 s, +960 = 1890 s nominal: six or seven attempts
     // (jitter), the last retry scheduled before the deadline.
     let delays = retry_delays(&sim);
     assert!((6..=7).contains(&delays.len()), "{delays:?}");
-    let starts = sim.events.iter().filter(|(_, e)| matches!(e, Event::Discovered { .. } | Event::AttemptFailed { .. }));
+    let starts = sim
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Discovered { .. } | Event::AttemptFailed { .. }));
     assert!(starts.clone().all(|(t, _)| *t < Duration::from_secs(1800)));
 }
 
@@ -368,9 +527,17 @@ fn forever_mode_retries_until_a_source_comes_back() {
     s.retry.enable_timeout = false;
     s.retry.maximum_retry_delay = Duration::from_secs(86_400);
     let cutoff = Duration::from_secs(90 * 86_400);
-    let repo = source(&data, 100, Box::new(move |_, _, t| {
-        if t < cutoff { Outcome::Fail(Failure::Connect) } else { Outcome::Ok }
-    }));
+    let repo = source(
+        &data,
+        100,
+        Box::new(move |_, _, t| {
+            if t < cutoff {
+                Outcome::Fail(Failure::Connect)
+            } else {
+                Outcome::Ok
+            }
+        }),
+    );
     let mut sim = Sim::new(s, &[SourceKind::Repository], vec![repo], None);
     sim.run(10_000);
     sim.succeeded(&data);
@@ -384,14 +551,18 @@ fn forever_mode_retries_until_a_source_comes_back() {
 fn sequenced_second_waits_for_peer_then_falls_back_when_peer_fails_midway() {
     use SourceKind::*;
     let data = image(50 * CHUNK as usize, 9);
-    let mut peer = source(&data, 5, Box::new(|r, _, t| {
-        // The peer finishes its own download at 100 s, serves 20 chunks, then dies.
-        match r {
-            Resource::Chunks { first, .. } if *first >= 20 => Outcome::Fail(Failure::Connect),
-            _ if t < Duration::from_secs(100) && !is_chunk(r) => Outcome::Ok,
-            _ => Outcome::Ok,
-        }
-    }));
+    let mut peer = source(
+        &data,
+        5,
+        Box::new(|r, _, t| {
+            // The peer finishes its own download at 100 s, serves 20 chunks, then dies.
+            match r {
+                Resource::Chunks { first, .. } if *first >= 20 => Outcome::Fail(Failure::Connect),
+                _ if t < Duration::from_secs(100) && !is_chunk(r) => Outcome::Ok,
+                _ => Outcome::Ok,
+            }
+        }),
+    );
     peer.versions = vec!["6.2.0".into()];
     let conductor = source(&data, 5, healthy());
     let mut s = settings();
@@ -402,7 +573,10 @@ fn sequenced_second_waits_for_peer_then_falls_back_when_peer_fails_midway() {
     while sim.elapsed() < Duration::from_secs(100) {
         assert!(sim.step());
         assert_eq!(sim.dl.status(), Status::WaitingForPeer);
-        assert!(sim.sources[1].requests == 0, "nothing asked of the conductor while waiting");
+        assert!(
+            sim.sources[1].requests == 0,
+            "nothing asked of the conductor while waiting"
+        );
     }
     sim.sources[0].versions.push(VERSION.into());
     sim.run(10_000);
@@ -410,7 +584,11 @@ fn sequenced_second_waits_for_peer_then_falls_back_when_peer_fails_midway() {
     assert!(sim.has_event(|e| *e == Event::PeerReady));
     let peer_first: Vec<u32> = sim.sources[0].chunk_requests.iter().map(|c| c.0).collect();
     assert_eq!(&peer_first[..20], &(0..20).collect::<Vec<_>>()[..]);
-    assert!(sim.has_event(|e| *e == Event::SourceUnavailable { source: SourceId(0), failures: 6 }));
+    assert!(sim.has_event(|e| *e
+        == Event::SourceUnavailable {
+            source: SourceId(0),
+            failures: 6
+        }));
     // The conductor served only what the peer did not: no byte fetched twice.
     assert_eq!(sim.sources[1].chunk_bytes, data.len() as u64 - 20 * CHUNK);
 }
@@ -419,7 +597,11 @@ fn sequenced_second_waits_for_peer_then_falls_back_when_peer_fails_midway() {
 fn sequenced_second_stops_waiting_for_a_dead_peer() {
     use SourceKind::*;
     let data = image(10 * CHUNK as usize, 10);
-    let peer = source(&data, 5, Box::new(|_, _, _| Outcome::Fail(Failure::Connect)));
+    let peer = source(
+        &data,
+        5,
+        Box::new(|_, _, _| Outcome::Fail(Failure::Connect)),
+    );
     let conductor = source(&data, 5, healthy());
     let mut s = settings();
     s.ha = HaMode::SequencedSecond;
@@ -437,7 +619,15 @@ fn resume_fetches_only_missing_chunks() {
     let src = source(&data, 5, healthy());
     let manifest = src.manifest.clone();
     let done: Vec<u32> = (0..16).filter(|i| i % 3 != 0).collect();
-    let mut sim = Sim::new(settings(), &[SourceKind::Repository], vec![src], Some(Resume { manifest, done: done.clone() }));
+    let mut sim = Sim::new(
+        settings(),
+        &[SourceKind::Repository],
+        vec![src],
+        Some(Resume {
+            manifest,
+            done: done.clone(),
+        }),
+    );
     // The partial file already holds the done chunks.
     sim.file = vec![0; data.len()];
     for &i in &done {
@@ -456,7 +646,15 @@ fn resume_of_a_manifest_nobody_serves_starts_over() {
     let new = image(8 * CHUNK as usize, 13);
     let src = source(&new, 5, healthy());
     let stale = Manifest::build(VERSION, "ssr.iso", &old, CHUNK).unwrap();
-    let mut sim = Sim::new(settings(), &[SourceKind::Repository], vec![src], Some(Resume { manifest: stale, done: vec![0, 1, 2] }));
+    let mut sim = Sim::new(
+        settings(),
+        &[SourceKind::Repository],
+        vec![src],
+        Some(Resume {
+            manifest: stale,
+            done: vec![0, 1, 2],
+        }),
+    );
     sim.file = old.clone();
     sim.run(10_000);
     sim.succeeded(&new);
@@ -469,15 +667,31 @@ fn a_source_with_another_manifest_is_never_mixed_in() {
     use SourceKind::*;
     let data = image(20 * CHUNK as usize, 14);
     let other = image(20 * CHUNK as usize, 15);
-    let first = source(&data, 5, Box::new(|r, n, _| {
-        if is_chunk(r) && n > 8 { Outcome::Fail(Failure::Status(502)) } else { Outcome::Ok }
-    }));
+    let first = source(
+        &data,
+        5,
+        Box::new(|r, n, _| {
+            if is_chunk(r) && n > 8 {
+                Outcome::Fail(Failure::Status(502))
+            } else {
+                Outcome::Ok
+            }
+        }),
+    );
     let different = source(&other, 5, healthy());
     let same = source(&data, 5, healthy());
-    let mut sim = Sim::new(settings(), &[Conductor1, Conductor2, Repository], vec![first, different, same], None);
+    let mut sim = Sim::new(
+        settings(),
+        &[Conductor1, Conductor2, Repository],
+        vec![first, different, same],
+        None,
+    );
     sim.run(10_000);
     sim.succeeded(&data);
-    assert!(sim.has_event(|e| *e == Event::ManifestMismatch { source: SourceId(1) }));
+    assert!(sim.has_event(|e| *e
+        == Event::ManifestMismatch {
+            source: SourceId(1)
+        }));
     assert!(sim.sources[1].chunk_requests.is_empty());
     assert!(!sim.sources[2].chunk_requests.is_empty());
 }
@@ -485,15 +699,28 @@ fn a_source_with_another_manifest_is_never_mixed_in() {
 #[test]
 fn corrupt_chunk_is_rejected_and_fetched_again() {
     let data = image(10 * CHUNK as usize, 16);
-    let src = source(&data, 5, Box::new(|r, _, _| match r {
-        Resource::Chunks { first: 4, .. } => Outcome::Corrupt,
-        _ => Outcome::Ok,
-    }));
+    let src = source(
+        &data,
+        5,
+        Box::new(|r, _, _| match r {
+            Resource::Chunks { first: 4, .. } => Outcome::Corrupt,
+            _ => Outcome::Ok,
+        }),
+    );
     let other = source(&data, 5, healthy());
-    let mut sim = Sim::new(settings(), &[SourceKind::Conductor1, SourceKind::Repository], vec![src, other], None);
+    let mut sim = Sim::new(
+        settings(),
+        &[SourceKind::Conductor1, SourceKind::Repository],
+        vec![src, other],
+        None,
+    );
     sim.run(10_000);
     sim.succeeded(&data);
-    assert!(sim.has_event(|e| *e == Event::ChunkRejected { source: SourceId(0), index: 4 }));
+    assert!(sim.has_event(|e| *e
+        == Event::ChunkRejected {
+            source: SourceId(0),
+            index: 4
+        }));
     // Chunk 4 kept failing at the first source until its window tripped, then came
     // from the second: the first never served anything past it.
     assert!(sim.sources[1].chunk_requests.iter().any(|c| c.0 == 4));
@@ -524,7 +751,13 @@ fn no_source_with_the_version_fails_the_attempt() {
     s.retry.attempts = 1;
     let mut sim = Sim::new(s, &[SourceKind::Repository], vec![old], None);
     sim.run(100);
-    assert!(matches!(sim.dl.status(), Status::Failed(Error::AttemptsExhausted { attempts: 1, last: AttemptFailure::NoSourceHasVersion { .. } })));
+    assert!(matches!(
+        sim.dl.status(),
+        Status::Failed(Error::AttemptsExhausted {
+            attempts: 1,
+            last: AttemptFailure::NoSourceHasVersion { .. }
+        })
+    ));
     assert_eq!(sim.sources[0].chunk_requests.len(), 0);
 }
 
@@ -532,6 +765,22 @@ fn no_source_with_the_version_fails_the_attempt() {
 fn settings_out_of_range_are_refused() {
     let mut s = Settings::default();
     s.retry.timeout = Duration::from_secs(604_801);
-    let err = Download::new(s, VERSION, &[SourceKind::Repository], None, StdRng::seed_from_u64(1), Instant::now()).unwrap_err();
-    assert_eq!(err, Error::OutOfRange { field: "timeout", value: 604_801, min: 1800, max: 604_800 });
+    let err = Download::new(
+        s,
+        VERSION,
+        &[SourceKind::Repository],
+        None,
+        StdRng::seed_from_u64(1),
+        Instant::now(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        Error::OutOfRange {
+            field: "timeout",
+            value: 604_801,
+            min: 1800,
+            max: 604_800
+        }
+    );
 }

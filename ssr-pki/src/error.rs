@@ -160,4 +160,90 @@ pub enum Error {
         /// The identities the certificate carries (CN and SANs).
         found: Vec<String>,
     },
+
+    // ---- keys, CSRs, import, trust bundles, CRL manager (pki-ops) ----
+    /// A private key that does not parse or encode.
+    #[error("invalid private key: {reason}")]
+    InvalidKey {
+        /// What is wrong (never key material).
+        reason: String,
+    },
+    /// A router UUID that is not in canonical 8-4-4-4-12 form.
+    #[error("invalid router UUID {input:?}: {reason}")]
+    InvalidUuid {
+        /// The input (at most 64 characters of it).
+        input: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The CSR could not be built or encoded.
+    #[error("cannot build CSR: {reason}")]
+    Csr {
+        /// What failed.
+        reason: String,
+    },
+    /// A configuration value out of range.
+    #[error("invalid {field}: {reason}")]
+    InvalidConfig {
+        /// The setting's name.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Import check 1: the PEM text carries a private key.
+    #[error(
+        "rejected: the bundle carries a private key (PEM block {label:?}); certificates are imported without their key"
+    )]
+    PrivateKeyInBundle {
+        /// The PEM label of the key block.
+        label: String,
+    },
+    /// The PEM text holds no certificate.
+    #[error("rejected: no certificate in the PEM text")]
+    NoCertificate,
+    /// Import check 2: the certificate fails validation (every issue listed).
+    #[error("rejected: {}", issues.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("; "))]
+    CertificateRejected {
+        /// The issues found.
+        issues: Vec<Issue>,
+    },
+    /// The certificate's public key is not the router's key.
+    #[error("rejected: the certificate's public key is not the router's key")]
+    KeyMismatch,
+    /// A trust bundle with issues under `validation-mode strict`.
+    #[error("trust bundle rejected (strict): {}", issues.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("; "))]
+    TrustBundleRejected {
+        /// Every issue, each naming its certificate.
+        issues: Vec<crate::trust::BundleIssue>,
+    },
+    /// A CRL was not fetched (network, HTTP status, size limit).
+    #[error("fetching {url}: {reason}")]
+    Fetch {
+        /// The URL.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A CRL from an issuer that is not a trusted CA.
+    #[error("CRL issuer {issuer:?} is not a trusted CA")]
+    CrlIssuerUnknown {
+        /// The CRL's issuer name.
+        issuer: String,
+    },
+    /// A file of the store could not be read or written.
+    #[error("{path}: {reason}")]
+    Storage {
+        /// The file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A stored file (master revoked list, CRL state) that does not parse.
+    #[error("{what}: {reason}")]
+    StateMalformed {
+        /// Which file format.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
 }

@@ -10,6 +10,17 @@ mod policy;
 mod sig;
 mod verify;
 
+// Keys, CSRs, import, trust bundles, CRL manager, alarms, audit (pki-ops).
+pub mod alarm;
+pub mod audit;
+pub mod crl_manager;
+pub mod csr;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod import;
+pub mod keys;
+pub mod trust;
+
 pub use cert::{Certificate, KeyAlgorithm};
 pub use crl::{Crl, Revocation, RevokedEntry, is_revoked};
 pub use error::Error;

@@ -1,0 +1,349 @@
+//! The CRL manager driven by a virtual clock (no sleeps): polling, backoff, alarm raise
+//! and clear, published master lists; then the same manager fetching from real local
+//! HTTP servers (`ssr_testkit::http::HttpServer`), one of which fails.
+
+mod ops_fixtures;
+
+use std::time::{Duration, Instant};
+
+use ops_fixtures::{DAY, NOW, crl, root};
+use ssr_pki::Certificate;
+use ssr_pki::crl_manager::{CrlConfig, CrlManager, MasterList, Output};
+
+/// Drains the manager's outputs.
+fn drain(m: &mut CrlManager) -> Vec<Output> {
+    std::iter::from_fn(|| m.poll_output()).collect()
+}
+
+fn fetches(outs: &[Output]) -> Vec<String> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Fetch { url } => Some(url.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn alarms(outs: &[Output]) -> Vec<(String, bool)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Alarm { url, raised, .. } => Some((url.clone(), *raised)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn published(outs: &[Output]) -> Vec<MasterList> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Publish(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+const A: &str = "http://crl-a.test/a.crl";
+const B: &str = "http://crl-b.test/b.crl";
+
+#[test]
+fn polling_backoff_and_alarms_on_a_virtual_clock() {
+    let ca = root("Sim Root");
+    let ca_cert = Certificate::from_pem(&ca.pem()).unwrap();
+    let t0 = Instant::now();
+    let config = CrlConfig::new(&[A, B])
+        .unwrap()
+        .with_polling_hours(24)
+        .unwrap()
+        .with_backoff_secs(60)
+        .unwrap();
+    let mut m = CrlManager::new(config, vec![ca_cert], t0, NOW);
+
+    // Both URLs are due at once.
+    assert_eq!(m.poll_timeout(), Some(t0));
+    m.handle_timeout(t0);
+    let outs = drain(&mut m);
+    assert_eq!(fetches(&outs), vec![A.to_string(), B.to_string()]);
+    // An extra handle_timeout does not fetch twice.
+    m.handle_timeout(t0);
+    assert!(drain(&mut m).is_empty());
+
+    // A answers with a CRL revoking 7 and 9; B fails.
+    let crl_a1 = crl(&ca, &[7, 9], NOW - DAY, 1);
+    let t1 = t0 + Duration::from_secs(1);
+    assert!(m.handle_fetched(A, &crl_a1, t1));
+    assert!(m.handle_fetch_failed(B, "connection refused", t1));
+    let outs = drain(&mut m);
+    assert_eq!(alarms(&outs), vec![(B.to_string(), true)]);
+    let lists = published(&outs);
+    assert_eq!(lists.len(), 1);
+    let serials: Vec<_> = lists[0].entries.iter().map(|e| e.serial.as_str()).collect();
+    assert_eq!(serials, ["07", "09"]);
+    assert_eq!(lists[0].generated_at, NOW + 1);
+    // The master list survives its own strict parser.
+    assert_eq!(
+        MasterList::from_json(&lists[0].to_json()).unwrap(),
+        lists[0]
+    );
+
+    // B retries after the backoff, doubling: 60 s, 120 s, 240 s.
+    let mut t = t1;
+    for (attempt, wait) in [60u64, 120, 240].into_iter().enumerate() {
+        let next = m.poll_timeout().unwrap();
+        assert_eq!(next, t + Duration::from_secs(wait), "attempt {attempt}");
+        m.handle_timeout(next - Duration::from_millis(1));
+        assert!(
+            fetches(&drain(&mut m)).is_empty(),
+            "nothing before the deadline"
+        );
+        m.handle_timeout(next);
+        assert_eq!(fetches(&drain(&mut m)), vec![B.to_string()]);
+        t = next;
+        assert!(m.handle_fetch_failed(B, "HTTP status 500", t));
+        // The alarm was raised once and stays raised: no new alarm output.
+        assert!(alarms(&drain(&mut m)).is_empty());
+    }
+    assert_eq!(m.counters().crl_fetch_failure, 4);
+    assert!(
+        m.status()
+            .iter()
+            .any(|s| s.url == B && s.alarm && s.consecutive_failures == 4)
+    );
+
+    // B's next try succeeds: the alarm clears and the master list merges both CRLs.
+    let next = m.poll_timeout().unwrap();
+    assert_eq!(next, t + Duration::from_secs(480));
+    m.handle_timeout(next);
+    assert_eq!(fetches(&drain(&mut m)), vec![B.to_string()]);
+    let ca_b = crl(&ca, &[9, 11], NOW - DAY, 2);
+    assert!(m.handle_fetched(B, &ca_b, next));
+    let outs = drain(&mut m);
+    assert_eq!(alarms(&outs), vec![(B.to_string(), false)]);
+    let list = published(&outs).pop().unwrap();
+    let serials: Vec<_> = list.entries.iter().map(|e| e.serial.as_str()).collect();
+    assert_eq!(
+        serials,
+        ["07", "09", "0B"],
+        "09 listed by both CRLs appears once"
+    );
+
+    // A's next poll: its CRL's nextUpdate (thisUpdate + 7 days) is after the 24 h
+    // polling interval, so A polls 24 h after its success.
+    let next = m.poll_timeout().unwrap();
+    assert_eq!(next, t1 + Duration::from_secs(24 * 3600));
+    m.handle_timeout(next);
+    assert_eq!(fetches(&drain(&mut m)), vec![A.to_string()]);
+    // A now revokes 12 too, and no longer 7: audit counts both.
+    let crl_a2 = crl(&ca, &[9, 12], NOW, 3);
+    assert!(m.handle_fetched(A, &crl_a2, next));
+    let outs = drain(&mut m);
+    let audit = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Audit(e) => Some(serde_json::to_value(e).unwrap()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(audit["type"], "system.crl_update");
+    assert_eq!(audit["success"], true);
+    assert_eq!(audit["total_entries"], 2);
+    assert_eq!(audit["added_entries"], 1);
+    assert_eq!(audit["removed_entries"], 1);
+    let list = published(&outs).pop().unwrap();
+    let serials: Vec<_> = list.entries.iter().map(|e| e.serial.as_str()).collect();
+    assert_eq!(serials, ["09", "0B", "0C"]);
+}
+
+#[test]
+fn unanswered_fetch_times_out_and_late_answers_are_ignored() {
+    let ca = root("Timeout Root");
+    let t0 = Instant::now();
+    let config = CrlConfig::new(&[A])
+        .unwrap()
+        .with_fetch_timeout_secs(30)
+        .unwrap();
+    let mut m = CrlManager::new(
+        config,
+        vec![Certificate::from_pem(&ca.pem()).unwrap()],
+        t0,
+        NOW,
+    );
+    m.handle_timeout(t0);
+    drain(&mut m);
+    assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+    m.handle_timeout(t0 + Duration::from_secs(30));
+    let outs = drain(&mut m);
+    assert_eq!(alarms(&outs), vec![(A.to_string(), true)]);
+    // The answer arriving after the timeout is not used.
+    assert!(!m.handle_fetched(A, &crl(&ca, &[1], NOW, 1), t0 + Duration::from_secs(31)));
+    // Answers for a URL never asked for are not used either.
+    assert!(!m.handle_fetched("http://other.test/x.crl", b"junk", t0));
+}
+
+#[test]
+fn bad_crls_are_ingestion_failures() {
+    let ca = root("Good Root");
+    let rogue = root("Good Root"); // same name, other key
+    let other = root("Other Root");
+    let t0 = Instant::now();
+    let mut m = CrlManager::new(
+        CrlConfig::new(&[A]).unwrap(),
+        vec![Certificate::from_pem(&ca.pem()).unwrap()],
+        t0,
+        NOW,
+    );
+    let mut t = t0;
+    for (body, why) in [
+        (b"not a crl".to_vec(), "malformed"),
+        (crl(&rogue, &[1], NOW, 1), "signature"),
+        (crl(&other, &[1], NOW, 1), "not a trusted CA"),
+    ] {
+        m.handle_timeout(t);
+        assert_eq!(fetches(&drain(&mut m)), vec![A.to_string()]);
+        assert!(m.handle_fetched(A, &body, t));
+        let outs = drain(&mut m);
+        assert!(published(&outs).is_empty(), "{why}");
+        let status = &m.status()[0];
+        assert!(status.alarm, "{why}");
+        assert!(status.last_error.is_some(), "{why}");
+        t = m.poll_timeout().unwrap();
+    }
+    assert_eq!(m.counters().crl_fetch_success, 3);
+    assert_eq!(m.counters().crl_ingestion_failure, 3);
+    assert_eq!(m.counters().crl_ingestion_success, 0);
+
+    // A good CRL, then a replayed older one (lower thisUpdate) is refused.
+    m.handle_timeout(t);
+    drain(&mut m);
+    assert!(m.handle_fetched(A, &crl(&ca, &[5], NOW, 2), t));
+    assert_eq!(alarms(&drain(&mut m)), vec![(A.to_string(), false)]);
+    m.refresh_all(t);
+    m.handle_timeout(t);
+    drain(&mut m);
+    assert!(m.handle_fetched(A, &crl(&ca, &[], NOW - DAY, 1), t));
+    let outs = drain(&mut m);
+    assert!(published(&outs).is_empty());
+    assert_eq!(alarms(&outs), vec![(A.to_string(), true)]);
+    assert_eq!(m.master_list(NOW).entries.len(), 1);
+}
+
+#[test]
+fn config_is_validated() {
+    assert!(CrlConfig::new(&["ftp://x/y"]).is_err());
+    assert!(CrlConfig::new(&["http://"]).is_err());
+    assert!(CrlConfig::new(&["http://h/a b"]).is_err());
+    let c = CrlConfig::new(&[A, A]).unwrap();
+    assert_eq!(c.urls().len(), 1);
+    assert_eq!(c.polling_interval(), Duration::from_secs(24 * 3600));
+    assert_eq!(c.backoff_interval(), Duration::from_secs(60));
+    assert!(c.clone().with_polling_hours(0).is_err());
+    assert!(c.clone().with_backoff_secs(0).is_err());
+}
+
+#[test]
+fn master_list_parser_is_strict() {
+    let ok = r#"{"version":1,"generated_at":5,"entries":[]}"#;
+    assert!(MasterList::from_json(ok).is_ok());
+    for bad in [
+        r#"{"version":2,"generated_at":5,"entries":[]}"#,
+        r#"{"version":1,"generated_at":5,"entries":[],"x":1}"#,
+        r#"{"version":1,"generated_at":5,"entries":[]} trailing"#,
+        r#"{"version":1,"generated_at":5,"entries":[{"issuer":"b","serial":"01","revoked_at":1,"source":"u"},{"issuer":"a","serial":"01","revoked_at":1,"source":"u"}]}"#,
+        "",
+    ] {
+        assert!(MasterList::from_json(bad).is_err(), "{bad}");
+    }
+}
+
+#[cfg(feature = "http")]
+mod over_http {
+    use super::*;
+    use ssr_pki::http::{FetchOptions, drive};
+    use ssr_testkit::http::{Fault, HttpServer, StaticFiles};
+
+    #[test]
+    fn fetches_from_real_servers_one_failing() {
+        let ca = root("HTTP Root");
+        let good_files = StaticFiles::new();
+        good_files.insert("/good.crl", crl(&ca, &[3, 4], NOW - DAY, 1));
+        let good = HttpServer::start(good_files.clone()).unwrap();
+        let failing_files = StaticFiles::new();
+        // This one serves PEM (`X509 CRL`), the other DER.
+        let pem = ssr_pki::Crl::from_der(&crl(&ca, &[8], NOW - DAY, 1))
+            .unwrap()
+            .to_pem();
+        failing_files.insert("/bad.crl", pem.into_bytes());
+        let failing = HttpServer::start(failing_files).unwrap();
+        failing.set_faults(|_req, _n| Some(Fault::Status(503)));
+
+        let good_url = format!("{}/good.crl", good.url());
+        let bad_url = format!("{}/bad.crl", failing.url());
+        let config = CrlConfig::new(&[good_url.clone(), bad_url.clone()]).unwrap();
+        let t0 = Instant::now();
+        let mut m = CrlManager::new(
+            config,
+            vec![Certificate::from_pem(&ca.pem()).unwrap()],
+            t0,
+            NOW,
+        );
+        let opts = FetchOptions {
+            timeout: Duration::from_secs(10),
+            ..FetchOptions::default()
+        };
+        // The virtual clock stands still while the real fetches run.
+        let outs = drive(&mut m, &opts, || t0);
+        assert_eq!(alarms(&outs), vec![(bad_url.clone(), true)]);
+        let list = published(&outs).pop().unwrap();
+        let serials: Vec<_> = list.entries.iter().map(|e| e.serial.as_str()).collect();
+        assert_eq!(serials, ["03", "04"]);
+        let bad = m.status().into_iter().find(|s| s.url == bad_url).unwrap();
+        assert_eq!(bad.last_error.as_deref(), Some("HTTP status 503"));
+        assert_eq!(good.stats().requests, 1);
+
+        // The failing server recovers; after the backoff the alarm
+        // clears and its CRL joins the list.
+        failing.clear_faults();
+        let t1 = m.poll_timeout().unwrap();
+        assert_eq!(t1, t0 + Duration::from_secs(60));
+        let outs = drive(&mut m, &opts, || t1);
+        assert_eq!(alarms(&outs), vec![(bad_url, false)]);
+        let list = published(&outs).pop().unwrap();
+        assert_eq!(list.entries.len(), 3);
+        assert_eq!(good.stats().requests, 1, "the good URL is not due yet");
+    }
+
+    #[test]
+    fn truncated_and_missing_bodies_fail() {
+        let ca = root("Trunc Root");
+        let files = StaticFiles::new();
+        let body = crl(&ca, &[1, 2, 3], NOW, 1);
+        files.insert("/c.crl", body.clone());
+        let server = HttpServer::start(files).unwrap();
+        server.set_faults(|_req, _n| Some(Fault::Truncate(20)));
+        let opts = FetchOptions::default();
+        let url = format!("{}/c.crl", server.url());
+        let err = ssr_pki::http::fetch(&url, &opts).unwrap_err().to_string();
+        assert!(err.contains("truncated body"), "{err}");
+        server.clear_faults();
+        assert_eq!(ssr_pki::http::fetch(&url, &opts).unwrap(), body);
+        let err = ssr_pki::http::fetch(&format!("{}/none.crl", server.url()), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HTTP status 404"), "{err}");
+        let small = FetchOptions {
+            max_body: 10,
+            ..opts
+        };
+        let err = ssr_pki::http::fetch(&url, &small).unwrap_err().to_string();
+        assert!(err.contains("larger than 10 bytes"), "{err}");
+        // Nothing listens on a port we just freed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = ssr_pki::http::fetch(&format!("http://127.0.0.1:{port}/x"), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("connect"), "{err}");
+    }
+}

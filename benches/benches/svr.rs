@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use ssr_svr_crypto::kex::FfdhPrivate;
+use ssr_svr_crypto::kex::{FfdhPrivate, ffdh_check_public};
 use ssr_svr_crypto::packet::{
     CbcHmacOpener, CbcHmacSealer, GcmSealer, LANES, gcm_sealed_len, sealed_len,
 };
@@ -88,6 +88,10 @@ fn criterion_benches(c: &mut Criterion) {
     let a = FfdhPrivate::random(&mut rng);
     let peer = FfdhPrivate::random(&mut rng).public();
     g.bench_function("derive", |b| b.iter(|| a.derive(black_box(&peer)).unwrap()));
+    g.bench_function("check-public", |b| {
+        b.iter(|| ffdh_check_public(black_box(&peer)).unwrap())
+    });
+    g.bench_function("exponentiation", |b| b.iter(|| a.public()));
     g.finish();
 }
 

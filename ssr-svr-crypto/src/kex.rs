@@ -18,7 +18,7 @@
 use std::sync::OnceLock;
 
 use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
-use crypto_bigint::{JacobiSymbol, Odd, U512, U4096};
+use crypto_bigint::{Odd, U512, U4096};
 use hkdf::Hkdf;
 use ml_kem::{
     MlKem768,
@@ -152,17 +152,113 @@ pub fn ffdh_check_public(bytes: &[u8]) -> Result<U4096, Error> {
             reason: "not in (1, p-1)",
         });
     }
-    let odd_p = Odd::new(p).into_option().ok_or(Error::InvalidPublicValue {
-        alg: ALG,
-        reason: "p",
-    })?;
-    if y.jacobi_symbol_vartime(&odd_p) != JacobiSymbol::One {
+    if jacobi_vartime(y.as_words(), p.as_words()) != 1 {
         return Err(Error::InvalidPublicValue {
             alg: ALG,
             reason: "not in the order-q subgroup",
         });
     }
     Ok(y)
+}
+
+/// The Jacobi symbol (a | n) for odd n > 0 (limbs little-endian), as -1, 0 or 1.
+///
+/// Variable time: only ever called on public values. Binary algorithm on whole limbs
+/// (Cohen, *A Course in Computational Algebraic Number Theory*, alg. 1.4.10, with
+/// subtraction instead of division): strip factors of two from `a` (each flips the sign
+/// when n ≡ ±3 mod 8), make `a ≥ n` by swapping (reciprocity: flip when a ≡ n ≡ 3 mod 4),
+/// subtract. The operands shrink from the top, so the work is on ever fewer limbs.
+pub fn jacobi_vartime(a: &[u64], n: &[u64]) -> i8 {
+    let len = a.len().max(n.len());
+    let mut x = vec![0u64; len];
+    let mut m = vec![0u64; len];
+    x[..a.len()].copy_from_slice(a);
+    m[..n.len()].copy_from_slice(n);
+    let (mut lx, mut lm) = (limbs_len(&x), limbs_len(&m));
+    if lm == 0 || m[0] & 1 == 0 {
+        return 0; // not defined for even n; callers pass an odd prime
+    }
+    let mut neg = false;
+    loop {
+        if lm == 1 && m[0] == 1 {
+            return if neg { -1 } else { 1 };
+        }
+        if lx == 0 {
+            return 0; // gcd(a, n) = n > 1
+        }
+        // Strip the factors of two from x: (2|m) = -1 exactly when m ≡ 3, 5 (mod 8).
+        let tz = shr_trailing_zeros(&mut x[..lx]);
+        lx = limbs_len(&x[..lx]);
+        if tz & 1 == 1 && matches!(m[0] & 7, 3 | 5) {
+            neg = !neg;
+        }
+        match cmp_limbs(&x[..lx], &m[..lm]) {
+            // gcd(a, n) = x = m > 1 (m = 1 returned above).
+            core::cmp::Ordering::Equal => return 0,
+            core::cmp::Ordering::Less => {
+                // Both odd and positive: (x|m) = (m|x), negated when both are 3 mod 4.
+                core::mem::swap(&mut x, &mut m);
+                core::mem::swap(&mut lx, &mut lm);
+                if x[0] & m[0] & 2 != 0 {
+                    neg = !neg;
+                }
+            }
+            core::cmp::Ordering::Greater => {}
+        }
+        // x > m, both odd: (x|m) = (x-m|m).
+        sub_assign_limbs(&mut x[..lx], &m[..lm]);
+        lx = limbs_len(&x[..lx]);
+    }
+}
+
+fn limbs_len(x: &[u64]) -> usize {
+    x.iter().rposition(|&w| w != 0).map_or(0, |i| i + 1)
+}
+
+fn cmp_limbs(a: &[u64], b: &[u64]) -> core::cmp::Ordering {
+    // Both trimmed: a longer operand is larger.
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| a.iter().rev().cmp(b.iter().rev()))
+}
+
+/// a -= b for a ≥ b (`b.len() <= a.len()`).
+fn sub_assign_limbs(a: &mut [u64], b: &[u64]) {
+    let mut borrow = false;
+    for (i, ai) in a.iter_mut().enumerate() {
+        let bi = b.get(i).copied().unwrap_or(0);
+        if i >= b.len() && !borrow {
+            break;
+        }
+        let (d, b1) = ai.overflowing_sub(bi);
+        let (d, b2) = d.overflowing_sub(u64::from(borrow));
+        *ai = d;
+        borrow = b1 | b2;
+    }
+}
+
+/// Shifts a nonzero `x` right by its number of trailing zero bits, which it returns.
+fn shr_trailing_zeros(x: &mut [u64]) -> u32 {
+    let words = x.iter().position(|&w| w != 0).unwrap_or(x.len());
+    if words == x.len() {
+        return 0;
+    }
+    let bits = x[words].trailing_zeros();
+    let n = x.len();
+    if bits == 0 {
+        x.copy_within(words.., 0);
+    } else {
+        for i in 0..n - words {
+            let hi = if i + words + 1 < n {
+                x[i + words + 1]
+            } else {
+                0
+            };
+            x[i] = (x[i + words] >> bits) | (hi << (64 - bits));
+        }
+    }
+    x[n - words..].fill(0);
+    words as u32 * 64 + bits
 }
 
 /// y^q mod p (vartime; y public): the textbook subgroup test, kept for tests.
@@ -636,5 +732,100 @@ pub mod kat {
         out[..80].copy_from_slice(k.i2r.secret_bytes());
         out[80..].copy_from_slice(k.r2i.secret_bytes());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crypto_bigint::{JacobiSymbol, Random};
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    fn oracle(a: &U4096, n: &U4096) -> i8 {
+        match a.jacobi_symbol_vartime(&Odd::new(*n).expect("odd")) {
+            JacobiSymbol::Zero => 0,
+            JacobiSymbol::One => 1,
+            JacobiSymbol::MinusOne => -1,
+        }
+    }
+
+    fn random_bits(rng: &mut StdRng, bits: u32) -> U4096 {
+        let x = U4096::random_from_rng(rng);
+        x.shr_vartime(4096 - bits)
+    }
+
+    #[test]
+    fn jacobi_matches_crypto_bigint_on_all_sizes() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for round in 0..100u32 {
+            let nbits = 1 + rng.random_range(0..4096u32);
+            let n = random_bits(&mut rng, nbits) | U4096::ONE;
+            // a below, around and above n, sometimes sharing a factor with it.
+            let a = match round % 4 {
+                0 => random_bits(&mut rng, nbits),
+                1 => {
+                    let bits = 1 + rng.random_range(0..4096u32);
+                    random_bits(&mut rng, bits)
+                }
+                2 => n
+                    .wrapping_mul(&U4096::from_u8(3))
+                    .wrapping_add(&U4096::from_u8(3)),
+                _ => n.wrapping_mul(&U4096::from_u64(rng.random())),
+            };
+            assert_eq!(
+                jacobi_vartime(a.as_words(), n.as_words()),
+                oracle(&a, &n),
+                "round {round}"
+            );
+        }
+        for n in (1u64..200).step_by(2) {
+            for a in 0..2 * n + 3 {
+                let (au, nu) = (U4096::from_u64(a), U4096::from_u64(n));
+                assert_eq!(jacobi_vartime(&[a], &[n]), oracle(&au, &nu), "({a}|{n})");
+            }
+        }
+    }
+
+    #[test]
+    fn legendre_mod_p_agrees_with_euler_criterion() {
+        let p = modp_prime();
+        let mut rng = StdRng::seed_from_u64(11);
+        let (mut residues, mut non_residues) = (0, 0);
+        let mut check = |y: U4096| {
+            let euler = ffdh_subgroup_power(&y) == U4096::ONE;
+            let l = jacobi_vartime(y.as_words(), p.as_words());
+            assert_eq!(l, if euler { 1 } else { -1 });
+            assert_eq!(l, oracle(&y, &p));
+            if euler {
+                residues += 1
+            } else {
+                non_residues += 1
+            }
+        };
+        let pm1 = p.wrapping_sub(&U4096::ONE);
+        for y in [
+            U4096::from_u8(2),
+            U4096::from_u8(3),
+            pm1,
+            p.wrapping_sub(&U4096::from_u8(2)),
+            U4096::ONE.shl_vartime(4000),
+        ] {
+            check(y);
+        }
+        for _ in 0..30 {
+            let y = U4096::random_from_rng(&mut rng).rem_vartime(&p.to_nz().expect("p"));
+            check(y);
+        }
+        for _ in 0..4 {
+            let x = FfdhPrivate::random(&mut rng);
+            check(U4096::from_be_slice(&x.public()));
+        }
+        assert!(
+            residues >= 8 && non_residues >= 8,
+            "{residues} {non_residues}"
+        );
+        assert_eq!(jacobi_vartime(&[0], p.as_words()), 0);
+        assert_eq!(jacobi_vartime(p.as_words(), p.as_words()), 0);
     }
 }

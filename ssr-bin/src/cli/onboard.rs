@@ -303,6 +303,32 @@ mod tests {
         w(dir, "onboarding-config.json", &json)
     }
 
+    /// Writes a conductor configuration in `d` for router `edge-1`, serving `ident` on a
+    /// free loopback port; returns its path, the router's PSK and the port.
+    fn conductor_config(
+        d: &Path,
+        ident: &ssr_testkit::http::TlsIdentity,
+    ) -> (PathBuf, String, u16) {
+        let psk = Psk::generate(&mut UnwrapErr(SysRng))
+            .secret_str()
+            .to_owned();
+        let port = free_port();
+        let host_pub = {
+            let k = ssr_onboard::ssh::Ed25519SshKey::generate(&mut UnwrapErr(SysRng)).expect("k");
+            w(d, "host.pub", &k.public_key().authorized_keys_line("host"))
+        };
+        let cert = w(d, "c.pem", ident.cert_pem());
+        let key = w(d, "c-key.pem", ident.key_pem());
+        let cfg = format!(
+            r#"{{"version":1,"name":"cond","listen":"127.0.0.1:{port}","certificate":{cert:?},"private-key":{key:?},"routers":{{"edge-1":"{psk}"}},"used-tokens":{u:?},"audit-log":{a:?},"ssh-host-key":{host_pub:?},"authorized-keys":{ak:?}}}"#,
+            u = d.join("used.jsonl"),
+            a = d.join("audit.jsonl"),
+            ak = d.join("authorized_keys"),
+        );
+        let conductor = w(d, "conductor.json", &cfg);
+        (conductor, psk, port)
+    }
+
     fn join(token: &Path, config: &Path) -> CmdResult {
         // The server thread may not listen yet: retry network failures briefly.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -337,23 +363,7 @@ mod tests {
         let d = dir.path();
         let ident = ssr_testkit::http::TlsIdentity::generate(&["127.0.0.1"]).expect("tls");
         let other = ssr_testkit::http::TlsIdentity::generate(&["127.0.0.1"]).expect("tls");
-        let psk = Psk::generate(&mut UnwrapErr(SysRng))
-            .secret_str()
-            .to_owned();
-        let port = free_port();
-        let host_pub = {
-            let k = ssr_onboard::ssh::Ed25519SshKey::generate(&mut UnwrapErr(SysRng)).expect("k");
-            w(d, "host.pub", &k.public_key().authorized_keys_line("host"))
-        };
-        let cert = w(d, "c.pem", ident.cert_pem());
-        let key = w(d, "c-key.pem", ident.key_pem());
-        let cfg = format!(
-            r#"{{"version":1,"name":"cond","listen":"127.0.0.1:{port}","certificate":{cert:?},"private-key":{key:?},"routers":{{"edge-1":"{psk}"}},"used-tokens":{u:?},"audit-log":{a:?},"ssh-host-key":{host_pub:?},"authorized-keys":{ak:?}}}"#,
-            u = d.join("used.jsonl"),
-            a = d.join("audit.jsonl"),
-            ak = d.join("authorized_keys"),
-        );
-        let conductor = w(d, "conductor.json", &cfg);
+        let (conductor, psk, port) = conductor_config(d, &ident);
         let t1 = d.join("t1.jwt");
         token(&conductor, &t1);
         let serve = conductor.clone();
@@ -464,23 +474,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let ident = ssr_testkit::http::TlsIdentity::generate(&["127.0.0.1"]).expect("tls");
-        let psk = Psk::generate(&mut UnwrapErr(SysRng))
-            .secret_str()
-            .to_owned();
-        let port = free_port();
-        let host_pub = {
-            let k = ssr_onboard::ssh::Ed25519SshKey::generate(&mut UnwrapErr(SysRng)).expect("k");
-            w(d, "host.pub", &k.public_key().authorized_keys_line("host"))
-        };
-        let cert = w(d, "c.pem", ident.cert_pem());
-        let key = w(d, "c-key.pem", ident.key_pem());
-        let cfg = format!(
-            r#"{{"version":1,"name":"cond","listen":"127.0.0.1:{port}","certificate":{cert:?},"private-key":{key:?},"routers":{{"edge-1":"{psk}"}},"used-tokens":{u:?},"audit-log":{a:?},"ssh-host-key":{host_pub:?},"authorized-keys":{ak:?}}}"#,
-            u = d.join("used.jsonl"),
-            a = d.join("audit.jsonl"),
-            ak = d.join("authorized_keys"),
-        );
-        let conductor = w(d, "conductor.json", &cfg);
+        let (conductor, psk, port) = conductor_config(d, &ident);
         // Bind the token to the TPM's key, exported as PEM.
         let spki = {
             use ssr_onboard::RouterSigner as _;

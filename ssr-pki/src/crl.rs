@@ -68,6 +68,7 @@ impl Crl {
     pub fn from_der(der: &[u8]) -> Result<Self, Error> {
         let malformed = |reason: String| Error::CrlMalformed { reason };
         let inner = CertificateList::from_der(der).map_err(|e| malformed(e.to_string()))?;
+        check_crl_extensions(&inner).map_err(|r| malformed(r.to_owned()))?;
         let owned = webpki::OwnedCertRevocationList::from_der(der)
             .map_err(|e| malformed(format!("{e:?}")))?;
         Ok(Self {
@@ -100,6 +101,11 @@ impl Crl {
 
     pub(crate) fn webpki(&self) -> &webpki::CertRevocationList<'static> {
         &self.webpki
+    }
+
+    /// True when this CRL names `cert` as its issuer.
+    pub(crate) fn issued_by_name_of(&self, cert: &Certificate) -> bool {
+        self.issuer_name() == cert.subject_name()
     }
 
     pub(crate) fn issuer_name(&self) -> &Name {
@@ -188,6 +194,39 @@ impl Crl {
             tbs,
             signature,
         )
+    }
+}
+
+/// CRL extensions this crate understands.
+const KNOWN_CRL_EXTENSIONS: &[&str] = &[
+    "2.5.29.35", // authorityKeyIdentifier
+    "2.5.29.18", // issuerAltName
+    "2.5.29.20", // cRLNumber
+    "2.5.29.28", // issuingDistributionPoint
+    "2.5.29.46", // freshestCRL
+];
+const OID_CRL_NUMBER: &str = "2.5.29.20";
+
+/// RFC 5280 5.2: a cRLNumber is mandatory and non-critical; no unknown critical extension.
+fn check_crl_extensions(crl: &CertificateList) -> Result<(), &'static str> {
+    let exts = crl
+        .tbs_cert_list
+        .crl_extensions
+        .as_deref()
+        .unwrap_or_default();
+    let mut crl_number = None;
+    for ext in exts {
+        let oid = ext.extn_id.to_string();
+        if oid == OID_CRL_NUMBER {
+            crl_number = Some(ext.critical);
+        } else if ext.critical && !KNOWN_CRL_EXTENSIONS.contains(&oid.as_str()) {
+            return Err("unknown critical CRL extension");
+        }
+    }
+    match crl_number {
+        None => Err("no cRLNumber extension (RFC 5280 5.2.3)"),
+        Some(true) => Err("cRLNumber marked critical (RFC 5280 5.2.3)"),
+        Some(false) => Ok(()),
     }
 }
 

@@ -132,6 +132,9 @@ pub enum IssueKind {
     /// A CA certificate without basicConstraints cA = TRUE.
     #[error("not a CA certificate (basicConstraints cA is not TRUE)")]
     NotCa,
+    /// policyConstraints not marked critical (RFC 5280 4.2.1.11: MUST be critical).
+    #[error("policyConstraints is not marked critical")]
+    PolicyConstraintsNotCritical,
     /// A CA certificate whose basicConstraints is not critical.
     #[error("basicConstraints of a CA certificate is not critical")]
     BasicConstraintsNotCritical,
@@ -217,6 +220,8 @@ const CRITICAL_UNSUPPORTED: &[&str] = &[
     "2.5.29.54", // inhibitAnyPolicy
 ];
 
+const OID_POLICY_CONSTRAINTS: &str = "2.5.29.36";
+
 fn oid_str(oid: &ObjectIdentifier) -> String {
     oid.to_string()
 }
@@ -252,11 +257,21 @@ pub fn check_certificate(cert: &Certificate, role: Role, now_unix: i64) -> Vec<I
         .collect()
 }
 
-/// The time-independent part of [`check_certificate`] without the root self-signature:
-/// used on every certificate of a candidate path.
-pub(crate) fn structural_issues(cert: &Certificate, role: Role) -> Vec<IssueKind> {
+/// Validity plus the structural checks, for a certificate of a candidate path.
+///
+/// The anchor is checked too, with three allowances (it is there by an operator's trust
+/// decision, not by a CA's say-so): its self-signature is not required (cross-signed
+/// anchors exist), a missing keyUsage is accepted (RFC 5280 6.1.4 (n) and 6.3.3 (f) only
+/// check the bits when the extension is present), and so is a non-conforming serial
+/// number (4.1.2.2: users SHOULD handle them; real roots have serial 0). Bundle install
+/// uses [`check_certificate`] with [`Role::Root`], which reports all of them.
+pub(crate) fn path_issues(cert: &Certificate, role: Role, now: i64) -> Vec<IssueKind> {
     let mut kinds = Vec::new();
+    check_validity(cert, now, &mut kinds);
     check_structure(cert, role, &mut kinds);
+    if role == Role::Root {
+        kinds.retain(|k| !matches!(k, IssueKind::KeyUsageMissing | IssueKind::BadSerialNumber));
+    }
     kinds
 }
 
@@ -356,6 +371,9 @@ fn check_extensions(cert: &Certificate, role: Role, out: &mut Vec<IssueKind>) {
         let oid = oid_str(&ext.extn_id);
         if exts[..i].iter().any(|e| e.extn_id == ext.extn_id) {
             out.push(IssueKind::DuplicateExtension { oid: oid.clone() });
+        }
+        if oid == OID_POLICY_CONSTRAINTS && !ext.critical {
+            out.push(IssueKind::PolicyConstraintsNotCritical);
         }
         let known = KNOWN_EXTENSIONS.contains(&oid.as_str());
         if ext.critical && (!known || CRITICAL_UNSUPPORTED.contains(&oid.as_str())) {

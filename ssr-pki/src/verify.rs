@@ -15,8 +15,9 @@ use webpki::{ExtendedKeyUsageValidator, KeyPurposeIdIter};
 
 use crate::Error;
 use crate::cert::Certificate;
+use crate::cert::{OID_ANY_EKU, OID_KP_CLIENT_AUTH, OID_KP_SERVER_AUTH};
 use crate::crl::{Crl, is_revoked};
-use crate::policy::{Role, structural_issues};
+use crate::policy::{Role, path_issues};
 use crate::sig::POLICY_ALGORITHMS;
 
 /// Which extended key usage the end-entity certificate must allow.
@@ -52,7 +53,8 @@ pub struct ChainOptions {
     pub revocation: RevocationPolicy,
     /// Extended key usage the end-entity certificate must allow.
     pub required_eku: RequiredEku,
-    /// Maximum number of intermediate certificates in the path (at most 6).
+    /// Maximum number of intermediate CA certificates in the path, self-issued ones not
+    /// counted (rustls-webpki never builds more than 6).
     pub max_intermediates: usize,
     /// Work budget: candidate paths (each reaching a trust anchor) examined before giving
     /// up. rustls-webpki also caps signature checks (100) and path-building steps.
@@ -184,7 +186,8 @@ pub fn verify_chain(
                 None => return Err(webpki::Error::UnknownIssuer),
             }
         }
-        let used = certs.len() - 1;
+        // Self-issued intermediates (key rollover) do not count, as for pathLenConstraint.
+        let used = certs[1..].iter().filter(|c| !c.is_self_issued()).count();
         if used > opts.max_intermediates {
             remember(
                 &rejected,
@@ -201,27 +204,11 @@ pub fn verify_chain(
         else {
             return Err(webpki::Error::UnknownIssuer);
         };
-        for (i, cert) in certs.iter().enumerate() {
-            let role = if i == 0 {
-                Role::Leaf
-            } else {
-                Role::Intermediate
-            };
-            if let Some(issue) = structural_issues(cert, role).into_iter().next() {
-                remember(
-                    &rejected,
-                    Error::PathCertificate {
-                        subject: cert.subject(),
-                        issue: crate::Issue {
-                            subject: cert.subject(),
-                            kind: issue,
-                        },
-                    },
-                );
-                return Err(webpki::Error::UnknownIssuer);
-            }
-        }
         certs.push(anchor.clone());
+        if let Err(e) = check_candidate(&certs, opts) {
+            remember(&rejected, e);
+            return Err(webpki::Error::UnknownIssuer);
+        }
         chosen.replace(certs);
         Ok(())
     };
@@ -263,6 +250,66 @@ pub fn verify_chain(
             Some(ours) if !is_hard_stop(&e) => ours,
             _ => map_webpki(e, leaf, opts),
         }),
+    }
+}
+
+/// Our checks on a complete candidate path (leaf first, anchor last), where webpki is
+/// silent: per-certificate structure and validity (the anchor included), EKU chaining
+/// through the CAs, and cRLSign of every CA that issued one of the CRLs in use.
+fn check_candidate(path: &[Certificate], opts: &ChainOptions) -> Result<(), Error> {
+    let last = path.len() - 1;
+    for (i, cert) in path.iter().enumerate() {
+        let role = match i {
+            0 => Role::Leaf,
+            i if i == last => Role::Root,
+            _ => Role::Intermediate,
+        };
+        if let Some(kind) = path_issues(cert, role, opts.time_unix).into_iter().next() {
+            return Err(Error::PathCertificate {
+                subject: cert.subject(),
+                issue: crate::Issue {
+                    subject: cert.subject(),
+                    kind,
+                },
+            });
+        }
+        if i > 0 && i < last && !eku_allows(cert, opts.required_eku) {
+            return Err(Error::RequiredEkuNotFound {
+                required: eku_name(opts.required_eku),
+            });
+        }
+        if i > 0 {
+            for crl in opts.crls.iter().filter(|c| c.issued_by_name_of(cert)) {
+                if let Err(e @ Error::IssuerNotCrlSigner { .. }) = crl.verify_signature(cert) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// EKU chaining (as browsers and pyca do): a CA with an extendedKeyUsage extension must
+/// allow the purpose asked for (any TLS purpose when none is).
+fn eku_allows(cert: &Certificate, required: RequiredEku) -> bool {
+    let Some(purposes) = cert.extended_key_usage() else {
+        return true;
+    };
+    purposes.iter().any(|p| {
+        *p == OID_ANY_EKU
+            || match required {
+                RequiredEku::ServerAuth => *p == OID_KP_SERVER_AUTH,
+                RequiredEku::ClientAuth => *p == OID_KP_CLIENT_AUTH,
+                RequiredEku::Any => *p == OID_KP_SERVER_AUTH || *p == OID_KP_CLIENT_AUTH,
+            }
+    })
+}
+
+fn eku_name(eku: RequiredEku) -> &'static str {
+    match eku {
+        RequiredEku::ServerAuth => "serverAuth",
+        RequiredEku::ClientAuth => "clientAuth",
+        RequiredEku::Any => "serverAuth or clientAuth",
     }
 }
 
@@ -327,11 +374,7 @@ fn map_webpki(e: webpki::Error, leaf: &Certificate, opts: &ChainOptions) -> Erro
         W::CaUsedAsEndEntity => Error::CaUsedAsEndEntity,
         W::EndEntityUsedAsCa => Error::EndEntityUsedAsCa,
         W::RequiredEkuNotFoundContext(_) => Error::RequiredEkuNotFound {
-            required: match opts.required_eku {
-                RequiredEku::ServerAuth => "serverAuth",
-                RequiredEku::ClientAuth => "clientAuth",
-                RequiredEku::Any => "any",
-            },
+            required: eku_name(opts.required_eku),
         },
         W::MaximumSignatureChecksExceeded => Error::BudgetExceeded {
             what: "signature checks",

@@ -4,6 +4,8 @@
 mod error;
 mod fek;
 mod fsutil;
+pub mod identity;
+pub mod keystore;
 mod seal;
 
 #[cfg(feature = "esapi")]

@@ -603,3 +603,8 @@ impl Tpm for EsapiTpm {
         })
     }
 }
+
+mod identity;
+mod keystore;
+
+pub use identity::IdentityConfig;

@@ -1,0 +1,219 @@
+//! [`KeyStoreTpm`] over ESAPI: P-256 signing keys created under the master key.
+
+use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::constants::Tss2ResponseCodeKind;
+use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
+use tss_esapi::handles::{KeyHandle, ObjectHandle};
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::structures::{
+    Digest, EccPoint, EccScheme, HashScheme, HashcheckTicket, Private, Public, PublicBuilder,
+    PublicEccParametersBuilder, Signature, SignatureScheme,
+};
+use tss_esapi::traits::{Marshall as _, UnMarshall as _};
+use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
+
+use super::{EsapiTpm, kind, tpm_err};
+use crate::keystore::{KeyStoreTpm, WrappedKey};
+use crate::{Error, seal::check_owner_handle};
+
+/// DER prefix of a P-256 SubjectPublicKeyInfo, before the 65-byte uncompressed point.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+pub(crate) fn left_pad32(v: &[u8]) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    let start = 32usize.checked_sub(v.len())?;
+    out.get_mut(start..)?.copy_from_slice(v);
+    Some(out)
+}
+
+/// The uncompressed SEC1 point of a P-256 TPM public.
+pub(crate) fn p256_point(public: &Public) -> Result<[u8; 65], Error> {
+    let Public::Ecc { unique, .. } = public else {
+        return Err(Error::UnexpectedAnswer {
+            op: "Create",
+            reason: "not an ECC key",
+        });
+    };
+    let (Some(x), Some(y)) = (
+        left_pad32(unique.x().value()),
+        left_pad32(unique.y().value()),
+    ) else {
+        return Err(Error::UnexpectedAnswer {
+            op: "Create",
+            reason: "P-256 coordinate longer than 32 bytes",
+        });
+    };
+    let mut point = [4u8; 65];
+    point[1..33].copy_from_slice(&x);
+    point[33..].copy_from_slice(&y);
+    Ok(point)
+}
+
+pub(crate) fn p256_spki(public: &Public) -> Result<Vec<u8>, Error> {
+    let mut spki = P256_SPKI_PREFIX.to_vec();
+    spki.extend_from_slice(&p256_point(public)?);
+    Ok(spki)
+}
+
+/// An unrestricted ECDSA P-256 / SHA-256 signing key: fixedTPM, fixedParent, noDA.
+pub(crate) fn p256_signing_template() -> Result<Public, Error> {
+    let attrs = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_sign_encrypt(true)
+        .with_decrypt(false)
+        .with_restricted(false)
+        .with_no_da(true)
+        .build()
+        .map_err(|e| tpm_err("key template", e))?;
+    let params = PublicEccParametersBuilder::new_unrestricted_signing_key(
+        EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)),
+        EccCurve::NistP256,
+    )
+    .build()
+    .map_err(|e| tpm_err("key template", e))?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Ecc)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attrs)
+        .with_ecc_parameters(params)
+        .with_ecc_unique_identifier(EccPoint::default())
+        .build()
+        .map_err(|e| tpm_err("key template", e))
+}
+
+impl EsapiTpm {
+    /// TPM2_Sign of a SHA-256 digest by a loaded P-256 key: `r || s`.
+    pub(crate) fn sign_digest(
+        &mut self,
+        key: KeyHandle,
+        digest: &[u8; 32],
+    ) -> Result<[u8; 64], Error> {
+        let digest = Digest::try_from(digest.to_vec()).map_err(|e| tpm_err("digest", e))?;
+        let ticket = HashcheckTicket::try_from(TPMT_TK_HASHCHECK {
+            tag: TPM2_ST_HASHCHECK,
+            hierarchy: TPM2_RH_NULL,
+            digest: Default::default(),
+        })
+        .map_err(|e| tpm_err("ticket", e))?;
+        self.count(1);
+        let sig = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.sign(key, digest, SignatureScheme::Null, ticket)
+            })
+            .map_err(|e| tpm_err("Sign", e))?;
+        let Signature::EcDsa(sig) = sig else {
+            return Err(Error::UnexpectedAnswer {
+                op: "Sign",
+                reason: "not an ECDSA signature",
+            });
+        };
+        let (Some(r), Some(s)) = (
+            left_pad32(sig.signature_r().value()),
+            left_pad32(sig.signature_s().value()),
+        ) else {
+            return Err(Error::UnexpectedAnswer {
+                op: "Sign",
+                reason: "signature component longer than 32 bytes",
+            });
+        };
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(&r);
+        out[32..].copy_from_slice(&s);
+        Ok(out)
+    }
+
+    fn master(&mut self, handle: u32) -> Result<KeyHandle, Error> {
+        check_owner_handle("master key", handle)?;
+        self.persistent(handle)?
+            .map(KeyHandle::from)
+            .ok_or(Error::KeyMissing { handle })
+    }
+}
+
+impl KeyStoreTpm for EsapiTpm {
+    fn master_key_name(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error> {
+        check_owner_handle("master key", handle)?;
+        self.forget(handle);
+        match self.persistent(handle)? {
+            Some(obj) => Ok(Some(self.name_digest(obj)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn create_wrapped_key(&mut self, master: u32) -> Result<WrappedKey, Error> {
+        let parent = self.master(master)?;
+        let template = p256_signing_template()?;
+        self.count(1);
+        let created = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.create(parent, template, None, None, None, None)
+            })
+            .map_err(|e| tpm_err("Create", e))?;
+        let spki_der = p256_spki(&created.out_public)?;
+        let tpm_public = created
+            .out_public
+            .marshall()
+            .map_err(|e| tpm_err("marshal public", e))?;
+        Ok(WrappedKey {
+            tpm_public,
+            tpm_private: created.out_private.value().to_vec(),
+            spki_der,
+        })
+    }
+
+    fn sign_with_wrapped_key(
+        &mut self,
+        master: u32,
+        key: &WrappedKey,
+        digest: &[u8; 32],
+    ) -> Result<[u8; 64], Error> {
+        let parent = self.master(master)?;
+        let corrupt = |reason| Error::Corrupt {
+            what: "key store entry",
+            reason,
+        };
+        let public = Public::unmarshall(&key.tpm_public).map_err(|_| corrupt("TPM public blob"))?;
+        if p256_spki(&public)? != key.spki_der {
+            return Err(corrupt("public key does not match the TPM public blob"));
+        }
+        let private =
+            Private::try_from(key.tpm_private.clone()).map_err(|_| corrupt("TPM private blob"))?;
+        self.count(1);
+        let loaded = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.load(parent, private, public)
+            })
+            .map_err(|e| match kind(&e) {
+                // The private blob's HMAC is keyed by the parent's seed: another TPM
+                // (or another master key) cannot verify it.
+                Some(Tss2ResponseCodeKind::Integrity | Tss2ResponseCodeKind::Binding) => {
+                    Error::WrongTpm {
+                        handle: master,
+                        reason: "this TPM's master key cannot unwrap the key",
+                    }
+                }
+                Some(
+                    Tss2ResponseCodeKind::Size
+                    | Tss2ResponseCodeKind::Value
+                    | Tss2ResponseCodeKind::Key
+                    | Tss2ResponseCodeKind::Attributes,
+                ) => corrupt("the TPM refused the key blob"),
+                _ => tpm_err("Load", e),
+            })?;
+        let result = self.sign_digest(loaded, digest);
+        self.count(1);
+        let _ = self.ctx.flush_context(ObjectHandle::from(loaded));
+        result
+    }
+}

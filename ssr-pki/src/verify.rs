@@ -151,7 +151,8 @@ pub fn verify_chain(
         .map(|c| CertificateDer::from(c.der()))
         .collect();
     let leaf_der = CertificateDer::from(leaf.der());
-    let ee = webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| map_webpki(e, leaf, opts))?;
+    let ee = webpki::EndEntityCert::try_from(&leaf_der)
+        .map_err(|e| map_webpki(e, leaf, intermediates, opts))?;
 
     let crl_refs: Vec<&webpki::CertRevocationList<'_>> =
         opts.crls.iter().map(|c| c.webpki()).collect();
@@ -248,7 +249,7 @@ pub fn verify_chain(
             // A path reached an anchor but failed our own checks: that is the best reason
             // unless webpki hit a harder stop afterwards.
             Some(ours) if !is_hard_stop(&e) => ours,
-            _ => map_webpki(e, leaf, opts),
+            _ => map_webpki(e, leaf, intermediates, opts),
         }),
     }
 }
@@ -330,7 +331,12 @@ fn is_hard_stop(e: &webpki::Error) -> bool {
     )
 }
 
-fn map_webpki(e: webpki::Error, leaf: &Certificate, opts: &ChainOptions) -> Error {
+fn map_webpki(
+    e: webpki::Error,
+    leaf: &Certificate,
+    intermediates: &[Certificate],
+    opts: &ChainOptions,
+) -> Error {
     use webpki::Error as W;
     match e {
         W::UnknownIssuer => Error::UnknownIssuer,
@@ -343,13 +349,18 @@ fn map_webpki(e: webpki::Error, leaf: &Certificate, opts: &ChainOptions) -> Erro
             now: webpki_time(time),
         },
         W::CertRevoked => {
-            let found = is_revoked(leaf, &opts.crls);
-            Error::Revoked {
-                serial_hex: found.as_ref().map_or_else(
-                    || "(a CA of the path)".to_owned(),
-                    |r| r.entry.serial_hex.clone(),
-                ),
-                issuer: found.map_or_else(String::new, |r| r.crl_issuer),
+            let found = std::iter::once(leaf)
+                .chain(intermediates)
+                .find_map(|c| is_revoked(c, &opts.crls));
+            match found {
+                Some(r) => Error::Revoked {
+                    serial_hex: r.entry.serial_hex,
+                    issuer: r.crl_issuer,
+                },
+                None => Error::Revoked {
+                    serial_hex: "(unknown)".to_owned(),
+                    issuer: String::new(),
+                },
             }
         }
         W::UnknownRevocationStatus => Error::UnknownRevocationStatus,

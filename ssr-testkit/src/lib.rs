@@ -3,6 +3,7 @@
 
 mod ext4;
 pub mod http;
+pub mod pki;
 mod swtpm;
 
 pub use ext4::{LoopExt4, list_names};

@@ -1,1 +1,5 @@
-//! Runnable examples live in `examples/`; this library is empty.
+//! Shared pieces of the runnable programs in `examples/`: each capability's walk-through
+//! is a function here, so `device-demo` and the single-capability examples run the same
+//! code.
+
+pub mod svr;

@@ -27,8 +27,10 @@ pub enum SourceKind {
     /// The other node of an HA router.
     HaPeer,
     /// Conductor node 1.
+    #[serde(rename = "conductor-1")]
     Conductor1,
     /// Conductor node 2.
+    #[serde(rename = "conductor-2")]
     Conductor2,
     /// The artifact repository.
     Repository,

@@ -121,9 +121,7 @@ pub fn run(
     ];
     let addrs = [socks[0].local_addr()?, socks[1].local_addr()?];
     let now = Instant::now();
-    let unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+    let unix = crate::unix_now();
     let [s0, s1] = socks;
     let mk = |i: usize, sock: UdpSocket, rng: &mut rand::rngs::ThreadRng| {
         let me = LocalIdentity {

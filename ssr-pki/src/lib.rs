@@ -19,6 +19,8 @@ pub mod csr;
 pub mod http;
 pub mod import;
 pub mod keys;
+#[cfg(feature = "store")]
+pub mod store;
 pub mod trust;
 
 pub use cert::{Certificate, KeyAlgorithm};

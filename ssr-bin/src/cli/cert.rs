@@ -1,25 +1,651 @@
-//! `ssr cert` and `ssr crl`: not implemented yet (see the capability issue).
+//! `ssr cert …` and `ssr crl …`: the router's key, CSR and certificate, trust bundles,
+//! verification, and CRL fetching, over the store of `ssr_pki::store` (`--store DIR`,
+//! default `/var/lib/ssr/pki`).
+//!
+//! Exit codes: 0 success; 1 the operation was refused or failed (a rejected
+//! certificate or bundle, a chain that does not verify, a CRL that could not be
+//! fetched); 2 bad input (arguments, unreadable files, invalid UUID).
 
-use clap::Subcommand;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
+use ssr_pki::alarm::{Condition, FailMode, decide};
+use ssr_pki::audit::{AuditEvent, Counter, fingerprint_hex};
+use ssr_pki::crl_manager::{CrlManager, Output};
+use ssr_pki::csr::{Csr, RouterUuid};
+use ssr_pki::http::{FetchOptions, drive};
+use ssr_pki::import::{ImportPolicy, import_certificate};
+use ssr_pki::keys::PrivateKey;
+use ssr_pki::store::{DEFAULT_DIR, Store};
+use ssr_pki::trust::{TrustBundle, ValidationMode};
+use ssr_pki::{
+    Certificate, ChainOptions, Crl, Error, PemItem, Role, check_certificate, parse_pem_bundle,
+    verify_chain,
+};
 
 use super::{CmdResult, Failure};
 
+/// Where the store lives.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArg {
+    /// PKI store directory (router key, certificate, trust bundles, CRL state, audit).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DIR)]
+    pub store: PathBuf,
+}
+
+/// A validation time other than now.
+#[derive(Debug, Clone, Args)]
+pub struct AtArg {
+    /// Check at this time (Unix seconds) instead of now.
+    #[arg(long, value_name = "UNIX_SECONDS", allow_negative_numbers = true)]
+    pub at: Option<i64>,
+}
+
+impl AtArg {
+    fn unix(&self) -> i64 {
+        self.at.unwrap_or_else(unix_now)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CertCmd {
-    /// Not implemented yet.
-    Todo,
+    /// Generate the router's P-256 private key (written 0600).
+    Keygen {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Replace an existing key.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Build a PKCS#10 CSR with CN = the router UUID; prints it (PEM).
+    Csr {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The router UUID (8-4-4-4-12 hex).
+        #[arg(long)]
+        uuid: String,
+        /// Also write the CSR here.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Import the router's certificate after the three checks (no private key in the
+    /// file; valid leaf that chains to an installed CA and carries the router key; not
+    /// on a known CRL).
+    Import {
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(flatten)]
+        at: AtArg,
+        /// PEM file: the certificate, optionally followed by its chain.
+        file: PathBuf,
+    },
+    /// Install a trusted CA bundle (issuing CA up to the root, one PEM file).
+    InstallCa {
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(flatten)]
+        at: AtArg,
+        /// `strict`: any issue rejects the bundle; `warn`: install and list every issue.
+        #[arg(long, value_name = "strict|warn")]
+        mode: String,
+        /// Name of the trusted-ca-certificate entry.
+        #[arg(long, default_value = "svrv2-root-of-trust")]
+        name: String,
+        /// The PEM bundle.
+        bundle: PathBuf,
+    },
+    /// Verify a certificate chain (exit 0 when valid, 1 with the reason otherwise).
+    Verify {
+        /// Trust anchors (PEM; self-signed certificates are anchors, others intermediates).
+        #[arg(long, value_name = "BUNDLE")]
+        trust: PathBuf,
+        /// Untrusted intermediate certificates (PEM).
+        #[arg(long, value_name = "PEM")]
+        untrusted: Option<PathBuf>,
+        /// CRL (PEM or DER); repeatable.
+        #[arg(long, value_name = "PEM")]
+        crl: Vec<PathBuf>,
+        #[command(flatten)]
+        at: AtArg,
+        /// The certificate to verify (PEM).
+        cert: PathBuf,
+    },
+    /// Show a certificate: subject, issuer, validity, alarm level.
+    Show {
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(flatten)]
+        at: AtArg,
+        /// `fail-soft` or `fail-hard`: prints what the router would do.
+        #[arg(long, default_value = "fail-soft")]
+        fail_mode: String,
+        /// PEM file (default: the imported router certificate).
+        cert: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum CrlCmd {
-    /// Not implemented yet.
-    Todo,
+    /// Fetch every configured CRL now, publish the master revoked list, update alarms.
+    Fetch {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Add this CRL URL to the configuration (repeatable).
+        #[arg(long)]
+        url: Vec<String>,
+        /// Set `polling-interval` (hours).
+        #[arg(long)]
+        polling_hours: Option<u32>,
+        /// Set `backoff-interval` (seconds).
+        #[arg(long)]
+        backoff_secs: Option<u32>,
+        /// Per-fetch time limit (seconds).
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+    },
+    /// Show each CRL URL's state, its alarm, and the master list.
+    Status {
+        #[command(flatten)]
+        store: StoreArg,
+    },
 }
 
-pub fn run_cert(_cmd: CertCmd) -> CmdResult {
-    Err(Failure::general("ssr cert: not implemented yet"))
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-pub fn run_crl(_cmd: CrlCmd) -> CmdResult {
-    Err(Failure::general("ssr crl: not implemented yet"))
+/// `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
+fn utc(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
+fn open_store(arg: &StoreArg) -> Result<Store, Failure> {
+    Store::open(&arg.store).map_err(|e| Failure::usage(format!("store: {e}")))
+}
+
+fn read_text(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<Certificate>, Failure> {
+    let text = read_text(path)?;
+    let items =
+        parse_pem_bundle(&text).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    Ok(items
+        .into_iter()
+        .filter_map(|i| match i {
+            PemItem::Certificate(c) => Some(c),
+            _ => None,
+        })
+        .collect())
+}
+
+fn read_crl(path: &Path) -> Result<Crl, Failure> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    match std::str::from_utf8(&bytes) {
+        Ok(t) if t.trim_start().starts_with("-----BEGIN") => Crl::from_pem(t),
+        _ => Crl::from_der(&bytes),
+    }
+    .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))
+}
+
+/// Store failures are reported but never hide the command's own outcome.
+fn note(result: Result<(), Error>) {
+    if let Err(e) = result {
+        eprintln!("ssr: warning: {e}");
+    }
+}
+
+pub fn run_cert(cmd: CertCmd) -> CmdResult {
+    match cmd {
+        CertCmd::Keygen { store, force } => {
+            let store = open_store(&store)?;
+            let key = PrivateKey::generate(&mut UnwrapErr(SysRng));
+            let path = store
+                .save_private_key(&key, force)
+                .map_err(Failure::general)?;
+            let public = key.public_key_pem().map_err(Failure::general)?;
+            println!("router key written to {} (mode 0600)", path.display());
+            print!("{public}");
+            Ok(())
+        }
+        CertCmd::Csr { store, uuid, out } => {
+            let store = open_store(&store)?;
+            let uuid = RouterUuid::parse(&uuid).map_err(Failure::usage)?;
+            let result = (|| {
+                let key = store.load_private_key()?.ok_or_else(|| Error::InvalidKey {
+                    reason: "no router key in the store (run `ssr cert keygen` first)".into(),
+                })?;
+                let csr = Csr::build(&key, &uuid)?;
+                Ok::<_, Error>((csr.to_pem()?, csr))
+            })();
+            let (pem, csr) = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    note(store.count(Counter::CsrFailure));
+                    return Err(Failure::general(e));
+                }
+            };
+            store
+                .save_text("router.csr", &pem)
+                .map_err(Failure::general)?;
+            if let Some(out) = out {
+                std::fs::write(&out, &pem)
+                    .map_err(|e| Failure::general(format!("{}: {e}", out.display())))?;
+            }
+            note(store.count(Counter::CsrSuccess));
+            note(store.audit(&AuditEvent::GenerateCsr {
+                time: unix_now(),
+                common_name: uuid.to_string(),
+                key: "ecdsa-p256",
+                fingerprint: fingerprint_hex(&csr.fingerprint_sha256()),
+            }));
+            print!("{pem}");
+            Ok(())
+        }
+        CertCmd::Import { store, at, file } => {
+            let store = open_store(&store)?;
+            let text = read_text(&file)?;
+            let now = at.unix();
+            let result = (|| {
+                let key = store.load_private_key()?;
+                let crls = store.known_crls()?;
+                let trusted = store.trusted_certificates()?;
+                let policy = ImportPolicy {
+                    now_unix: now,
+                    role: Role::Leaf,
+                    crls: &crls,
+                    trusted: &trusted,
+                    router_key: key.as_ref().map(|k| k.verifying_key()),
+                };
+                import_certificate(&text, &policy)
+            })();
+            let imported = match result {
+                Ok(i) => i,
+                Err(e) => {
+                    note(store.count(Counter::ImportFailure));
+                    let fingerprint = Certificate::from_pem(&text)
+                        .ok()
+                        .map(|c| fingerprint_hex(&c.fingerprint_sha256()));
+                    note(store.audit(&AuditEvent::RejectCertificate {
+                        time: unix_now(),
+                        fingerprint,
+                        reason: e.to_string(),
+                    }));
+                    return Err(Failure::general(format!("import {}: {e}", file.display())));
+                }
+            };
+            let cert = &imported.certificate;
+            let mut pem = cert.to_pem();
+            for c in &imported.chain {
+                pem.push_str(&c.to_pem());
+            }
+            store
+                .save_text("router.pem", &pem)
+                .map_err(Failure::general)?;
+            // CRL discovery: the certificate's distribution points join the CRL list.
+            let urls = cert.crl_distribution_points();
+            let mut settings = store.crl_settings().map_err(Failure::general)?;
+            for u in &urls {
+                if !settings.urls.contains(u) {
+                    settings.urls.push(u.clone());
+                }
+            }
+            if settings.to_config().is_ok() {
+                note(store.save_crl_settings(&settings));
+            }
+            note(store.count(Counter::ImportSuccess));
+            note(store.audit(&AuditEvent::IngestCertificate {
+                time: unix_now(),
+                common_name: cert.subject_cn(),
+                subject: cert.subject(),
+                issuer: cert.issuer(),
+                serial: cert.serial_hex(),
+                fingerprint: fingerprint_hex(&cert.fingerprint_sha256()),
+                crl_urls: urls,
+                certificate_authority: cert.is_ca(),
+            }));
+            println!(
+                "imported {} (serial {}, SHA-256 {})",
+                cert.subject(),
+                cert.serial_hex(),
+                fingerprint_hex(&cert.fingerprint_sha256())
+            );
+            Ok(())
+        }
+        CertCmd::InstallCa {
+            store,
+            at,
+            mode,
+            name,
+            bundle,
+        } => {
+            let store = open_store(&store)?;
+            let mode: ValidationMode = mode.parse().map_err(Failure::usage)?;
+            let text = read_text(&bundle)?;
+            let installed = TrustBundle::install(&text, mode, at.unix())
+                .map_err(|e| Failure::general(format!("install-ca {}: {e}", bundle.display())))?;
+            let path = store
+                .save_trust_bundle(&name, &installed.to_pem())
+                .map_err(Failure::general)?;
+            for w in installed.warnings() {
+                eprintln!("ssr: warning: {w}");
+            }
+            println!(
+                "installed {} certificate(s) as {} ({} warning(s))",
+                installed.certificates().len(),
+                path.display(),
+                installed.warnings().len()
+            );
+            Ok(())
+        }
+        CertCmd::Verify {
+            trust,
+            untrusted,
+            crl,
+            at,
+            cert,
+        } => {
+            let trust_certs = read_certs(&trust)?;
+            let (anchors, mut intermediates): (Vec<_>, Vec<_>) = trust_certs
+                .into_iter()
+                .partition(Certificate::is_self_issued);
+            if anchors.is_empty() {
+                return Err(Failure::usage(format!(
+                    "{}: no self-signed trust anchor",
+                    trust.display()
+                )));
+            }
+            if let Some(u) = &untrusted {
+                intermediates.extend(read_certs(u)?);
+            }
+            let crls = crl
+                .iter()
+                .map(|p| read_crl(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let leaf = read_certs(&cert)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Failure::usage(format!("{}: no certificate", cert.display())))?;
+            let opts = ChainOptions::new(at.unix()).with_crls(crls);
+            let chain = verify_chain(&leaf, &intermediates, &anchors, &opts)
+                .map_err(|e| Failure::general(format!("{}: {e}", cert.display())))?;
+            let names: Vec<String> = chain.certificates().iter().map(|c| c.subject()).collect();
+            println!("{}: OK ({})", cert.display(), names.join(" <- "));
+            Ok(())
+        }
+        CertCmd::Show {
+            store,
+            at,
+            fail_mode,
+            cert,
+        } => {
+            let fail_mode: FailMode = fail_mode.parse().map_err(Failure::usage)?;
+            let now = at.unix();
+            let (c, store) = match &cert {
+                Some(p) => (
+                    read_certs(p)?.into_iter().next().ok_or_else(|| {
+                        Failure::usage(format!("{}: no certificate", p.display()))
+                    })?,
+                    None,
+                ),
+                None => {
+                    let s = open_store(&store)?;
+                    let c = s
+                        .load_certificate()
+                        .map_err(Failure::general)?
+                        .ok_or_else(|| Failure::usage("no certificate imported in the store"))?;
+                    (c, Some(s))
+                }
+            };
+            let role = match (c.is_ca(), c.is_self_issued()) {
+                (true, true) => Role::Root,
+                (true, false) => Role::Intermediate,
+                _ => Role::Leaf,
+            };
+            let mut condition = Condition::from_validity(c.not_before(), c.not_after(), now);
+            if condition.is_usable() {
+                let issues: Vec<String> = check_certificate(&c, role, now)
+                    .iter()
+                    .map(|i| i.kind.to_string())
+                    .collect();
+                if !issues.is_empty() {
+                    condition = Condition::Invalid {
+                        reason: issues.join("; "),
+                    };
+                }
+            }
+            if let Some(s) = &store {
+                if let Ok(Some(list)) = s.master_list() {
+                    if list.find(&c).is_some() {
+                        condition = Condition::Revoked;
+                    }
+                }
+            }
+            let decision = decide(fail_mode, condition);
+            println!("subject:     {}", c.subject());
+            println!("issuer:      {}", c.issuer());
+            println!("serial:      {}", c.serial_hex());
+            println!("not before:  {} ({})", utc(c.not_before()), c.not_before());
+            println!("not after:   {} ({})", utc(c.not_after()), c.not_after());
+            println!("sha-256:     {}", fingerprint_hex(&c.fingerprint_sha256()));
+            println!("ca:          {}", c.is_ca());
+            let crls = c.crl_distribution_points();
+            if !crls.is_empty() {
+                println!("crl urls:    {}", crls.join(", "));
+            }
+            println!("status:      {}", decision.condition);
+            println!("alarm:       {}", decision.alarm);
+            if decision.remove_peerings {
+                println!("action:      fail-hard: remove all peerings, leave SVR");
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn run_crl(cmd: CrlCmd) -> CmdResult {
+    match cmd {
+        CrlCmd::Fetch {
+            store,
+            url,
+            polling_hours,
+            backoff_secs,
+            timeout_secs,
+        } => {
+            let store = open_store(&store)?;
+            let mut settings = store.crl_settings().map_err(Failure::general)?;
+            for u in url {
+                if !settings.urls.contains(&u) {
+                    settings.urls.push(u);
+                }
+            }
+            if let Some(h) = polling_hours {
+                settings.polling_hours = h;
+            }
+            if let Some(s) = backoff_secs {
+                settings.backoff_secs = s;
+            }
+            let config = settings.to_config().map_err(Failure::usage)?;
+            store
+                .save_crl_settings(&settings)
+                .map_err(Failure::general)?;
+            if settings.urls.is_empty() {
+                return Err(Failure::usage(
+                    "no CRL URL configured (add one with --url, or import a certificate with CRL distribution points)",
+                ));
+            }
+            let timeout = u32::try_from(timeout_secs.clamp(1, 3600)).unwrap_or(30);
+            let config = config
+                .with_fetch_timeout_secs(timeout)
+                .map_err(Failure::usage)?;
+            let trusted = store.trusted_certificates().map_err(Failure::general)?;
+            let t0 = Instant::now();
+            let mut manager = CrlManager::new(config, trusted, t0, unix_now());
+            for u in &settings.urls {
+                if let Ok(Some(der)) = store.load_crl_bytes(u) {
+                    // A stored CRL that no longer verifies (CA replaced) is just not reused.
+                    let _ = manager.restore(u, &der);
+                }
+            }
+            let options = FetchOptions {
+                timeout: std::time::Duration::from_secs(timeout_secs.clamp(1, 3600)),
+                ..FetchOptions::default()
+            };
+            let outputs = drive(&mut manager, &options, Instant::now);
+            for output in outputs {
+                match output {
+                    Output::Publish(list) => {
+                        let path = store.publish_master_list(&list).map_err(Failure::general)?;
+                        println!(
+                            "published {} revoked certificate(s) to {}",
+                            list.entries.len(),
+                            path.display()
+                        );
+                    }
+                    Output::Alarm {
+                        url,
+                        raised,
+                        reason,
+                    } => {
+                        if raised {
+                            eprintln!("ssr: alarm raised: CRL {url} cannot be fetched: {reason}");
+                        } else {
+                            println!("alarm cleared: CRL {url}");
+                        }
+                    }
+                    Output::Audit(e) => note(store.audit(&e)),
+                    _ => {}
+                }
+            }
+            for (u, crl) in manager.crls() {
+                note(store.save_crl(u, crl));
+            }
+            // Alarms persist across runs through status.json: a URL that failed before
+            // keeps its alarm until a run fetches it.
+            let previous = store.crl_status().unwrap_or_default();
+            let mut status = manager.status();
+            for s in &mut status {
+                if let Some(p) = previous.iter().find(|p| p.url == s.url) {
+                    if s.alarm {
+                        s.consecutive_failures = s
+                            .consecutive_failures
+                            .saturating_add(p.consecutive_failures);
+                    } else if p.alarm {
+                        println!("alarm cleared: CRL {}", s.url);
+                    }
+                }
+            }
+            note(store.save_crl_status(&status));
+            note(store.add_counters(manager.counters()));
+            let failed: Vec<String> = status
+                .iter()
+                .filter(|s| s.alarm)
+                .map(|s| format!("{}: {}", s.url, s.last_error.as_deref().unwrap_or("failed")))
+                .collect();
+            for s in status.iter().filter(|s| !s.alarm) {
+                println!(
+                    "{}: ok, {} entr{} from {}",
+                    s.url,
+                    s.entries,
+                    if s.entries == 1 { "y" } else { "ies" },
+                    s.issuer.as_deref().unwrap_or("?")
+                );
+            }
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure::general(format!(
+                    "{} of {} CRL(s) could not be fetched: {}",
+                    failed.len(),
+                    status.len(),
+                    failed.join("; ")
+                )))
+            }
+        }
+        CrlCmd::Status { store } => {
+            let store = open_store(&store)?;
+            let settings = store.crl_settings().map_err(Failure::general)?;
+            let status = store.crl_status().map_err(Failure::general)?;
+            println!(
+                "polling-interval {} h, backoff-interval {} s",
+                settings.polling_hours, settings.backoff_secs
+            );
+            for url in &settings.urls {
+                match status.iter().find(|s| &s.url == url) {
+                    None => println!("{url}: never fetched"),
+                    Some(s) => {
+                        let alarm = if s.alarm { "ALARM" } else { "ok" };
+                        let mut line = format!("{url}: {alarm}");
+                        if let Some(i) = &s.issuer {
+                            line.push_str(&format!(", issuer {i}, {} entries", s.entries));
+                        }
+                        if let Some(t) = s.next_update {
+                            line.push_str(&format!(", next update {}", utc(t)));
+                        }
+                        if let Some(e) = &s.last_error {
+                            line.push_str(&format!(
+                                ", {} failure(s), last error: {e}",
+                                s.consecutive_failures
+                            ));
+                        }
+                        println!("{line}");
+                    }
+                }
+            }
+            match store.master_list().map_err(Failure::general)? {
+                Some(list) => println!(
+                    "master list: {} revoked certificate(s), generated {}",
+                    list.entries.len(),
+                    utc(list.generated_at)
+                ),
+                None => println!("master list: not published yet"),
+            }
+            let c = store.counters().map_err(Failure::general)?;
+            println!(
+                "counters: crl fetch {} ok / {} failed, ingestion {} ok / {} failed",
+                c.crl_fetch_success,
+                c.crl_fetch_failure,
+                c.crl_ingestion_success,
+                c.crl_ingestion_failure
+            );
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_800_000_000), "2027-01-15T08:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(-1), "1969-12-31T23:59:59Z");
+    }
 }

@@ -1,0 +1,575 @@
+//! `ssr cert …` and `ssr crl …` end to end through the built binary: a store in a
+//! temporary directory, a CA made with rcgen, the router certificate signed by the
+//! `openssl` CLI from the CSR `ssr` produced, CRLs served by real local HTTP servers.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber, date_time_ymd,
+};
+use ssr_testkit::http::{Fault, HttpServer, StaticFiles};
+
+const UUID: &str = "6f1e0c62-8d4b-4f55-9a4e-2b8f3c1d7e90";
+const DAY: i64 = 86_400;
+
+fn ssr(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ssr"))
+        .args(args)
+        .output()
+        .expect("run ssr")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "ssr failed: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Fails with `code`, one `ssr: …` line on stderr containing `needle`.
+#[track_caller]
+fn fails(o: Output, code: i32, needle: &str) -> String {
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout {} stderr {err}",
+        stdout(&o)
+    );
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("ssr: "), "{err}");
+    assert!(last.contains(needle), "expected {needle:?} in {err}");
+    err
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl CLI is installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+struct Pki {
+    root_params: CertificateParams,
+    root_key: KeyPair,
+    root_pem: String,
+    ica_params: CertificateParams,
+    ica_key: KeyPair,
+    ica_pem: String,
+}
+
+fn ca_params(cn: &str) -> CertificateParams {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.not_before = date_time_ymd(2025, 1, 1);
+    p.not_after = date_time_ymd(2040, 1, 1);
+    p
+}
+
+fn pki() -> Pki {
+    let root_params = ca_params("CLI Test Root CA");
+    let root_key = KeyPair::generate().unwrap();
+    let root_pem = root_params.self_signed(&root_key).unwrap().pem();
+    let mut ica_params = ca_params("CLI Test Issuing CA");
+    ica_params.use_authority_key_identifier_extension = true;
+    let ica_key = KeyPair::generate().unwrap();
+    let ica_pem = ica_params
+        .signed_by(&ica_key, &Issuer::from_params(&root_params, &root_key))
+        .unwrap()
+        .pem();
+    Pki {
+        root_params,
+        root_key,
+        root_pem,
+        ica_params,
+        ica_key,
+        ica_pem,
+    }
+}
+
+impl Pki {
+    fn bundle(&self) -> String {
+        format!("{}\n{}", self.ica_pem, self.root_pem)
+    }
+
+    /// A CRL of the issuing CA listing `serials`.
+    fn crl(&self, serials: &[u64]) -> Vec<u8> {
+        let params = CertificateRevocationListParams {
+            this_update: date_time_ymd(2026, 1, 1),
+            next_update: date_time_ymd(2036, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|&s| RevokedCertParams {
+                    serial_number: SerialNumber::from(s),
+                    revocation_time: date_time_ymd(2026, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&Issuer::from_params(&self.ica_params, &self.ica_key))
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    /// The issuing CA signs `csr` with openssl (30 days, serial `serial`, CRL URL).
+    fn sign(&self, dir: &Path, csr: &str, serial: u64, crl_url: &str, out: &str) {
+        std::fs::write(dir.join("ica.pem"), &self.ica_pem).unwrap();
+        std::fs::write(dir.join("ica.key"), self.ica_key.serialize_pem()).unwrap();
+        std::fs::write(
+            dir.join("leaf.ext"),
+            format!(
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\ncrlDistributionPoints=URI:{crl_url}\n"
+            ),
+        )
+        .unwrap();
+        let serial = format!("{serial}");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                csr,
+                "-CA",
+                "ica.pem",
+                "-CAkey",
+                "ica.key",
+                "-set_serial",
+                &serial,
+                "-days",
+                "30",
+                "-sha256",
+                "-extfile",
+                "leaf.ext",
+                "-out",
+                out,
+            ],
+        );
+    }
+}
+
+#[test]
+fn provisioning_import_show_verify_and_crls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = dir.join("store");
+    let store_s = store.to_str().unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let pki = pki();
+    std::fs::write(dir.join("bundle.pem"), pki.bundle()).unwrap();
+
+    // CRL servers: one good, one failing.
+    let files = StaticFiles::new();
+    files.insert("/issuing.crl", pki.crl(&[999]));
+    let server = HttpServer::start(files.clone()).unwrap();
+    let crl_url = format!("{}/issuing.crl", server.url());
+    let broken = HttpServer::start(StaticFiles::new()).unwrap();
+    broken.set_faults(|_r, _n| Some(Fault::Status(500)));
+    let broken_url = format!("{}/down.crl", broken.url());
+
+    // 1. Key generation: 0600, never silently replaced.
+    let out = ok(ssr(&["cert", "keygen", "--store", store_s]));
+    assert!(out.contains("-----BEGIN PUBLIC KEY-----"), "{out}");
+    let mode = std::fs::metadata(store.join("router.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    fails(
+        ssr(&["cert", "keygen", "--store", store_s]),
+        1,
+        "exists already",
+    );
+
+    // 2. CSR: openssl verifies it, CN is the UUID; a bad UUID is a usage error.
+    fails(
+        ssr(&["cert", "csr", "--store", store_s, "--uuid", "router-1"]),
+        2,
+        "invalid router UUID",
+    );
+    let csr_path = path("router.csr");
+    let pem = ok(ssr(&[
+        "cert", "csr", "--store", store_s, "--uuid", UUID, "--out", &csr_path,
+    ]));
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+    assert_eq!(std::fs::read_to_string(&csr_path).unwrap(), pem);
+    let verify = Command::new("openssl")
+        .args([
+            "req", "-in", &csr_path, "-noout", "-verify", "-subject", "-nameopt", "RFC2253",
+        ])
+        .output()
+        .unwrap();
+    assert!(verify.status.success());
+    assert!(String::from_utf8_lossy(&verify.stdout).contains(&format!("subject=CN={UUID}")));
+
+    // 3. The CA signs it (openssl); the trust bundle is installed strictly.
+    pki.sign(dir, "router.csr", 0x1234, &crl_url, "router.pem");
+    let out = ok(ssr(&[
+        "cert",
+        "install-ca",
+        "--store",
+        store_s,
+        "--mode",
+        "strict",
+        &path("bundle.pem"),
+    ]));
+    assert!(out.contains("installed 2 certificate(s)"), "{out}");
+    fails(
+        ssr(&[
+            "cert",
+            "install-ca",
+            "--store",
+            store_s,
+            "--mode",
+            "lenient",
+            &path("bundle.pem"),
+        ]),
+        2,
+        "validation-mode",
+    );
+
+    // 4. Import: a PEM with a key is refused; a certificate for another key is refused;
+    //    the router's certificate is accepted and audited.
+    let with_key = format!(
+        "{}{}",
+        std::fs::read_to_string(dir.join("router.pem")).unwrap(),
+        pki.ica_key.serialize_pem()
+    );
+    std::fs::write(dir.join("with-key.pem"), with_key).unwrap();
+    fails(
+        ssr(&["cert", "import", "--store", store_s, &path("with-key.pem")]),
+        1,
+        "private key",
+    );
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "other.key",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "other.key",
+            "-subj",
+            &format!("/CN={UUID}"),
+            "-out",
+            "other.csr",
+        ],
+    );
+    pki.sign(dir, "other.csr", 0x4321, &crl_url, "other.pem");
+    fails(
+        ssr(&["cert", "import", "--store", store_s, &path("other.pem")]),
+        1,
+        "not the router's key",
+    );
+    let out = ok(ssr(&[
+        "cert",
+        "import",
+        "--store",
+        store_s,
+        &path("router.pem"),
+    ]));
+    assert!(out.contains(&format!("CN={UUID}")), "{out}");
+    let audit = std::fs::read_to_string(store.join("audit.jsonl")).unwrap();
+    let ingest = audit
+        .lines()
+        .find(|l| l.contains("\"system.ingest_certificate\""))
+        .expect("an ingest event");
+    assert!(ingest.contains(&crl_url), "{ingest}");
+    assert!(ingest.contains("\"fingerprint\""), "{ingest}");
+    assert!(audit.contains("system.generate_csr") && audit.contains("system.reject_certificate"));
+    let counters = std::fs::read_to_string(store.join("counters.json")).unwrap();
+    assert!(
+        counters.contains("\"import_success\": 1") && counters.contains("\"import_failure\": 2"),
+        "{counters}"
+    );
+    assert!(counters.contains("\"csr_success\": 1"), "{counters}");
+
+    // 5. Show: a 30-day certificate is a minor alarm now, major at 25 days, critical after.
+    let now = unix_now();
+    let show = ok(ssr(&["cert", "show", "--store", store_s]));
+    assert!(show.contains(&format!("subject:     CN={UUID}")), "{show}");
+    assert!(
+        show.contains("issuer:      CN=CLI Test Issuing CA"),
+        "{show}"
+    );
+    assert!(show.contains("alarm:       minor"), "{show}");
+    let at = (now + 25 * DAY).to_string();
+    assert!(
+        ok(ssr(&["cert", "show", "--store", store_s, "--at", &at])).contains("alarm:       major")
+    );
+    let at = (now + 31 * DAY).to_string();
+    let show = ok(ssr(&[
+        "cert",
+        "show",
+        "--at",
+        &at,
+        "--fail-mode",
+        "fail-hard",
+        &path("router.pem"),
+    ]));
+    assert!(
+        show.contains("alarm:       critical") && show.contains("status:      expired"),
+        "{show}"
+    );
+    assert!(show.contains("fail-hard: remove all peerings"), "{show}");
+
+    // 6. Verify: valid now; expired later; revoked with a CRL that lists it.
+    let out = ok(ssr(&[
+        "cert",
+        "verify",
+        "--trust",
+        &path("bundle.pem"),
+        &path("router.pem"),
+    ]));
+    assert!(out.contains("OK"), "{out}");
+    fails(
+        ssr(&[
+            "cert",
+            "verify",
+            "--trust",
+            &path("bundle.pem"),
+            "--at",
+            &at,
+            &path("router.pem"),
+        ]),
+        1,
+        "expired",
+    );
+    std::fs::write(dir.join("revoking.crl"), pki.crl(&[0x1234])).unwrap();
+    fails(
+        ssr(&[
+            "cert",
+            "verify",
+            "--trust",
+            &path("bundle.pem"),
+            "--crl",
+            &path("revoking.crl"),
+            &path("router.pem"),
+        ]),
+        1,
+        "revoked",
+    );
+    // Only the root trusted, the issuing CA given as untrusted: still valid.
+    std::fs::write(dir.join("root.pem"), &pki.root_pem).unwrap();
+    std::fs::write(dir.join("ica.pem"), &pki.ica_pem).unwrap();
+    ok(ssr(&[
+        "cert",
+        "verify",
+        "--trust",
+        &path("root.pem"),
+        "--untrusted",
+        &path("ica.pem"),
+        &path("router.pem"),
+    ]));
+    fails(
+        ssr(&[
+            "cert",
+            "verify",
+            "--trust",
+            &path("root.pem"),
+            &path("router.pem"),
+        ]),
+        1,
+        "unknown issuer",
+    );
+
+    // 7. CRLs: the certificate's distribution point was learnt at import; add a broken
+    //    URL. The fetch reports the failure and raises its alarm; the good CRL is
+    //    published.
+    let err = fails(
+        ssr(&["crl", "fetch", "--store", store_s, "--url", &broken_url]),
+        1,
+        "1 of 2 CRL(s) could not be fetched",
+    );
+    assert!(
+        err.contains("alarm raised") && err.contains("HTTP status 500"),
+        "{err}"
+    );
+    let master = std::fs::read_to_string(store.join("crl/master.json")).unwrap();
+    assert!(master.contains("\"serial\": \"03E7\""), "{master}");
+    let status = ok(ssr(&["crl", "status", "--store", store_s]));
+    assert!(status.contains(&format!("{broken_url}: ALARM")), "{status}");
+    assert!(
+        status.contains(&format!(
+            "{crl_url}: ok, issuer CN=CLI Test Issuing CA, 1 entries"
+        )),
+        "{status}"
+    );
+    assert!(
+        status.contains("master list: 1 revoked certificate(s)"),
+        "{status}"
+    );
+
+    // The CA revokes the router certificate; the broken server recovers.
+    files.insert("/issuing.crl", pki.crl(&[999, 0x1234]));
+    broken.clear_faults();
+    // It now serves 404 (no such file): still failing, alarm kept.
+    fails(
+        ssr(&["crl", "fetch", "--store", store_s]),
+        1,
+        "HTTP status 404",
+    );
+    let status = ok(ssr(&["crl", "status", "--store", store_s]));
+    assert!(status.contains(&format!("{broken_url}: ALARM")), "{status}");
+    assert!(status.contains("2 failure(s)"), "{status}");
+    // Re-import is now refused: check 3, revoked by a known CRL.
+    fails(
+        ssr(&["cert", "import", "--store", store_s, &path("router.pem")]),
+        1,
+        "revoked",
+    );
+    let show = ok(ssr(&["cert", "show", "--store", store_s]));
+    assert!(
+        show.contains("status:      revoked") && show.contains("alarm:       critical"),
+        "{show}"
+    );
+}
+
+#[test]
+fn install_ca_strict_and_warn_with_an_expired_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = dir.join("store");
+    let store_s = store.to_str().unwrap();
+    let pki = pki();
+    let mut old = pki.root_params.clone();
+    old.not_after = date_time_ymd(2025, 6, 1);
+    let old_root = old.self_signed(&pki.root_key).unwrap().pem();
+    let file = dir.join("old.pem");
+    std::fs::write(&file, format!("{}\n{old_root}", pki.ica_pem)).unwrap();
+    let file = file.to_str().unwrap();
+
+    fails(
+        ssr(&[
+            "cert",
+            "install-ca",
+            "--store",
+            store_s,
+            "--mode",
+            "strict",
+            file,
+        ]),
+        1,
+        "CN=CLI Test Root CA: expired",
+    );
+    assert!(!store.join("trust/svrv2-root-of-trust.pem").exists());
+    let out = ssr(&[
+        "cert",
+        "install-ca",
+        "--store",
+        store_s,
+        "--mode",
+        "warn",
+        "--name",
+        "old-root",
+        file,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ssr: warning: CN=CLI Test Root CA: expired"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("1 warning(s)"), "{}", stdout(&out));
+    assert!(store.join("trust/old-root.pem").exists());
+    fails(
+        ssr(&[
+            "cert",
+            "install-ca",
+            "--store",
+            store_s,
+            "--mode",
+            "warn",
+            "--name",
+            "../x",
+            file,
+        ]),
+        1,
+        "name",
+    );
+}
+
+#[test]
+fn errors_are_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s");
+    let store_s = store.to_str().unwrap();
+    fails(
+        ssr(&["cert", "csr", "--store", store_s, "--uuid", UUID]),
+        1,
+        "run `ssr cert keygen` first",
+    );
+    fails(
+        ssr(&["cert", "import", "--store", store_s, "/nonexistent.pem"]),
+        2,
+        "/nonexistent.pem",
+    );
+    fails(
+        ssr(&["cert", "show", "--store", store_s]),
+        2,
+        "no certificate imported",
+    );
+    fails(
+        ssr(&["crl", "fetch", "--store", store_s]),
+        2,
+        "no CRL URL configured",
+    );
+    fails(
+        ssr(&["crl", "fetch", "--store", store_s, "--url", "ftp://x/y"]),
+        2,
+        "http://",
+    );
+    fails(
+        ssr(&["cert", "verify", "--trust", "/nonexistent", "/x"]),
+        2,
+        "/nonexistent",
+    );
+}

@@ -101,19 +101,9 @@ fn civil_from_days(z: i64) -> (i32, u8, u8) {
 }
 
 impl EsapiTpm {
-    /// True when an NV index is defined.
+    /// True when an NV index is defined (one GetCapability).
     pub fn nv_index_exists(&mut self, index: u32) -> Result<bool, Error> {
-        let handle = NvIndexTpmHandle::new(index).map_err(|e| tpm_err("NV index", e))?;
-        match self.ctx.execute_without_session(|c| {
-            c.tr_from_tpm_public(tss_esapi::handles::TpmHandle::NvIndex(handle))
-        }) {
-            Ok(mut obj) => {
-                let _ = self.ctx.tr_close(&mut obj);
-                Ok(true)
-            }
-            Err(e) if kind(&e) == Some(Tss2ResponseCodeKind::Handle) => Ok(false),
-            Err(e) => Err(tpm_err("NV_ReadPublic", e)),
-        }
+        Ok(self.handles_in_use(index, index)?.contains(&index))
     }
 
     /// Reads a whole NV index with owner authorisation (empty owner password).
@@ -147,7 +137,9 @@ impl EsapiTpm {
     pub fn ensure_master_key(&mut self, handle: u32) -> Result<[u8; 32], Error> {
         check_owner_handle("master key", handle)?;
         self.forget(handle);
-        if let Some(obj) = self.persistent(handle)? {
+        if self.is_persisted(handle)?
+            && let Some(obj) = self.persistent(handle)?
+        {
             return self.name_digest(obj);
         }
         let attrs = ObjectAttributesBuilder::new()
@@ -204,9 +196,9 @@ impl EsapiTpm {
         if let Some(cloud) = platform.cloud_provider() {
             return Ok(IdentitySource::Cloud(cloud));
         }
-        let had_master = self.persistent(cfg.master_key_handle)?.is_some();
+        let had_master = self.is_persisted(cfg.master_key_handle)?;
         let existing_cert = self.read_device_identity(cfg.devid_nv_index)?;
-        let existing_key = self.persistent(cfg.devid_key_handle)?.is_some();
+        let existing_key = self.is_persisted(cfg.devid_key_handle)?;
         if let (true, true, Some(id)) = (had_master, existing_key, existing_cert.clone()) {
             return Ok(IdentitySource::ExistingDevId(id));
         }

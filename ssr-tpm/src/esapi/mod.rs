@@ -106,8 +106,12 @@ impl EsapiTpm {
             tcti: tcti.to_owned(),
             reason,
         };
-        let conf = TctiNameConf::from_str(tcti).map_err(|e| no_tpm(e.to_string()))?;
-        let ctx = Context::new(conf).map_err(|e| no_tpm(e.to_string()))?;
+        let conf = TctiNameConf::from_str(tcti)
+            .map_err(|_| no_tpm("not a TCTI name (device:…, swtpm:…, mssim:…, tabrmd:…)".into()))?;
+        // The TSS only says "response code not recognized" here; what it means is
+        // that the TCTI could not open the device or socket.
+        let ctx = Context::new(conf)
+            .map_err(|_| no_tpm("nothing answers (the TCTI could not open it)".into()))?;
         Ok(EsapiTpm {
             ctx,
             tcti: tcti.to_owned(),
@@ -183,6 +187,44 @@ impl EsapiTpm {
             fek_key,
             fek_key_handle,
         })
+    }
+
+    /// The TPM handles from `first` to `last` that are in use (TPM2_GetCapability
+    /// TPM_CAP_HANDLES): persistent objects (0x81…) or NV indices (0x01…). Asking
+    /// first keeps lookups of absent objects off the error path.
+    pub fn handles_in_use(&mut self, first: u32, last: u32) -> Result<Vec<u32>, Error> {
+        let mut out = Vec::new();
+        let mut next = first;
+        loop {
+            self.count(1);
+            let (data, more) = self
+                .ctx
+                .execute_without_session(|c| {
+                    c.get_capability(tss_esapi::constants::CapabilityType::Handles, next, 64)
+                })
+                .map_err(|e| tpm_err("GetCapability", e))?;
+            let tss_esapi::structures::CapabilityData::Handles(list) = data else {
+                return Err(Error::UnexpectedAnswer {
+                    op: "GetCapability",
+                    reason: "not a handle list",
+                });
+            };
+            let handles: Vec<u32> = list.into_inner().into_iter().map(u32::from).collect();
+            let Some(&last_seen) = handles.last() else {
+                break;
+            };
+            out.extend(handles.into_iter().filter(|h| (first..=last).contains(h)));
+            if !more || last_seen >= last {
+                break;
+            }
+            next = last_seen + 1;
+        }
+        Ok(out)
+    }
+
+    /// True when an object is persisted at `handle` (one GetCapability).
+    pub fn is_persisted(&mut self, handle: u32) -> Result<bool, Error> {
+        Ok(self.handles_in_use(handle, handle)?.contains(&handle))
     }
 
     /// The ESYS object for a persistent handle (one ReadPublic the first time), or
@@ -521,6 +563,11 @@ impl Tpm for EsapiTpm {
     }
 
     fn read_fek_key(&mut self, handle: u32) -> Result<Option<KeyInfo>, Error> {
+        // Not on the unlock path: one GetCapability keeps an absent key off the TSS's
+        // error log.
+        if !self.is_persisted(handle)? {
+            return Ok(None);
+        }
         let Some(name_digest) = self.fek_key_name(handle)? else {
             return Ok(None);
         };

@@ -66,6 +66,34 @@ pub fn parse_mr_derive(stdout: &str) -> Option<f64> {
     (ops > 0.0).then_some(ops)
 }
 
+/// Signature verifications per second from `openssl speed <algorithm>` (`rsa2048`,
+/// `ecdsap256`), measured now. `None` when unavailable.
+///
+/// OpenSSL 3.0's `-mr` signature lines read `+F<k>:<n>:<bits>:<signs per s>:<verifies
+/// per s>` (checked against `openssl speed` without `-mr`).
+pub fn openssl_verify_ops(algorithm: &str, seconds: u32) -> Option<f64> {
+    let output = Command::new("openssl")
+        .arg("speed")
+        .args([
+            "-elapsed",
+            "-mr",
+            "-seconds",
+            &seconds.to_string(),
+            algorithm,
+        ])
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("+F") && !l.starts_with("+F:"))?;
+    let ops: f64 = line.split(':').nth(4)?.trim().parse().ok()?;
+    (ops > 0.0).then_some(ops)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

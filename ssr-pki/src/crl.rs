@@ -170,22 +170,27 @@ impl Crl {
         self.revoked().find(|e| e.serial_hex == hex)
     }
 
-    /// Checks that `issuer` signed this CRL: names match, the issuer's keyUsage (if any)
-    /// allows cRLSign, and the signature verifies under the algorithm policy.
-    pub fn verify_signature(&self, issuer: &Certificate) -> Result<(), Error> {
+    /// Checks that `issuer` may have issued this CRL: the names match and the issuer's
+    /// keyUsage, when present, allows cRLSign. No signature check.
+    pub(crate) fn check_issuer_may_sign(&self, issuer: &Certificate) -> Result<(), Error> {
         if self.issuer_name() != issuer.subject_name() {
             return Err(Error::CrlIssuerMismatch {
                 crl_issuer: self.issuer(),
                 certificate: issuer.subject(),
             });
         }
-        if let Some((_, ku)) = issuer.key_usage()
-            && !ku.crl_sign()
-        {
-            return Err(Error::IssuerNotCrlSigner {
+        match issuer.key_usage() {
+            Some((_, ku)) if !ku.crl_sign() => Err(Error::IssuerNotCrlSigner {
                 issuer: issuer.subject(),
-            });
+            }),
+            _ => Ok(()),
         }
+    }
+
+    /// Checks that `issuer` signed this CRL: names match, the issuer's keyUsage (if any)
+    /// allows cRLSign, and the signature verifies under the algorithm policy.
+    pub fn verify_signature(&self, issuer: &Certificate) -> Result<(), Error> {
+        self.check_issuer_may_sign(issuer)?;
         let tbs = sig::first_inner_element(&self.der).ok_or(Error::BadSignature)?;
         let signature = self.inner.signature.as_bytes().ok_or(Error::BadSignature)?;
         sig::verify(

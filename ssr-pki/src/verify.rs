@@ -179,11 +179,11 @@ pub fn verify_chain(
             }));
             return Err(webpki::Error::MaximumPathBuildCallsExceeded);
         }
-        let mut certs = vec![leaf.clone()];
+        let mut certs: Vec<&Certificate> = vec![leaf];
         for cert in path.intermediate_certificates() {
             let der = cert.der();
             match intermediates.iter().find(|c| c.der() == der.as_ref()) {
-                Some(c) => certs.push(c.clone()),
+                Some(c) => certs.push(c),
                 None => return Err(webpki::Error::UnknownIssuer),
             }
         }
@@ -205,12 +205,12 @@ pub fn verify_chain(
         else {
             return Err(webpki::Error::UnknownIssuer);
         };
-        certs.push(anchor.clone());
+        certs.push(anchor);
         if let Err(e) = check_candidate(&certs, opts) {
             remember(&rejected, e);
             return Err(webpki::Error::UnknownIssuer);
         }
-        chosen.replace(certs);
+        chosen.replace(certs.into_iter().cloned().collect());
         Ok(())
     };
 
@@ -257,7 +257,7 @@ pub fn verify_chain(
 /// Our checks on a complete candidate path (leaf first, anchor last), where webpki is
 /// silent: per-certificate structure and validity (the anchor included), EKU chaining
 /// through the CAs, and cRLSign of every CA that issued one of the CRLs in use.
-fn check_candidate(path: &[Certificate], opts: &ChainOptions) -> Result<(), Error> {
+fn check_candidate(path: &[&Certificate], opts: &ChainOptions) -> Result<(), Error> {
     let last = path.len() - 1;
     for (i, cert) in path.iter().enumerate() {
         let role = match i {
@@ -281,9 +281,7 @@ fn check_candidate(path: &[Certificate], opts: &ChainOptions) -> Result<(), Erro
         }
         if i > 0 {
             for crl in opts.crls.iter().filter(|c| c.issued_by_name_of(cert)) {
-                if let Err(e @ Error::IssuerNotCrlSigner { .. }) = crl.verify_signature(cert) {
-                    return Err(e);
-                }
+                crl.check_issuer_may_sign(cert)?;
             }
         }
     }

@@ -240,6 +240,18 @@ fn version_number(v: Version) -> u8 {
 /// and algorithm policy. Signatures between certificates and revocation are the business
 /// of [`verify_chain`](crate::verify_chain) and [`is_revoked`](crate::is_revoked); a
 /// [`Role::Root`] is checked for its own self-signature here.
+///
+/// ```
+/// use ssr_pki::{Certificate, IssueKind, Role, check_certificate};
+/// use ssr_testkit::pki::{KeyKind, TestPki};
+///
+/// let pki = TestPki::new(KeyKind::EcdsaP256, "Doc");
+/// let root = Certificate::from_pem(&pki.root_pem)?;
+/// assert!(check_certificate(&root, Role::Root, root.not_before() + 1).is_empty());
+/// let late = check_certificate(&root, Role::Root, root.not_after() + 1);
+/// assert!(matches!(late[0].kind, IssueKind::Expired { .. }));
+/// # Ok::<(), ssr_pki::Error>(())
+/// ```
 pub fn check_certificate(cert: &Certificate, role: Role, now_unix: i64) -> Vec<Issue> {
     let mut kinds = Vec::new();
     check_validity(cert, now_unix, &mut kinds);

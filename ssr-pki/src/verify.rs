@@ -129,6 +129,28 @@ fn webpki_time(t: UnixTime) -> i64 {
 
 /// Validates `leaf` up to one of `trust_anchors`, using `intermediates` as candidates in
 /// any order, under `opts`. The error names the reason of the failure.
+///
+/// ```
+/// use ssr_pki::{Certificate, ChainOptions, Crl, Error, verify_chain};
+/// use ssr_testkit::pki::{KeyKind, LEAF_SERIAL, TestPki};
+///
+/// let pki = TestPki::new(KeyKind::EcdsaP256, "Doc");
+/// let leaf = Certificate::from_pem(&pki.leaf_pem)?;
+/// let ica = Certificate::from_pem(&pki.intermediate_pem)?;
+/// let root = Certificate::from_pem(&pki.root_pem)?;
+/// let now = leaf.not_before() + 3600; // the caller's clock, never read here
+///
+/// let chain = verify_chain(&leaf, &[ica.clone()], &[root.clone()], &ChainOptions::new(now))?;
+/// ssr_pki::check_peer_identity(chain.leaf(), &pki.leaf_cn)?;
+///
+/// let crl = Crl::from_pem(&pki.intermediate_crl(&[LEAF_SERIAL]))?;
+/// let opts = ChainOptions::new(now).with_crls(vec![crl]);
+/// assert!(matches!(
+///     verify_chain(&leaf, &[ica], &[root], &opts),
+///     Err(Error::Revoked { .. })
+/// ));
+/// # Ok::<(), ssr_pki::Error>(())
+/// ```
 pub fn verify_chain(
     leaf: &Certificate,
     intermediates: &[Certificate],
@@ -246,6 +268,7 @@ pub fn verify_chain(
             path: chosen.into_inner(),
         }),
         Err(e) => Err(match rejected.into_inner() {
+            Some(budget @ Error::BudgetExceeded { .. }) => budget,
             // A path reached an anchor but failed our own checks: that is the best reason
             // unless webpki hit a harder stop afterwards.
             Some(ours) if !is_hard_stop(&e) => ours,

@@ -212,6 +212,14 @@ fn rejection_names_the_reason() {
         verify(ChainOptions::new(leaf.not_before() - DAY)),
         Err(Error::NotYetValid { .. })
     ));
+    let mut no_budget = ChainOptions::new(at);
+    no_budget.max_candidate_paths = 0;
+    assert_eq!(
+        verify(no_budget).unwrap_err(),
+        Error::BudgetExceeded {
+            what: "candidate paths"
+        }
+    );
     let mut short = ChainOptions::new(at);
     short.max_intermediates = 0;
     assert!(matches!(

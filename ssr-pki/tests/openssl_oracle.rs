@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use ssr_pki::{Certificate, ChainOptions, Crl, Error, RevocationPolicy, verify_chain};
+use ssr_pki::{
+    Certificate, ChainOptions, Crl, Error, KeyAlgorithm, RevocationPolicy, verify_chain,
+};
 use ssr_testkit::pki::{INTERMEDIATE_SERIAL, KeyKind, LEAF_SERIAL, TestPki};
 
 const DAY: i64 = 86_400;
@@ -235,5 +237,194 @@ fn rejection_names_the_reason() {
         )
         .unwrap_err(),
         Error::UnknownIssuer
+    );
+}
+
+/// A root -> intermediate -> leaf chain made entirely by the `openssl` CLI, for the
+/// algorithms rcgen-over-ring cannot sign with (RSA-PSS) and for P-384.
+struct OpensslChain {
+    dir: tempfile::TempDir,
+}
+
+impl OpensslChain {
+    fn new(key: &[&str], sig: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::write(
+            d.join("ext.cnf"),
+            "[ca]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n\
+             subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always\n\
+             [leaf]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:router.example\n\
+             authorityKeyIdentifier=keyid:always\n",
+        )
+        .expect("ext file");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .current_dir(d)
+                .args(args)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let root = [
+            &[
+                "req",
+                "-x509",
+                "-config",
+                "/dev/null",
+                "-nodes",
+                "-days",
+                "3650",
+            ][..],
+            &[
+                "-subj",
+                "/CN=CLI Root",
+                "-keyout",
+                "root.key",
+                "-out",
+                "root.pem",
+            ],
+            &["-newkey"],
+            key,
+            sig,
+            &["-addext", "basicConstraints=critical,CA:TRUE"],
+            &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            &["-addext", "subjectKeyIdentifier=hash"],
+        ]
+        .concat();
+        run(&root);
+        for (name, issuer, section, serial) in
+            [("inter", "root", "ca", "2"), ("leaf", "inter", "leaf", "3")]
+        {
+            let subj = format!("/CN=CLI {name}");
+            let (k, csr, pem) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+            );
+            let req = [
+                &[
+                    "req",
+                    "-new",
+                    "-config",
+                    "/dev/null",
+                    "-nodes",
+                    "-subj",
+                    &subj,
+                ][..],
+                &["-keyout", &k, "-out", &csr, "-newkey"],
+                key,
+            ]
+            .concat();
+            run(&req);
+            let (ca, ca_key) = (format!("{issuer}.pem"), format!("{issuer}.key"));
+            let sign = [
+                &["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key][..],
+                &["-set_serial", serial, "-days", "365", "-out", &pem],
+                &["-extfile", "ext.cnf", "-extensions", section],
+                sig,
+            ]
+            .concat();
+            run(&sign);
+        }
+        Self { dir }
+    }
+
+    fn pem(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.pem"))).expect("read PEM")
+    }
+
+    fn openssl_accepts(&self, anchor: &Path, time: i64) -> bool {
+        let d = self.dir.path();
+        Command::new("openssl")
+            .args(["verify", "-no-CApath", "-no-CAstore", "-CAfile"])
+            .arg(anchor)
+            .arg("-untrusted")
+            .arg(d.join("inter.pem"))
+            .args(["-attime", &time.to_string()])
+            .arg(d.join("leaf.pem"))
+            .output()
+            .expect("run openssl verify")
+            .status
+            .success()
+    }
+}
+
+fn cli_matrix(key: &[&str], sig: &[&str], algorithm: &str, key_alg: KeyAlgorithm) {
+    let chain = OpensslChain::new(key, sig);
+    let other = OpensslChain::new(key, sig);
+    let leaf = Certificate::from_pem(&chain.pem("leaf")).expect("leaf");
+    let inter = Certificate::from_pem(&chain.pem("inter")).expect("intermediate");
+    let root = Certificate::from_pem(&chain.pem("root")).expect("root");
+    let other_root = Certificate::from_pem(&other.pem("root")).expect("other root");
+    assert_eq!(leaf.signature_algorithm(), algorithm);
+    assert_eq!(inter.public_key_algorithm(), key_alg);
+    let now = leaf.not_before() + 60;
+    for (name, anchor, anchor_path, time, should_accept) in [
+        (
+            "accept",
+            &root,
+            chain.dir.path().join("root.pem"),
+            now,
+            true,
+        ),
+        (
+            "expired",
+            &root,
+            chain.dir.path().join("root.pem"),
+            leaf.not_after() + DAY,
+            false,
+        ),
+        (
+            "wrong CA",
+            &other_root,
+            other.dir.path().join("root.pem"),
+            now,
+            false,
+        ),
+    ] {
+        let ours = verify_chain(
+            &leaf,
+            std::slice::from_ref(&inter),
+            std::slice::from_ref(anchor),
+            &ChainOptions::new(time),
+        );
+        let theirs = chain.openssl_accepts(&anchor_path, time);
+        assert_eq!(
+            (ours.is_ok(), theirs),
+            (should_accept, should_accept),
+            "{key:?} {sig:?} / {name}: ours {ours:?}, openssl accepts: {theirs}"
+        );
+    }
+}
+
+#[test]
+fn openssl_agrees_on_rsa_pss_chains() {
+    cli_matrix(
+        &["rsa:2048"],
+        &[
+            "-sha256",
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-sigopt",
+            "rsa_pss_saltlen:digest",
+        ],
+        "RSASSA-PSS",
+        KeyAlgorithm::Rsa { bits: 2048 },
+    );
+}
+
+#[test]
+fn openssl_agrees_on_p384_chains() {
+    cli_matrix(
+        &["ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        &["-sha384"],
+        "ecdsa-with-SHA384",
+        KeyAlgorithm::EcP384,
     );
 }

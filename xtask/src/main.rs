@@ -30,6 +30,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "openssh-client",
     "openssh-server",
     "clang",
+    "iputils-ping",
 ];
 
 type Result<T = ()> = std::result::Result<T, String>;

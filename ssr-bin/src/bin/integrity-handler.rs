@@ -1,8 +1,118 @@
-//! The Configuration Integrity service: not implemented yet (see its issue).
+//! `integrity-handler`: the Configuration Integrity systemd service.
+//!
+//! ```text
+//! integrity-handler --config /etc/integrity-handler.toml start
+//! integrity-handler --config … lock
+//! integrity-handler --config … status
+//! integrity-handler --config … check-target VERSION [--previous VERSION]
+//! ```
+//!
+//! Exit codes: 0 success (including "no TPM 2.0: stays unencrypted"), 1 failure
+//! (onboarding refused or failed, lock failed), 2 usage or configuration error,
+//! 3 integrity event, 4 target version refused by the downgrade guard.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+use ssr_bin::integrity::downgrade::{self, Version};
+use ssr_bin::integrity::journal::Logger;
+use ssr_bin::integrity::{Config, Handler, StartError, Started, StepHook, connect_esapi};
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_INTEGRITY_EVENT: u8 = 3;
+const EXIT_REFUSED: u8 = 4;
+
+/// Configuration Integrity: onboard, unlock at every boot, react to integrity events.
+#[derive(Debug, Parser)]
+#[command(name = "integrity-handler", version, about)]
+struct Args {
+    /// The TOML configuration (see packaging/integrity-handler.toml).
+    #[arg(long, default_value = "/etc/integrity-handler.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Onboard when not onboarded (TPM 2.0 and fscrypt present), unlock otherwise.
+    Start,
+    /// Remove the FEK from the kernel: the protected directories lock.
+    Lock,
+    /// Onboarding state, each directory's key status, the TPM's state.
+    Status,
+    /// For installers: may VERSION be installed? Refuses versions without
+    /// Configuration Integrity once onboarded, except a rollback to --previous.
+    CheckTarget {
+        /// The version to install (MAJOR.MINOR.PATCH[-suffix]).
+        target: String,
+        /// The previously installed version (rollback is always allowed to it).
+        #[arg(long)]
+        previous: Option<String>,
+    },
+}
+
 fn main() -> ExitCode {
-    eprintln!("integrity-handler: not implemented yet");
-    ExitCode::FAILURE
+    let args = Args::parse();
+    let cfg = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("integrity-handler: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let log = Logger::new(&cfg.journal_socket);
+    let handler = Handler::new(&cfg, &log);
+    let connect = || connect_esapi(&cfg);
+    match args.command {
+        Cmd::Start => match handler.start(connect, &mut StepHook::from_env()) {
+            Ok(Started::Unencrypted { .. })
+            | Ok(Started::Onboarded { .. })
+            | Ok(Started::Unlocked { .. }) => ExitCode::SUCCESS,
+            Err(StartError::IntegrityEvent(_)) => ExitCode::from(EXIT_INTEGRITY_EVENT),
+            Err(e @ StartError::Onboarding(_)) => {
+                log.error(&e.to_string());
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        Cmd::Lock => match handler.lock() {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                log.error(&format!("lock failed: {e}"));
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        Cmd::Status => {
+            print!("{}", handler.status(connect));
+            ExitCode::SUCCESS
+        }
+        Cmd::CheckTarget { target, previous } => {
+            let parse = |s: &str| s.parse::<Version>();
+            let (target, previous) =
+                match (parse(&target), previous.as_deref().map(parse).transpose()) {
+                    (Ok(t), Ok(p)) => (t, p),
+                    (Err(e), _) | (_, Err(e)) => {
+                        eprintln!("integrity-handler: {e}");
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                };
+            let onboarded = match handler.is_onboarded() {
+                Ok(o) => o,
+                // A damaged record still means onboarded: be conservative.
+                Err(_) => true,
+            };
+            match downgrade::check_target(onboarded, target, previous) {
+                Ok(why) => {
+                    println!("allowed: {target} ({why:?})");
+                    ExitCode::SUCCESS
+                }
+                Err(refused) => {
+                    eprintln!("integrity-handler: {refused}");
+                    ExitCode::from(EXIT_REFUSED)
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,509 @@
+//! `integrity-handler` end to end: a real swtpm, a real loop-mounted ext4 with the
+//! `encrypt` feature, the journal record read from a socket the test binds, and the
+//! nftables ruleset checked inside network namespaces the test creates. Root only
+//! (CI runs as root); the network is never blocked in the host namespace.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Condvar, Mutex};
+
+use ssr_testkit::{LoopExt4, Swtpm};
+
+const EVENT: &str =
+    "integrity-handler: Integrity event detected. A clean installation is required.";
+const EXIT_INTEGRITY_EVENT: i32 = 3;
+
+/// One system under test: a state directory and protected directories on an ext4,
+/// a configuration file, and a journal socket.
+struct System {
+    root: PathBuf,
+    config: PathBuf,
+    journal: Journal,
+    dirs: Vec<PathBuf>,
+}
+
+/// A bound datagram socket standing in for journald, drained by a thread (the kernel
+/// queues only a few datagrams).
+struct Journal {
+    path: PathBuf,
+    records: Arc<Mutex<Vec<Vec<u8>>>>,
+    seen_marker: Arc<(Mutex<u64>, Condvar)>,
+    markers: u64,
+}
+
+const MARKER: &[u8] = b"TEST_MARKER\n";
+
+impl Journal {
+    fn bind(path: &Path) -> Journal {
+        let _ = fs::remove_file(path);
+        let socket = UnixDatagram::bind(path).unwrap();
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let seen_marker = Arc::new((Mutex::new(0u64), Condvar::new()));
+        let (r, m) = (records.clone(), seen_marker.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = socket.recv(&mut buf) {
+                if &buf[..n] == MARKER {
+                    *m.0.lock().unwrap() += 1;
+                    m.1.notify_all();
+                } else {
+                    r.lock().unwrap().push(buf[..n].to_vec());
+                }
+            }
+        });
+        Journal {
+            path: path.to_path_buf(),
+            records,
+            seen_marker,
+            markers: 0,
+        }
+    }
+
+    /// Every record received so far (datagrams are FIFO: once our marker is back,
+    /// everything sent before it has been read).
+    fn drain(&mut self) -> Vec<Vec<u8>> {
+        self.markers += 1;
+        UnixDatagram::unbound()
+            .unwrap()
+            .send_to(MARKER, &self.path)
+            .unwrap();
+        let (lock, cvar) = &*self.seen_marker;
+        let mut seen = lock.lock().unwrap();
+        while *seen < self.markers {
+            seen = cvar.wait(seen).unwrap();
+        }
+        std::mem::take(&mut *self.records.lock().unwrap())
+    }
+}
+
+impl System {
+    /// Lays out a system under `root` (on the ext4) talking to the TPM at `tcti`.
+    fn new(root: &Path, tcti: &str) -> System {
+        fs::create_dir_all(root).unwrap();
+        let dirs = vec![root.join("etc/secure"), root.join("var/secure")];
+        let journal = Journal::bind(&root.join("journal.sock"));
+        let system = System {
+            root: root.to_path_buf(),
+            config: root.join("integrity-handler.toml"),
+            journal,
+            dirs,
+        };
+        system.configure(tcti, false);
+        system
+    }
+
+    fn configure(&self, tcti: &str, block_network: bool) {
+        let dirs = self
+            .dirs
+            .iter()
+            .map(|d| format!("{:?}", d.display().to_string()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        fs::write(
+            &self.config,
+            format!(
+                "tcti = {tcti:?}\nstate-dir = {:?}\ndirectories = [{dirs}]\nblock-network-on-event = {block_network}\njournal-socket = {:?}\n",
+                self.state_dir().display().to_string(),
+                self.root.join("journal.sock").display().to_string(),
+            ),
+        )
+        .unwrap();
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    fn sealed_fek(&self) -> PathBuf {
+        self.state_dir().join("sealed-fek")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_integrity-handler"));
+        cmd.arg("--config").arg(&self.config).args(args);
+        cmd.env_remove("JOURNAL_STREAM")
+            .env_remove("INTEGRITY_HANDLER_KILL_AFTER_STEP");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs a subcommand that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The journal records received so far, each as its fields.
+    fn journal_records(&mut self) -> Vec<HashMap<String, String>> {
+        self.journal
+            .drain()
+            .into_iter()
+            .map(|datagram| {
+                String::from_utf8(datagram)
+                    .unwrap()
+                    .lines()
+                    .map(|l| {
+                        let (k, v) = l.split_once('=').expect("KEY=value lines");
+                        (k.to_string(), v.to_string())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn write_files(&self) {
+        for (i, d) in self.dirs.iter().enumerate() {
+            fs::write(d.join("router.key"), format!("secret {i}")).unwrap();
+        }
+    }
+
+    fn assert_files_read_back(&self) {
+        for (i, d) in self.dirs.iter().enumerate() {
+            assert_eq!(
+                fs::read_to_string(d.join("router.key")).unwrap(),
+                format!("secret {i}")
+            );
+        }
+    }
+
+    fn assert_locked(&self) {
+        for d in &self.dirs {
+            // Without the key the kernel shows only no-key names.
+            assert!(
+                !d.join("router.key").exists(),
+                "{} still unlocked",
+                d.display()
+            );
+            assert_eq!(fs::read_dir(d).unwrap().count(), 1);
+        }
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_integrity_event(system: &mut System, out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_INTEGRITY_EVENT),
+        "{}",
+        stderr(out)
+    );
+    assert!(
+        stderr(out).lines().any(|l| l == EVENT),
+        "stderr lacks the event line: {}",
+        stderr(out)
+    );
+    let records = system.journal_records();
+    let event: Vec<_> = records
+        .iter()
+        .filter(|r| r.get("PRIORITY").map(String::as_str) == Some("0"))
+        .collect();
+    assert_eq!(event.len(), 1, "{records:?}");
+    assert_eq!(event[0]["MESSAGE"], EVENT);
+    assert_eq!(event[0]["SYSLOG_IDENTIFIER"], "integrity-handler");
+}
+
+#[test]
+fn onboards_locks_and_unlocks_with_files_intact() {
+    if !ssr_testkit::require_root() {
+        return;
+    }
+    let fs_ = LoopExt4::create(32, 4096).unwrap();
+    let tpm = Swtpm::start().unwrap();
+    let mut system = System::new(&fs_.mount_point().join("sys"), &tpm.tcti());
+
+    assert!(system.ok(&["status"]).contains("onboarded: no"));
+    system.ok(&["start"]);
+    let records = system.journal_records();
+    let messages: Vec<&str> = records.iter().map(|r| r["MESSAGE"].as_str()).collect();
+    for want in [
+        "capability check: TPM 2.0 present and usable",
+        "capability check: the file system supports encryption",
+        "FEK generated by the TPM",
+        "sealed FEK stored at",
+        "directory created, empty",
+        "encrypted (fscrypt v2",
+        "onboarding recorded",
+    ] {
+        let want = want.replace("directory created", "");
+        assert!(
+            messages.iter().any(|m| m.contains(want.trim())),
+            "no journal record contains {want:?}: {messages:#?}"
+        );
+    }
+    assert!(
+        records
+            .iter()
+            .all(|r| r["PRIORITY"] == "6" && r["SYSLOG_IDENTIFIER"] == "integrity-handler")
+    );
+    assert!(system.sealed_fek().exists());
+    for d in &system.dirs {
+        let policy = ssr_fscrypt::kernel::get_policy(d)
+            .unwrap()
+            .expect("encrypted");
+        assert_eq!(fs::read_dir(d).unwrap().count(), 0, "created empty");
+        assert!(system.ok(&["status"]).contains(&format!(
+            "onboarded: yes (FEK key identifier {})",
+            policy.key_identifier()
+        )));
+    }
+    system.write_files();
+
+    // A simulated reboot: lock, then start again.
+    system.ok(&["lock"]);
+    system.assert_locked();
+    let status = system.ok(&["status"]);
+    assert_eq!(status.matches(": locked").count(), 2, "{status}");
+    system.journal_records();
+    system.ok(&["start"]);
+    system.assert_files_read_back();
+    let messages: Vec<String> = system
+        .journal_records()
+        .into_iter()
+        .map(|r| r["MESSAGE"].clone())
+        .collect();
+    for d in &system.dirs {
+        assert!(messages.contains(&format!("directory {} unlocked", d.display())));
+    }
+    assert!(messages.iter().any(|m| m.starts_with("FEK retrieved")));
+    assert_eq!(system.ok(&["status"]).matches(": unlocked").count(), 2);
+
+    // Lock with a file open: reported, and the key is still removed.
+    let open = fs::File::open(system.dirs[0].join("router.key")).unwrap();
+    let out = system.run(&["lock"]);
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("still open"), "{}", stderr(&out));
+    drop(open);
+    system.ok(&["lock"]);
+    system.assert_locked();
+
+    // The downgrade guard, onboarded.
+    assert_eq!(
+        system.run(&["check-target", "7.1.2"]).status.code(),
+        Some(4)
+    );
+    assert_eq!(
+        system
+            .run(&["check-target", "7.1.2", "--previous", "7.1.2-R1"])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        system.run(&["check-target", "7.2.0"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        system.run(&["check-target", "seven"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn corrupt_or_missing_sealed_fek_is_an_integrity_event_and_destroys_nothing() {
+    if !ssr_testkit::require_root() {
+        return;
+    }
+    let fs_ = LoopExt4::create(32, 4096).unwrap();
+    let tpm = Swtpm::start().unwrap();
+    let mut system = System::new(&fs_.mount_point().join("sys"), &tpm.tcti());
+    system.ok(&["start"]);
+    system.write_files();
+    system.ok(&["lock"]);
+    system.journal_records();
+    let original = fs::read(system.sealed_fek()).unwrap();
+
+    // One flipped bit in the ciphertext.
+    let mut corrupt = original.clone();
+    let mid = corrupt.len() / 2;
+    corrupt[mid] ^= 0x01;
+    fs::write(system.sealed_fek(), &corrupt).unwrap();
+    let out = system.run(&["start"]);
+    assert_integrity_event(&mut system, &out);
+    assert_eq!(
+        fs::read(system.sealed_fek()).unwrap(),
+        corrupt,
+        "sealed FEK rewritten"
+    );
+    system.assert_locked();
+
+    // Missing.
+    fs::remove_file(system.sealed_fek()).unwrap();
+    let out = system.run(&["start"]);
+    assert_integrity_event(&mut system, &out);
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(!system.sealed_fek().exists());
+    system.assert_locked();
+
+    // Put back, nothing was lost.
+    fs::write(system.sealed_fek(), &original).unwrap();
+    system.ok(&["start"]);
+    system.assert_files_read_back();
+}
+
+#[test]
+fn no_tpm_stays_unencrypted() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = ssr_testkit::free_port_pair().unwrap();
+    let mut system = System::new(dir.path(), &format!("swtpm:host=127.0.0.1,port={port}"));
+    let out = system.run(&["start"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stays unencrypted"),
+        "{}",
+        stderr(&out)
+    );
+    let records = system.journal_records();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["MESSAGE"].contains("no usable TPM 2.0") && r["PRIORITY"] == "4")
+    );
+    for d in &system.dirs {
+        assert!(!d.exists());
+    }
+    assert!(!system.state_dir().exists());
+    assert!(system.ok(&["status"]).contains("onboarded: no"));
+    // Not onboarded: any version may be installed.
+    assert_eq!(
+        system.run(&["check-target", "6.3.0"]).status.code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn refuses_to_migrate_plaintext() {
+    if !ssr_testkit::require_root() {
+        return;
+    }
+    let fs_ = LoopExt4::create(16, 4096).unwrap();
+    let tpm = Swtpm::start().unwrap();
+    let system = System::new(&fs_.mount_point().join("sys"), &tpm.tcti());
+    fs::create_dir_all(&system.dirs[1]).unwrap();
+    fs::write(system.dirs[1].join("old.conf"), b"plaintext").unwrap();
+    let out = system.run(&["start"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("plaintext is never migrated"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!system.sealed_fek().exists());
+    assert!(!system.dirs[0].exists());
+    assert_eq!(
+        fs::read(system.dirs[1].join("old.conf")).unwrap(),
+        b"plaintext"
+    );
+    assert_eq!(
+        ssr_fscrypt::kernel::get_policy(&system.dirs[1]).unwrap(),
+        None
+    );
+}
+
+/// Kills onboarding (SIGKILL) right after each durable step in turn; the next `start`
+/// must finish onboarding into a system that locks and unlocks with its files.
+#[test]
+fn onboarding_survives_a_kill_at_every_step() {
+    if !ssr_testkit::require_root() {
+        return;
+    }
+    let fs_ = LoopExt4::create(32, 4096).unwrap();
+    let tpm = Swtpm::start().unwrap();
+    let mut step = 1;
+    loop {
+        let system = System::new(&fs_.mount_point().join(format!("kill-{step}")), &tpm.tcti());
+        let out = system
+            .command(&["start"])
+            .env("INTEGRITY_HANDLER_KILL_AFTER_STEP", step.to_string())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            // Past the last step: onboarding ran to the end.
+            assert!(step > 6, "only {} steps", step - 1);
+            break;
+        }
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "step {step}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(&format!("killed after step {step}")),
+            "{}",
+            stderr(&out)
+        );
+        system.ok(&["start"]);
+        let status = system.ok(&["status"]);
+        assert!(status.contains("onboarded: yes"), "step {step}: {status}");
+        system.write_files();
+        system.ok(&["lock"]);
+        system.assert_locked();
+        system.ok(&["start"]);
+        system.assert_files_read_back();
+        system.ok(&["lock"]);
+        step += 1;
+    }
+}
+
+/// An onboarding interrupted after directories were encrypted, whose TPM is then
+/// replaced: the stale sealed FEK is set aside (not deleted), the empty directories
+/// are recreated under a new FEK, and onboarding completes.
+#[test]
+fn interrupted_onboarding_with_a_lost_tpm_starts_again_cleanly() {
+    if !ssr_testkit::require_root() {
+        return;
+    }
+    let fs_ = LoopExt4::create(16, 4096).unwrap();
+    let first = Swtpm::start().unwrap();
+    let system = System::new(&fs_.mount_point().join("sys"), &first.tcti());
+    // Steps: capabilities, FEK generated, FEK stored, key added, dir 0 created,
+    // dir 0 policy set (6).
+    let out = system
+        .command(&["start"])
+        .env("INTEGRITY_HANDLER_KILL_AFTER_STEP", "6")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    let old = ssr_fscrypt::kernel::get_policy(&system.dirs[0])
+        .unwrap()
+        .unwrap();
+    let stale = fs::read(system.sealed_fek()).unwrap();
+
+    let second = Swtpm::start().unwrap();
+    system.configure(&second.tcti(), false);
+    let out = system.run(&["start"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("onboarding starts again"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        fs::read(system.state_dir().join("sealed-fek.unusable-1")).unwrap(),
+        stale
+    );
+    let new = ssr_fscrypt::kernel::get_policy(&system.dirs[0])
+        .unwrap()
+        .unwrap();
+    assert_ne!(new.key_identifier(), old.key_identifier());
+    system.write_files();
+    system.ok(&["lock"]);
+    system.ok(&["start"]);
+    system.assert_files_read_back();
+}

@@ -69,6 +69,14 @@ pub enum Error {
     /// A CRL's signature does not verify under its issuer's key.
     #[error("CRL signature does not verify under the issuer's public key")]
     CrlBadSignature,
+    /// A CRL's thisUpdate is after the validation time.
+    #[error("CRL not yet valid: thisUpdate {this_update} is after {now} (Unix seconds)")]
+    CrlNotYetValid {
+        /// The CRL's thisUpdate.
+        this_update: i64,
+        /// The validation time.
+        now: i64,
+    },
     /// A CRL was past its nextUpdate at the validation time.
     #[error("CRL is stale: nextUpdate {next_update} is before {now} (Unix seconds)")]
     CrlExpired {
@@ -137,7 +145,7 @@ pub enum Error {
         what: &'static str,
     },
     /// A certificate of the best candidate path fails the crate's own checks.
-    #[error("certificate {subject:?} in the path is unacceptable: {issue}")]
+    #[error("certificate in the path is unacceptable: {issue}")]
     PathCertificate {
         /// The offending certificate's subject.
         subject: String,

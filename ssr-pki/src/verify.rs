@@ -279,7 +279,8 @@ pub fn verify_chain(
 
 /// Our checks on a complete candidate path (leaf first, anchor last), where webpki is
 /// silent: per-certificate structure and validity (the anchor included), EKU chaining
-/// through the CAs, and cRLSign of every CA that issued one of the CRLs in use.
+/// through the CAs, and, for every CRL issued by a CA of the path, the CA's cRLSign and
+/// the CRL's thisUpdate.
 fn check_candidate(path: &[&Certificate], opts: &ChainOptions) -> Result<(), Error> {
     let last = path.len() - 1;
     for (i, cert) in path.iter().enumerate() {
@@ -305,6 +306,13 @@ fn check_candidate(path: &[&Certificate], opts: &ChainOptions) -> Result<(), Err
         if i > 0 {
             for crl in opts.crls.iter().filter(|c| c.issued_by_name_of(cert)) {
                 crl.check_issuer_may_sign(cert)?;
+                // webpki checks nextUpdate only; a CRL from the future is no evidence.
+                if crl.this_update() > opts.time_unix {
+                    return Err(Error::CrlNotYetValid {
+                        this_update: crl.this_update(),
+                        now: opts.time_unix,
+                    });
+                }
             }
         }
     }

@@ -214,6 +214,15 @@ fn rejection_names_the_reason() {
         verify(ChainOptions::new(leaf.not_before() - DAY)),
         Err(Error::NotYetValid { .. })
     ));
+    // A CRL issued after the validation time is no evidence (openssl: "CRL is not yet
+    // valid"); `at` is 2024-01-02, this CRL's thisUpdate 2024-06-01.
+    let future = Crl::from_pem(&pki.intermediate_crl_issued((2024, 6, 1))).expect("crl");
+    assert!(matches!(
+        verify(ChainOptions::new(at).with_crls(vec![future.clone()])),
+        Err(Error::CrlNotYetValid { .. })
+    ));
+    assert!(verify(ChainOptions::new(future.this_update() + DAY).with_crls(vec![future])).is_ok());
+
     let mut no_budget = ChainOptions::new(at);
     no_budget.max_candidate_paths = 0;
     assert_eq!(

@@ -147,11 +147,25 @@ impl TestPki {
     pub fn intermediate_crl(&self, serials: &[u64]) -> String {
         crl(&self.intermediate, serials)
     }
+
+    /// A CRL signed by the intermediate, revoking nothing, with thisUpdate on the given
+    /// (year, month, day) instead of 2023-01-01.
+    pub fn intermediate_crl_issued(&self, (year, month, day): (i32, u8, u8)) -> String {
+        crl_issued(&self.intermediate, &[], (year, month, day))
+    }
 }
 
 fn crl(issuer: &Issuer<'static, KeyPair>, serials: &[u64]) -> String {
+    crl_issued(issuer, serials, (2023, 1, 1))
+}
+
+fn crl_issued(
+    issuer: &Issuer<'static, KeyPair>,
+    serials: &[u64],
+    (year, month, day): (i32, u8, u8),
+) -> String {
     CertificateRevocationListParams {
-        this_update: date_time_ymd(2023, 1, 1),
+        this_update: date_time_ymd(year, month, day),
         next_update: date_time_ymd(2039, 1, 1),
         crl_number: SerialNumber::from(1u64),
         issuing_distribution_point: None,

@@ -194,3 +194,27 @@ pub(crate) fn encode(label: &str, der: &[u8]) -> String {
     // Only fails on an invalid label; ours are constants.
     pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_follow_rfc7468() {
+        for ok in ["CERTIFICATE", "X509 CRL", "EC PRIVATE KEY", "A-B"] {
+            assert!(valid_label(ok), "{ok}");
+        }
+        for bad in [" X", "X ", "A  B", "A--B", "-A", "CAFÉ", "A\tB"] {
+            assert!(!valid_label(bad), "{bad}");
+        }
+        assert!(is_private_key_label("ENCRYPTED PRIVATE KEY"));
+        assert!(!is_private_key_label("PUBLIC KEY"));
+    }
+
+    #[test]
+    fn encode_then_parse_is_identity() {
+        let text = encode("PUBLIC KEY", &[1, 2, 3, 4, 5]);
+        let items = parse_pem_bundle(&text).expect("parses");
+        assert!(matches!(&items[..], [PemItem::Other { label }] if label == "PUBLIC KEY"));
+    }
+}

@@ -140,3 +140,24 @@ pub(crate) fn signature_alg_matches(
 ) -> bool {
     alg_id_contents(signature_alg).is_some_and(|id| alg.signature_alg_id().as_ref() == id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_inner_element_takes_exact_bytes() {
+        // SEQUENCE { SEQUENCE { 01 02 }, 05 00 }
+        let der = [0x30, 0x06, 0x30, 0x02, 0x01, 0x02, 0x05, 0x00];
+        assert_eq!(first_inner_element(&der), Some(&der[2..6]));
+        // Long-form lengths.
+        let mut long = vec![0x30, 0x81, 0x85, 0x30, 0x81, 0x80];
+        long.extend([0u8; 0x80]);
+        long.extend([0x05, 0x00]);
+        assert_eq!(first_inner_element(&long).map(<[u8]>::len), Some(0x83));
+        // Truncated or absurd inputs give None, never a panic.
+        for bad in [&[][..], &[0x30], &[0x30, 0x85, 1, 2, 3, 4, 5], &der[..5]] {
+            assert_eq!(first_inner_element(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -507,3 +507,174 @@ fn interrupted_onboarding_with_a_lost_tpm_starts_again_cleanly() {
     system.ok(&["start"]);
     system.assert_files_read_back();
 }
+
+/// A network namespace created by the test, deleted on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn add(name: String) -> NetNs {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        ssr_testkit::run(Command::new("ip").args(["netns", "add", &name])).unwrap();
+        let ns = NetNs(name);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        ssr_testkit::run(Command::new("ip").args(["-n", &self.0]).args(args)).unwrap();
+    }
+
+    /// A command run inside the namespace.
+    fn exec(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.0]).arg(program);
+        cmd
+    }
+
+    fn ping(&self, addr: &str) -> bool {
+        self.exec("ping")
+            .args(["-c", "1", "-W", "1", addr])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    /// A TCP connection to 127.0.0.1:port inside the namespace succeeds.
+    fn loopback_connects(&self, port: u16) -> bool {
+        self.exec("bash")
+            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A child process killed on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The sealed FEK next to a different TPM: an integrity event. The handler runs in a
+/// network namespace (with that other swtpm inside it, on its loopback) joined by a
+/// veth pair to a peer namespace; after the event the nftables table is in place,
+/// the peer's pings are dropped, loopback still works. Restarting fails again the
+/// same way, and nothing on disk is touched.
+#[test]
+fn other_tpm_is_an_integrity_event_that_blocks_the_network() {
+    if !ssr_testkit::require_root() {
+        return;
+    }
+    let fs_ = LoopExt4::create(32, 4096).unwrap();
+    let tpm = Swtpm::start().unwrap();
+    let mut system = System::new(&fs_.mount_point().join("sys"), &tpm.tcti());
+    system.ok(&["start"]);
+    system.write_files();
+    system.ok(&["lock"]);
+    system.journal_records();
+    let sealed = fs::read(system.sealed_fek()).unwrap();
+
+    let id = std::process::id();
+    let host = NetNs::add(format!("ih-test-{id}-h"));
+    let peer = NetNs::add(format!("ih-test-{id}-p"));
+    host.ip(&[
+        "link", "add", "ih0", "type", "veth", "peer", "name", "ih1", "netns", &peer.0,
+    ]);
+    host.ip(&["addr", "add", "192.0.2.1/24", "dev", "ih0"]);
+    peer.ip(&["addr", "add", "192.0.2.2/24", "dev", "ih1"]);
+    host.ip(&["link", "set", "ih0", "up"]);
+    peer.ip(&["link", "set", "ih1", "up"]);
+    assert!(peer.ping("192.0.2.1"), "veth pair does not carry pings");
+
+    // The other TPM, inside the handler's namespace.
+    let state = tempfile::tempdir().unwrap();
+    let other = Killed(
+        host.exec("swtpm")
+            .args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", state.path().display()))
+            .args([
+                "--server",
+                "type=tcp,port=2321,bindaddr=127.0.0.1",
+                "--ctrl",
+                "type=tcp,port=2322,bindaddr=127.0.0.1",
+                "--flags",
+                "not-need-init,startup-clear",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !host.loopback_connects(2321) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "swtpm in the namespace did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    system.configure("swtpm:host=127.0.0.1,port=2321", true);
+
+    for attempt in 0..2 {
+        let out = host
+            .exec(env!("CARGO_BIN_EXE_integrity-handler"))
+            .arg("--config")
+            .arg(&system.config)
+            .arg("start")
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap();
+        assert_integrity_event(&mut system, &out);
+        assert!(
+            stderr(&out).contains("TPM: TPM has no key at persistent handle"),
+            "attempt {attempt}: {}",
+            stderr(&out)
+        );
+        let table = host
+            .exec("nft")
+            .args(["list", "table", "inet", "integrity_handler"])
+            .output()
+            .unwrap();
+        assert!(table.status.success(), "{}", stderr(&table));
+        let table = String::from_utf8_lossy(&table.stdout);
+        assert_eq!(table.matches("policy drop").count(), 3, "{table}");
+        assert!(
+            !peer.ping("192.0.2.1"),
+            "traffic to the handler's namespace still flows"
+        );
+        assert!(
+            !host.ping("192.0.2.2"),
+            "traffic from the handler's namespace still flows"
+        );
+        assert!(host.loopback_connects(2321), "loopback must stay open");
+    }
+    drop(other);
+    assert_eq!(fs::read(system.sealed_fek()).unwrap(), sealed);
+    system.assert_locked();
+    // The host namespace has no such table.
+    let host_table = Command::new("nft")
+        .args(["list", "table", "inet", "integrity_handler"])
+        .output()
+        .unwrap();
+    assert!(!host_table.status.success());
+
+    // Back with its own TPM, the system unlocks with its files.
+    system.configure(&tpm.tcti(), false);
+    system.ok(&["start"]);
+    system.assert_files_read_back();
+}

@@ -98,11 +98,8 @@ fn main() -> ExitCode {
                         return ExitCode::from(EXIT_USAGE);
                     }
                 };
-            let onboarded = match handler.is_onboarded() {
-                Ok(o) => o,
-                // A damaged record still means onboarded: be conservative.
-                Err(_) => true,
-            };
+            // A damaged record still means onboarded: be conservative.
+            let onboarded = handler.is_onboarded().unwrap_or(true);
             match downgrade::check_target(onboarded, target, previous) {
                 Ok(why) => {
                     println!("allowed: {target} ({why:?})");

@@ -89,9 +89,9 @@ pub fn plan_directory(state: DirState, fek: &KeyIdentifier) -> Result<DirAction,
 /// Checks every directory before anything is generated or changed. `fek` is the key
 /// that will be used when it is already known (a resumed onboarding whose sealed FEK
 /// unsealed), `None` when a fresh FEK will be generated.
-pub fn precheck<'a, P>(
+pub fn precheck<P>(
     dirs: impl IntoIterator<Item = (P, DirState)>,
-    fek: Option<&'a KeyIdentifier>,
+    fek: Option<&KeyIdentifier>,
 ) -> Result<(), (P, Refusal)> {
     for (path, state) in dirs {
         let refusal = match (state, fek) {

@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
         for role in [Role::Leaf, Role::Intermediate, Role::Root] {
             let _ = check_certificate(&cert, role, cert.not_before());
         }
-        let _ = (cert.subject_cn(), cert.san_uris(), cert.crl_distribution_points());
+        let _ = (
+            cert.subject_cn(),
+            cert.san_uris(),
+            cert.crl_distribution_points(),
+        );
         let _ = ssr_pki::check_peer_identity(&cert, "peer");
     }
 });

@@ -4,42 +4,33 @@
 //! little-endian data unit index followed by zeros). Data units are multiples of
 //! 16 bytes (512 to 65536), so ciphertext stealing never happens for contents.
 //!
-//! Speed: tweaks for up to 64 blocks are computed first, then all blocks go through
-//! the cipher's multi-block path (`encrypt_blocks`, pipelined AES-NI rounds), then
-//! the tweaks are applied again: no per-block cipher calls.
+//! Speed: the whole buffer goes through one call into the data cipher's backend
+//! (AES-NI or VAES, chosen at run time by the `aes` crate). Inside it, per batch of
+//! 64 blocks (1 KiB, so everything stays in L1): the tweaks are generated in
+//! vectorisable 64-bit halves, XORed in, the batch goes through the backend's
+//! multi-block path, and the tweaks are XORed in again. No per-block cipher calls,
+//! no scratch buffers beyond one batch of tweaks on the stack.
 
 use aes::Aes256;
 use cipher::array::Array;
 use cipher::consts::U16;
-use cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+use cipher::typenum::Unsigned;
+use cipher::{
+    BlockCipherDecBackend, BlockCipherDecClosure, BlockCipherDecrypt, BlockCipherEncBackend,
+    BlockCipherEncClosure, BlockCipherEncrypt, BlockSizeUser, KeyInit, ParBlocks,
+};
 
 use crate::error::{Error, Result};
 use crate::key::ModeKey;
 
 /// AES block size.
 const BLOCK: usize = 16;
-/// Blocks processed per cipher call (tweaks kept on the stack): four 4 KiB data
-/// units, so the cipher backend sets up its round keys once per 16 KiB.
-const BATCH: usize = 1024;
+/// Blocks whose tweaks are generated together (the widest backend batch, VAES-512).
+const BATCH: usize = 64;
 /// Independent tweak chains.
 const LANES: usize = 8;
 
-/// Tweak storage for one batch (on the caller's stack, reused across data units).
-struct Scratch {
-    tlo: [u64; BATCH],
-    thi: [u64; BATCH],
-    tw: [u128; BATCH],
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        Scratch {
-            tlo: [0; BATCH],
-            thi: [0; BATCH],
-            tw: [0; BATCH],
-        }
-    }
-}
+type Block = Array<u8, U16>;
 
 /// An AES-256-XTS contents cipher for one (per-file or per-mode) 64-byte key.
 pub struct ContentsCipher {
@@ -94,7 +85,7 @@ impl ContentsCipher {
     }
 
     /// Encrypts (or decrypts) consecutive data units of `unit_len` bytes in place,
-    /// unit `i` with IV `iv(i)`; scratch space is set up once for all of them.
+    /// unit `i` with IV `iv(i)`, all in one call into the cipher backend.
     pub fn crypt_data_units(
         &self,
         buf: &mut [u8],
@@ -102,95 +93,117 @@ impl ContentsCipher {
         encrypt: bool,
         mut iv: impl FnMut(usize) -> Result<[u8; 16]>,
     ) -> Result<()> {
-        if unit_len == 0 || !buf.len().is_multiple_of(unit_len) {
+        if unit_len == 0 || !buf.len().is_multiple_of(unit_len) || !unit_len.is_multiple_of(BLOCK) {
             return Err(Error::DataUnitLength {
                 len: buf.len(),
                 data_unit_size: unit_len,
             });
         }
-        let mut scratch = Scratch::new();
-        let per_group = (BATCH * BLOCK) / unit_len;
-        if per_group < 2 || !unit_len.is_multiple_of(BLOCK) {
-            for (i, unit) in buf.chunks_exact_mut(unit_len).enumerate() {
-                self.xts_with(&iv(i)?, unit, encrypt, &mut scratch)?;
-            }
-            return Ok(());
+        let mut outcome = Ok(());
+        let units = XtsUnits {
+            tweak: &self.tweak,
+            buf,
+            unit_len,
+            iv: &mut iv,
+            outcome: &mut outcome,
+        };
+        if encrypt {
+            self.data.encrypt_with_backend(units);
+        } else {
+            self.data.decrypt_with_backend(units);
         }
-        // Several data units per cipher call: one tweak chain per unit, one
-        // multi-block call for the group (fewer backend set-ups).
-        let Scratch { tlo, thi, tw } = &mut scratch;
-        let bpu = unit_len / BLOCK;
-        let mut index = 0;
-        for group in buf.chunks_mut(per_group * unit_len) {
-            let (blocks, _) = Array::<u8, U16>::slice_as_chunks_mut(group);
-            let units = blocks.len() / bpu;
-            for u in 0..units {
-                let mut t = Array::<u8, U16>(iv(index)?);
-                index += 1;
-                self.tweak.encrypt_block(&mut t);
-                let range = u * bpu..(u + 1) * bpu;
-                gen_tweaks(
-                    u128::from_le_bytes(t.0),
-                    &mut tlo[range.clone()],
-                    &mut thi[range],
-                );
-            }
-            let nb = blocks.len();
-            for ((t, l), h) in tw[..nb].iter_mut().zip(tlo.iter()).zip(thi.iter()) {
-                *t = (u128::from(*h) << 64) | u128::from(*l);
-            }
-            xor_tweaks(blocks, tw);
-            if encrypt {
-                self.data.encrypt_blocks(blocks);
-            } else {
-                self.data.decrypt_blocks(blocks);
-            }
-            xor_tweaks(blocks, tw);
-        }
-        Ok(())
+        outcome
     }
 
     fn xts(&self, iv: &[u8; 16], unit: &mut [u8], encrypt: bool) -> Result<()> {
-        self.xts_with(iv, unit, encrypt, &mut Scratch::new())
-    }
-
-    fn xts_with(
-        &self,
-        iv: &[u8; 16],
-        unit: &mut [u8],
-        encrypt: bool,
-        scratch: &mut Scratch,
-    ) -> Result<()> {
         if unit.is_empty() || !unit.len().is_multiple_of(BLOCK) {
             return Err(Error::DataUnitLength {
                 len: unit.len(),
                 data_unit_size: BLOCK,
             });
         }
-        let mut t = Array::<u8, U16>(*iv);
-        self.tweak.encrypt_block(&mut t);
-        let mut t = u128::from_le_bytes(t.0);
-        let (blocks, _) = Array::<u8, U16>::slice_as_chunks_mut(unit);
-        // Tweaks in two 64-bit halves (structure of arrays, so the compiler can
-        // vectorise): LANES consecutive ones by single steps, the rest from the one
-        // LANES back (× α^LANES: a byte shift, the fallen-off byte folded back with
-        // the XTS polynomial x^7 + x^2 + x + 1 by shifts and XORs, constant time).
-        let Scratch { tlo, thi, tw } = scratch;
-        for chunk in blocks.chunks_mut(BATCH) {
-            let n = chunk.len();
-            t = gen_tweaks(t, &mut tlo[..n], &mut thi[..n]);
-            for ((t, l), h) in tw.iter_mut().zip(tlo.iter()).zip(thi.iter()) {
-                *t = (u128::from(*h) << 64) | u128::from(*l);
+        let len = unit.len();
+        self.crypt_data_units(unit, len, encrypt, |_| Ok(*iv))
+    }
+}
+
+/// Data units on their way through one backend call (see the module docs).
+struct XtsUnits<'a, F> {
+    tweak: &'a Aes256,
+    buf: &'a mut [u8],
+    unit_len: usize,
+    iv: &'a mut F,
+    /// The first error of `iv`, if any (units from there on are left untouched).
+    outcome: &'a mut Result<()>,
+}
+
+impl<F: FnMut(usize) -> Result<[u8; 16]>> XtsUnits<'_, F> {
+    /// Runs every unit, `op` being the backend's multi-block operation on up to
+    /// `par` blocks (exactly `par` uses its parallel path).
+    fn run(self, op: impl Fn(&mut [Block])) {
+        let mut tlo = [0u64; BATCH];
+        let mut thi = [0u64; BATCH];
+        let mut tw = [0u128; BATCH];
+        for (i, unit) in self.buf.chunks_exact_mut(self.unit_len).enumerate() {
+            let mut t = match (self.iv)(i) {
+                Ok(iv) => Block::from(iv),
+                Err(e) => {
+                    *self.outcome = Err(e);
+                    return;
+                }
+            };
+            self.tweak.encrypt_block(&mut t);
+            let mut t = u128::from_le_bytes(t.0);
+            let (blocks, _) = Block::slice_as_chunks_mut(unit);
+            for chunk in blocks.chunks_mut(BATCH) {
+                let n = chunk.len();
+                t = gen_tweaks(t, &mut tlo[..n], &mut thi[..n]);
+                for ((t, l), h) in tw[..n].iter_mut().zip(tlo.iter()).zip(thi.iter()) {
+                    *t = (u128::from(*h) << 64) | u128::from(*l);
+                }
+                xor_tweaks(chunk, &tw[..n]);
+                op(chunk);
+                xor_tweaks(chunk, &tw[..n]);
             }
-            xor_tweaks(chunk, tw);
-            if encrypt {
-                self.data.encrypt_blocks(chunk);
-            } else {
-                self.data.decrypt_blocks(chunk);
-            }
-            xor_tweaks(chunk, tw);
         }
-        Ok(())
+    }
+}
+
+impl<F> BlockSizeUser for XtsUnits<'_, F> {
+    type BlockSize = U16;
+}
+
+impl<F: FnMut(usize) -> Result<[u8; 16]>> BlockCipherEncClosure for XtsUnits<'_, F> {
+    fn call<B: BlockCipherEncBackend<BlockSize = U16>>(self, backend: &B) {
+        let par = B::ParBlocksSize::USIZE;
+        self.run(|chunk| {
+            for c in chunk.chunks_mut(par) {
+                if c.len() == par
+                    && let Ok(p) = <&mut ParBlocks<B>>::try_from(&mut *c)
+                {
+                    backend.encrypt_par_blocks_inplace(p);
+                } else {
+                    backend.encrypt_tail_blocks_inplace(c);
+                }
+            }
+        });
+    }
+}
+
+impl<F: FnMut(usize) -> Result<[u8; 16]>> BlockCipherDecClosure for XtsUnits<'_, F> {
+    fn call<B: BlockCipherDecBackend<BlockSize = U16>>(self, backend: &B) {
+        let par = B::ParBlocksSize::USIZE;
+        self.run(|chunk| {
+            for c in chunk.chunks_mut(par) {
+                if c.len() == par
+                    && let Ok(p) = <&mut ParBlocks<B>>::try_from(&mut *c)
+                {
+                    backend.decrypt_par_blocks_inplace(p);
+                } else {
+                    backend.decrypt_tail_blocks_inplace(c);
+                }
+            }
+        });
     }
 }
 

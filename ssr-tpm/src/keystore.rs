@@ -379,3 +379,187 @@ impl KeyStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A fake TPM: the "private blob" is tagged with the master's identity, and
+    /// "signing" hashes the digest with it. Two seeds are two TPMs.
+    struct FakeTpm {
+        seed: u8,
+        counter: u8,
+        master: Option<u32>,
+    }
+
+    impl KeyStoreTpm for FakeTpm {
+        fn master_key_name(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error> {
+            Ok((self.master == Some(handle)).then_some([self.seed; 32]))
+        }
+
+        fn create_wrapped_key(&mut self, _master: u32) -> Result<WrappedKey, Error> {
+            self.counter += 1;
+            Ok(WrappedKey {
+                tpm_public: vec![self.counter; 90],
+                tpm_private: vec![self.seed; 126],
+                spki_der: vec![self.counter; 91],
+            })
+        }
+
+        fn sign_with_wrapped_key(
+            &mut self,
+            master: u32,
+            key: &WrappedKey,
+            digest: &[u8; 32],
+        ) -> Result<[u8; 64], Error> {
+            if key.tpm_private[0] != self.seed {
+                return Err(Error::WrongTpm {
+                    handle: master,
+                    reason: "integrity",
+                });
+            }
+            let mut out = [0u8; 64];
+            out[..32].copy_from_slice(digest);
+            out[32..].copy_from_slice(&Sha256::digest(&key.tpm_public));
+            Ok(out)
+        }
+    }
+
+    const MASTER: u32 = 0x8100_0101;
+
+    fn tpm(seed: u8) -> FakeTpm {
+        FakeTpm {
+            seed,
+            counter: 0,
+            master: Some(MASTER),
+        }
+    }
+
+    #[test]
+    fn round_trip_through_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path().join("ks"), MASTER).unwrap();
+        let mut t = tpm(1);
+        let a = store.generate(&mut t, "a").unwrap();
+        assert_eq!(store.load("a").unwrap(), a);
+        assert_eq!(KeyEntry::parse(&a.to_bytes()).unwrap(), a);
+        let sig = store.load("a").unwrap().sign(&mut t, b"hello").unwrap();
+        assert_eq!(&sig[..32], Sha256::digest(b"hello").as_slice());
+        // Stray files are not entries.
+        fs::write(dir.path().join("ks/notes.txt"), b"x").unwrap();
+        fs::write(dir.path().join("ks/.hidden.key"), b"x").unwrap();
+        assert_eq!(store.list().unwrap(), ["a"]);
+    }
+
+    #[test]
+    fn another_master_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path(), MASTER).unwrap();
+        let entry = store.generate(&mut tpm(1), "a").unwrap();
+        assert!(matches!(
+            entry.sign(&mut tpm(2), b"m"),
+            Err(Error::WrongTpm { .. })
+        ));
+        let mut none = tpm(1);
+        none.master = None;
+        assert_eq!(
+            entry.sign(&mut none, b"m").unwrap_err(),
+            Error::KeyMissing { handle: MASTER }
+        );
+        assert_eq!(
+            store.generate(&mut none, "b").unwrap_err(),
+            Error::KeyMissing { handle: MASTER }
+        );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for bad in ["", ".x", "a/b", "..", "a b", "ä", &"x".repeat(65)] {
+            assert!(check_key_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["a", "web-server_1.2", &"x".repeat(64)] {
+            assert!(check_key_name(good).is_ok(), "{good:?}");
+        }
+        assert!(KeyStore::new("/tmp", 0x8101_0001).is_err());
+    }
+
+    #[test]
+    fn parser_is_strict() {
+        let entry = KeyEntry::new(
+            "web",
+            MASTER,
+            [3; 32],
+            WrappedKey {
+                tpm_public: vec![1; 10],
+                tpm_private: vec![2; 20],
+                spki_der: vec![3; 30],
+            },
+        )
+        .unwrap();
+        let good = entry.to_bytes();
+        let reason = |b: &[u8]| match KeyEntry::parse(b) {
+            Err(Error::Corrupt { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        };
+        let resum = |b: &mut Vec<u8>| {
+            let n = b.len() - 32;
+            let s = Sha256::digest(&b[..n]);
+            b[n..].copy_from_slice(&s);
+        };
+        assert_eq!(reason(&good[..good.len() - 1]), "checksum mismatch");
+        for i in 5..good.len() {
+            let mut b = good.clone();
+            b[i] ^= 4;
+            assert_eq!(reason(&b), "checksum mismatch", "byte {i}");
+        }
+        let mut b = good.clone();
+        b[4] = 2;
+        assert_eq!(reason(&b), "unknown version");
+        let mut b = good.clone();
+        b.splice(b.len() - 32..b.len() - 32, [0u8]);
+        resum(&mut b);
+        assert_eq!(reason(&b), "trailing bytes");
+        let mut b = good.clone();
+        b[6] = 1;
+        resum(&mut b);
+        assert_eq!(reason(&b), "reserved bytes not zero");
+        let mut b = good.clone();
+        b[44] = 0; // name length
+        resum(&mut b);
+        assert_eq!(reason(&b), "bad name");
+        assert!(matches!(
+            KeyEntry::new(
+                "x",
+                MASTER,
+                [0; 32],
+                WrappedKey {
+                    tpm_public: vec![],
+                    tpm_private: vec![1],
+                    spki_der: vec![1]
+                }
+            ),
+            Err(Error::UnexpectedAnswer { .. })
+        ));
+    }
+
+    #[test]
+    fn ecdsa_der_is_minimal() {
+        let mut sig = [0u8; 64];
+        sig[31] = 1;
+        sig[32] = 0x80;
+        let der = ecdsa_der(&sig);
+        assert_eq!(&der[..5], &[0x30, 0x26, 0x02, 0x01, 0x01]);
+        assert_eq!(&der[5..8], &[0x02, 0x21, 0x00]);
+        assert_eq!(der.len(), 0x28);
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_give_an_error_or_a_round_trip(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok(e) = KeyEntry::parse(&bytes) {
+                prop_assert_eq!(e.to_bytes(), bytes);
+            }
+        }
+    }
+}

@@ -214,3 +214,78 @@ fn a_cloud_vtpm_is_left_alone() {
     assert_eq!(tpm.master_key_name(cfg.master_key_handle).unwrap(), None);
     assert!(!tpm.nv_index_exists(cfg.devid_nv_index).unwrap());
 }
+
+/// A certificate made by openssl with `extra` lines in its config (the oracle).
+fn openssl_cert(subject: &str, extensions: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let cnf = dir.path().join("c.cnf");
+    std::fs::write(
+        &cnf,
+        format!("[req]\ndistinguished_name = dn\n[dn]\n[ext]\n{extensions}\n"),
+    )
+    .unwrap();
+    let der = dir.path().join("c.der");
+    run(
+        None,
+        &[
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            path_str(&dir.path().join("k.pem")),
+            "-subj",
+            subject,
+            "-days",
+            "30",
+            "-config",
+            path_str(&cnf),
+            "-extensions",
+            "ext",
+            "-outform",
+            "DER",
+            "-out",
+            path_str(&der),
+        ],
+    );
+    std::fs::read(der).unwrap()
+}
+
+#[test]
+fn serial_and_model_from_a_hardware_module_name() {
+    use ssr_tpm::identity::parse_device_certificate;
+    let der = openssl_cert(
+        "/O=Example Networks",
+        "subjectAltName = otherName:1.3.6.1.5.5.7.8.4;SEQUENCE:hmn\n\
+         [hmn]\nhwType = OID:1.3.6.1.4.1.2636.1.1.1.2.133\n\
+         hwSerialNum = OCTETSTRING:JN11AB22CD",
+    );
+    let id = parse_device_certificate(&der, "test").unwrap();
+    assert_eq!(id.serial_number, "JN11AB22CD");
+    assert_eq!(id.model.as_deref(), Some("1.3.6.1.4.1.2636.1.1.1.2.133"));
+
+    // NV padding (zeros or 0xFF) after the certificate is fine; anything else is not.
+    let mut padded = der.clone();
+    padded.extend_from_slice(&[0; 40]);
+    assert_eq!(parse_device_certificate(&padded, "t").unwrap().der, der);
+    let mut padded = der.clone();
+    padded.extend_from_slice(&[0xff; 40]);
+    assert!(parse_device_certificate(&padded, "t").is_ok());
+    let mut junk = der.clone();
+    junk.extend_from_slice(&[0, 1, 0]);
+    assert!(parse_device_certificate(&junk, "t").is_err());
+}
+
+#[test]
+fn without_names_the_serial_is_the_certificate_serial() {
+    use ssr_tpm::identity::parse_device_certificate;
+    let der = openssl_cert("/O=Example Networks", "basicConstraints = CA:FALSE");
+    let id = parse_device_certificate(&der, "test").unwrap();
+    assert_eq!(id.model, None);
+    assert!(id.serial_number.len() >= 2);
+    assert!(id.serial_number.chars().all(|c| c.is_ascii_hexdigit()));
+}

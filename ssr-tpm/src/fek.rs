@@ -139,6 +139,12 @@ impl SealedFek {
 
     /// Strict parser: exact length, known magic/version/algorithm, zero reserved bits,
     /// a PCR mask within PCR 0-23, a valid checksum.
+    ///
+    /// ```
+    /// use ssr_tpm::{Error, SealedFek};
+    /// let err = SealedFek::parse(b"SFEK\x01 too short").unwrap_err();
+    /// assert!(matches!(err, Error::Corrupt { what: "sealed FEK", .. }));
+    /// ```
     pub fn parse(bytes: &[u8]) -> Result<SealedFek, Error> {
         if bytes.len() < 8 {
             return Err(CORRUPT("truncated header"));

@@ -71,6 +71,12 @@ const CORRUPT: fn(&'static str) -> Error = |reason| Error::Corrupt {
 };
 
 /// Checks a key name: 1-64 of `A-Z a-z 0-9 . _ -`, not starting with a dot.
+///
+/// ```
+/// use ssr_tpm::keystore::check_key_name;
+/// assert!(check_key_name("web-server.1").is_ok());
+/// assert!(check_key_name("../etc/passwd").is_err());
+/// ```
 pub fn check_key_name(name: &str) -> Result<(), Error> {
     let ok = (1..=64).contains(&name.len())
         && !name.starts_with('.')

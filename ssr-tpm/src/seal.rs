@@ -47,6 +47,14 @@ impl PcrSelection {
     }
 
     /// From PCR indices (0-23), e.g. `[0, 2, 4, 7]`.
+    ///
+    /// ```
+    /// use ssr_tpm::{PcrSelection, SealConfig};
+    /// let cfg = SealConfig { pcrs: PcrSelection::from_indices(&[0, 7])?, ..SealConfig::default() };
+    /// assert_eq!(cfg.pcrs.mask(), 0x81);
+    /// assert!(PcrSelection::from_indices(&[24]).is_err());
+    /// # Ok::<(), ssr_tpm::Error>(())
+    /// ```
     pub fn from_indices(indices: &[u8]) -> Result<PcrSelection, Error> {
         let mut mask = 0u32;
         for &i in indices {

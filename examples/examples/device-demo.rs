@@ -1,5 +1,181 @@
-//! The device demo on built-in defaults. Grows as capabilities land.
+//! The device demo on built-in defaults: what a router does with the ssr crates.
+//!
+//! 1. Configuration Integrity (`ssr_bin::integrity`, over ssr-tpm and ssr-fscrypt):
+//!    on a software TPM it starts itself and, as root, a loop-mounted ext4 with the
+//!    `encrypt` feature: onboarding, a file written into a protected directory, a
+//!    simulated reboot (lock, then start: unlock), each directory's status, an
+//!    integrity event when the disk meets another TPM, the downgrade guard.
+//! 2. SVR key management between two peers (ssr-svr-crypto).
+//! 3. Secure Conductor Onboarding on loopback (ssr-onboard), the router key in the TPM.
+//!
+//! `cargo xtask demo` (or `cargo run -p examples --example device-demo`). Without
+//! root or without swtpm, the steps that need them are skipped and the demo says so.
 
-fn main() {
-    println!("ssr device demo: no capability has landed yet.");
+use std::error::Error;
+use std::fs;
+use std::path::Path;
+
+use ssr_bin::integrity::downgrade::{self, Version};
+use ssr_bin::integrity::journal::Logger;
+use ssr_bin::integrity::{Config, Handler, StartError, Started, StepHook, connect_esapi};
+use ssr_svr_crypto::kex::KexAlgorithm;
+use ssr_testkit::{LoopExt4, Swtpm};
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+fn main() -> Result<()> {
+    println!("ssr device demo\n");
+    let tpm = match Swtpm::start() {
+        Ok(tpm) => {
+            println!("software TPM started: {}", tpm.tcti());
+            Some(tpm)
+        }
+        Err(e) => {
+            println!("SKIPPED: no software TPM ({e}); the TPM-backed steps are skipped");
+            None
+        }
+    };
+
+    heading("1. Configuration Integrity");
+    match (&tpm, ssr_testkit::is_root()) {
+        (Some(tpm), true) => configuration_integrity(tpm)?,
+        (_, false) => println!(
+            "SKIPPED: onboarding, lock and unlock need root (a loop-mounted ext4 and the fscrypt ioctls); run the demo as root"
+        ),
+        (None, true) => println!("SKIPPED: onboarding needs a TPM 2.0 (swtpm is not installed)"),
+    }
+    downgrade_guard();
+
+    heading("2. SVR key management (two peers, ECDH P-256, 200 packets)");
+    match examples::svr::run(KexAlgorithm::EcdhP256, 200) {
+        Ok(summary) => println!("{summary:#}"),
+        Err(e) => println!("SVR walk-through failed: {e}"),
+    }
+
+    heading("3. Secure Conductor Onboarding (loopback HTTPS)");
+    let dir = tempfile::tempdir()?;
+    match examples::onboard::run(dir.path(), tpm.as_ref().map(Swtpm::tcti).as_deref()) {
+        Ok(s) => {
+            println!("router key held in the TPM: {}", s.tpm_key);
+            println!("SSH port for router-conductor traffic: {}", s.ssh_port);
+            println!("router known_hosts: {}", s.known_hosts.trim());
+            println!("replayed token refused: {}", s.replay_refused);
+            println!("conductor audit: {}", s.conductor_audit.join(" | "));
+        }
+        Err(e) => println!("onboarding walk-through failed: {e}"),
+    }
+    Ok(())
+}
+
+fn heading(title: &str) {
+    println!("\n== {title} ==");
+}
+
+fn config(root: &Path, tcti: &str) -> Result<Config> {
+    let text = format!(
+        "tcti = {tcti:?}\nstate-dir = {:?}\ndirectories = [{:?}, {:?}]\nblock-network-on-event = false\njournal-socket = {:?}\n",
+        root.join("var/lib/integrity-handler").display().to_string(),
+        root.join("etc/128technology/secure").display().to_string(),
+        root.join("var/lib/128technology/secure")
+            .display()
+            .to_string(),
+        // No journald here: every record goes to stderr instead.
+        root.join("no-journal.sock").display().to_string(),
+    );
+    Ok(Config::parse(&text)?)
+}
+
+fn configuration_integrity(tpm: &Swtpm) -> Result<()> {
+    let fs_ = LoopExt4::create(32, 4096)?;
+    let root = fs_.mount_point();
+    println!("ext4 with `-O encrypt` loop-mounted at {}", root.display());
+    let cfg = config(&root, &tpm.tcti())?;
+    let log = Logger::new(&cfg.journal_socket);
+    let handler = Handler::new(&cfg, &log);
+    let connect = || connect_esapi(&cfg);
+
+    println!(
+        "\n-- status before onboarding --\n{}",
+        handler.status(connect)
+    );
+    println!("-- first boot: integrity-handler start (onboarding) --");
+    match handler.start(connect, &mut StepHook::none()) {
+        Ok(Started::Onboarded { key }) => println!("=> onboarded, FEK key identifier {key}"),
+        Ok(other) => println!("=> {other:?}"),
+        Err(e) => return Err(e.to_string().into()),
+    }
+    let secret = cfg.directories[0].join("router-private.key");
+    fs::write(&secret, b"-----BEGIN PRIVATE KEY----- (demo)\n")?;
+    println!("wrote {}", secret.display());
+    println!("\n-- status --\n{}", handler.status(connect));
+
+    println!("-- shutdown: integrity-handler lock --");
+    handler.lock()?;
+    let names: Vec<_> = fs::read_dir(&cfg.directories[0])?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    println!(
+        "locked: {} no longer shows router-private.key, only the no-key name(s) {:?}",
+        cfg.directories[0].display(),
+        names
+            .iter()
+            .filter_map(|p| p.file_name())
+            .collect::<Vec<_>>()
+    );
+    if let Some(first) = names.first() {
+        println!(
+            "reading it gives: {}",
+            fs::read(first).map_or_else(|e| e.to_string(), |_| "its contents (unexpected)".into())
+        );
+    }
+    println!("\n-- status --\n{}", handler.status(connect));
+
+    println!("-- next boot: integrity-handler start (unlock) --");
+    match handler.start(connect, &mut StepHook::none()) {
+        Ok(Started::Unlocked { key }) => println!("=> unlocked with FEK {key}"),
+        Ok(other) => println!("=> {other:?}"),
+        Err(e) => return Err(e.to_string().into()),
+    }
+    println!(
+        "read back {}: {:?}",
+        secret.display(),
+        String::from_utf8_lossy(&fs::read(&secret)?).trim()
+    );
+    println!("\n-- status --\n{}", handler.status(connect));
+
+    println!("-- the disk moved next to another TPM --");
+    handler.lock()?;
+    let other = Swtpm::start()?;
+    let moved = config(&root, &other.tcti())?;
+    let moved_handler = Handler::new(&moved, &log);
+    match moved_handler.start(|| connect_esapi(&moved), &mut StepHook::none()) {
+        Err(StartError::IntegrityEvent(cause)) => println!(
+            "=> integrity event ({cause}); the service exits 3 and systemd restarts it. \
+             Network blocking is off in this demo (it would cut this machine off); the \
+             tests load the nftables table inside a network namespace."
+        ),
+        other => println!("=> unexpected: {other:?}"),
+    }
+    println!(
+        "\nsealed FEK untouched: {} bytes at {}",
+        fs::metadata(cfg.sealed_fek_path())?.len(),
+        cfg.sealed_fek_path().display()
+    );
+    handler.lock()?;
+    Ok(())
+}
+
+fn downgrade_guard() {
+    println!("\n-- downgrade guard (after onboarding, previous version 7.1.2) --");
+    let previous: Option<Version> = "7.1.2".parse().ok();
+    for target in ["7.2.0", "7.1.2", "6.3.0"] {
+        let Ok(v) = target.parse::<Version>() else {
+            continue;
+        };
+        match downgrade::check_target(true, v, previous) {
+            Ok(why) => println!("install {target}: allowed ({why:?})"),
+            Err(refused) => println!("install {target}: {refused}"),
+        }
+    }
 }

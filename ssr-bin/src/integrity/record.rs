@@ -168,6 +168,26 @@ mod tests {
         assert!(Record::parse(&[0xff, b'\n']).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_parse_or_fail_without_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            if let Ok(r) = Record::parse(&bytes) {
+                // Whatever parses is canonical: it writes back to the same bytes.
+                proptest::prop_assert_eq!(r.to_bytes(), bytes);
+            }
+        }
+
+        #[test]
+        fn round_trips_any_record(
+            id in proptest::array::uniform16(proptest::num::u8::ANY),
+            names in proptest::collection::btree_set("[a-zA-Z0-9 _.-]{1,20}", 1..5),
+        ) {
+            let dirs: Vec<PathBuf> = names.iter().map(|n| Path::new("/srv").join(n)).collect();
+            let r = Record::new(KeyIdentifier(id), dirs).unwrap();
+            proptest::prop_assert_eq!(Record::parse(&r.to_bytes()).unwrap(), r);
+        }
+    }
+
     #[test]
     fn refuses_unwritable_directories() {
         let id = KeyIdentifier([1; 16]);

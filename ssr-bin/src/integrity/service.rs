@@ -338,6 +338,14 @@ impl<'a> Handler<'a> {
                 }
             }
         }
+        for dir in &self.cfg.directories {
+            if !record.directories().contains(dir) {
+                self.log.warn(&format!(
+                    "directory {} is configured but was not part of the onboarding: it is NOT protected",
+                    dir.display()
+                ));
+            }
+        }
         self.log
             .info("all protected directories are unlocked; Configuration Integrity active");
         Ok(id)

@@ -350,10 +350,80 @@ fn corrupt_or_missing_sealed_fek_is_an_integrity_event_and_destroys_nothing() {
     assert!(!system.sealed_fek().exists());
     system.assert_locked();
 
-    // Put back, nothing was lost.
     fs::write(system.sealed_fek(), &original).unwrap();
+
+    // No TPM answering on an onboarded system.
+    let port = ssr_testkit::free_port_pair().unwrap();
+    system.configure(&format!("swtpm:host=127.0.0.1,port={port}"), false);
+    let out = system.run(&["start"]);
+    assert_integrity_event(&mut system, &out);
+    assert!(stderr(&out).contains("no TPM at"), "{}", stderr(&out));
+    system.configure(&tpm.tcti(), false);
+
+    // A damaged onboarding record.
+    let record = system.state_dir().join("onboarded");
+    let good_record = fs::read(&record).unwrap();
+    fs::write(&record, b"integrity-handler onboarding record v9\n").unwrap();
+    let out = system.run(&["start"]);
+    assert_integrity_event(&mut system, &out);
+    assert!(
+        stderr(&out).contains("unsupported version"),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(&record, &good_record).unwrap();
+    system.assert_locked();
+
+    // Everything put back: nothing was lost. A second `start` (a restart of an
+    // unlocked system) is harmless.
     system.ok(&["start"]);
     system.assert_files_read_back();
+    system.ok(&["start"]);
+    system.assert_files_read_back();
+}
+
+#[test]
+fn file_system_without_encryption_stays_unencrypted() {
+    if !ssr_testkit::require_root() {
+        return;
+    }
+    let mnt = tempfile::tempdir().unwrap();
+    ssr_testkit::run(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(mnt.path()),
+    )
+    .unwrap();
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.path());
+    let tpm = Swtpm::start().unwrap();
+    let mut system = System::new(&mnt.path().join("sys"), &tpm.tcti());
+    let out = system.run(&["start"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not support encryption"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("stays unencrypted"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        system
+            .journal_records()
+            .iter()
+            .any(|r| r["MESSAGE"].starts_with("capability check: TPM 2.0 present and usable"))
+    );
+    assert!(!system.sealed_fek().exists());
+    assert!(system.dirs.iter().all(|d| !d.exists()));
+    drop(system);
 }
 
 #[test]

@@ -485,8 +485,9 @@ fn refuses_to_migrate_plaintext() {
     );
 }
 
-/// Kills onboarding (SIGKILL) right after each durable step in turn; the next `start`
-/// must finish onboarding into a system that locks and unlocks with its files.
+/// Kills onboarding (SIGKILL) right after each durable step in turn, and the resumed
+/// onboarding again at the same step; the next `start` must finish onboarding into a
+/// system that locks and unlocks with its files.
 #[test]
 fn onboarding_survives_a_kill_at_every_step() {
     if !ssr_testkit::require_root() {
@@ -517,6 +518,18 @@ fn onboarding_survives_a_kill_at_every_step() {
             stderr(&out).contains(&format!("killed after step {step}")),
             "{}",
             stderr(&out)
+        );
+        // The resumed onboarding is killed at the same step again when it gets that
+        // far (a second power loss), then runs to the end.
+        let again = system
+            .command(&["start"])
+            .env("INTEGRITY_HANDLER_KILL_AFTER_STEP", step.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            again.status.success() || again.status.signal() == Some(9),
+            "step {step}, second kill: {}",
+            stderr(&again)
         );
         system.ok(&["start"]);
         let status = system.ok(&["status"]);

@@ -68,10 +68,20 @@ pub fn parse_mr_derive(stdout: &str) -> Option<f64> {
 
 /// Signature verifications per second from `openssl speed <algorithm>` (`rsa2048`,
 /// `ecdsap256`), measured now. `None` when unavailable.
+pub fn openssl_verify_ops(algorithm: &str, seconds: u32) -> Option<f64> {
+    openssl_signature_ops(algorithm, seconds).map(|(_, verifies)| verifies)
+}
+
+/// Signatures per second from `openssl speed <algorithm>`, measured now.
+pub fn openssl_sign_ops(algorithm: &str, seconds: u32) -> Option<f64> {
+    openssl_signature_ops(algorithm, seconds).map(|(signs, _)| signs)
+}
+
+/// (signs, verifies) per second from `openssl speed <algorithm>`.
 ///
 /// OpenSSL 3.0's `-mr` signature lines read `+F<k>:<n>:<bits>:<signs per s>:<verifies
 /// per s>` (checked against `openssl speed` without `-mr`).
-pub fn openssl_verify_ops(algorithm: &str, seconds: u32) -> Option<f64> {
+fn openssl_signature_ops(algorithm: &str, seconds: u32) -> Option<(f64, f64)> {
     let output = Command::new("openssl")
         .arg("speed")
         .args([
@@ -90,8 +100,9 @@ pub fn openssl_verify_ops(algorithm: &str, seconds: u32) -> Option<f64> {
     let line = stdout
         .lines()
         .find(|l| l.starts_with("+F") && !l.starts_with("+F:"))?;
-    let ops: f64 = line.split(':').nth(4)?.trim().parse().ok()?;
-    (ops > 0.0).then_some(ops)
+    let signs: f64 = line.split(':').nth(3)?.trim().parse().ok()?;
+    let verifies: f64 = line.split(':').nth(4)?.trim().parse().ok()?;
+    (signs > 0.0 && verifies > 0.0).then_some((signs, verifies))
 }
 
 #[cfg(test)]

@@ -374,6 +374,32 @@ fn corrupt_or_missing_sealed_fek_is_an_integrity_event_and_destroys_nothing() {
     fs::write(&record, &good_record).unwrap();
     system.assert_locked();
 
+    // The whole state directory gone: the directories still hold encrypted files, so
+    // this is an integrity event, not a fresh onboarding.
+    let state_backup = system.root.join("state-backup");
+    fs::rename(system.state_dir(), &state_backup).unwrap();
+    let out = system.run(&["start"]);
+    assert_integrity_event(&mut system, &out);
+    assert!(
+        stderr(&out).contains("holds encrypted content"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!system.state_dir().join("onboarded").exists());
+    system.assert_locked();
+    // The same without a TPM: still an integrity event, not "stays unencrypted".
+    system.configure(&format!("swtpm:host=127.0.0.1,port={port}"), false);
+    let out = system.run(&["start"]);
+    assert_integrity_event(&mut system, &out);
+    assert!(
+        stderr(&out).contains("holds encrypted content"),
+        "{}",
+        stderr(&out)
+    );
+    system.configure(&tpm.tcti(), false);
+    let _ = fs::remove_dir_all(system.state_dir());
+    fs::rename(&state_backup, system.state_dir()).unwrap();
+
     // Everything put back: nothing was lost. A second `start` (a restart of an
     // unlocked system) is harmless.
     system.ok(&["start"]);

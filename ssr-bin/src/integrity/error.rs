@@ -42,6 +42,17 @@ pub enum Error {
     /// Onboarding cannot proceed without losing or migrating data; nothing was changed.
     #[error("onboarding refused: {0}")]
     Refused(String),
+    /// Not onboarded according to the state directory, yet a protected directory holds
+    /// content encrypted with a key that cannot be unsealed: the state was lost or
+    /// removed. An integrity event; the directory is left untouched.
+    #[error(
+        "{}: holds encrypted content but no usable sealed FEK or onboarding record exists for it",
+        path.display()
+    )]
+    LostKey {
+        /// The directory.
+        path: PathBuf,
+    },
     /// The unsealed FEK is not the key the protected directories were encrypted with.
     #[error(
         "{}: encrypted with key {expected}, but the unsealed FEK is {actual}",

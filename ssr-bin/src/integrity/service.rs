@@ -180,8 +180,13 @@ impl<'a> Handler<'a> {
             None => {
                 self.log
                     .info("system is not onboarded: detecting capabilities");
-                self.onboard(sealed_present, connect, hook)
-                    .map_err(StartError::Onboarding)
+                match self.onboard(sealed_present, connect, hook) {
+                    Ok(started) => Ok(started),
+                    // Encrypted content without its key: this system was onboarded
+                    // and its state is gone.
+                    Err(e @ Error::LostKey { .. }) => Err(self.integrity_event(e)),
+                    Err(e) => Err(StartError::Onboarding(e)),
+                }
             }
         }
     }
@@ -357,20 +362,28 @@ impl<'a> Handler<'a> {
         connect: impl FnOnce() -> std::result::Result<(T, String), ssr_tpm::Error>,
         hook: &mut StepHook,
     ) -> Result<Started> {
-        // Capability detection: TPM 2.0 present and usable.
-        let mut tpm = match connect() {
-            Ok((t, description)) => {
-                self.log.info(&format!("TPM status: {description}"));
-                t
-            }
-            Err(e) => {
-                let reason = format!("no usable TPM 2.0 ({e})");
-                self.log.warn(&format!(
-                    "capability check: {reason}: the system stays unencrypted"
-                ));
-                return Ok(Started::Unencrypted { reason });
-            }
-        };
+        // TPM 2.0 present and usable.
+        let mut tpm =
+            match connect() {
+                Ok((t, description)) => {
+                    self.log.info(&format!("TPM status: {description}"));
+                    t
+                }
+                Err(e) => {
+                    // Encrypted content with no TPM to unseal its key: the system was
+                    // onboarded and has lost its TPM or its state.
+                    if let Some(dir) = self.cfg.directories.iter().find(|d| {
+                        matches!(inspect(d), Ok(DirState::Encrypted { empty: false, .. }))
+                    }) {
+                        return Err(Error::LostKey { path: dir.clone() });
+                    }
+                    let reason = format!("no usable TPM 2.0 ({e})");
+                    self.log.warn(&format!(
+                        "capability check: {reason}: the system stays unencrypted"
+                    ));
+                    return Ok(Started::Unencrypted { reason });
+                }
+            };
         self.log.info(&format!(
             "capability check: TPM 2.0 present and usable at {}",
             self.cfg.tcti
@@ -419,10 +432,7 @@ impl<'a> Handler<'a> {
             states.iter().map(|(d, s)| (d.as_path(), *s)),
             known.as_ref(),
         ) {
-            let msg = format!("{}: {}", dir.display(), refusal.reason());
-            self.log
-                .error(&format!("onboarding refused, nothing changed: {msg}"));
-            return Err(Error::Refused(msg));
+            return Err(self.refusal(dir, refusal));
         }
         let key = match key {
             Some(k) => k,
@@ -485,6 +495,20 @@ impl<'a> Handler<'a> {
         ));
         hook.reached(self.log, "onboarding recorded");
         Ok(Started::Onboarded { key: id })
+    }
+
+    /// The error for a directory onboarding cannot take; encrypted content whose key
+    /// is gone is [`Error::LostKey`] (an integrity event for the caller).
+    fn refusal(&self, dir: &Path, refusal: plan::Refusal) -> Error {
+        if refusal == plan::Refusal::ForeignEncryptedContent {
+            return Error::LostKey {
+                path: dir.to_path_buf(),
+            };
+        }
+        let msg = format!("{}: {}", dir.display(), refusal.reason());
+        self.log
+            .error(&format!("onboarding refused, nothing changed: {msg}"));
+        Error::Refused(msg)
     }
 
     fn fresh_fek<T: Tpm>(&self, tpm: &mut T, hook: &mut StepHook) -> Result<MasterKey> {

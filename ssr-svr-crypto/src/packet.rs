@@ -539,10 +539,15 @@ impl GcmSealer {
         let (hdr, rest) = out.split_at_mut(SEQ_LEN);
         hdr.copy_from_slice(&seq.to_be_bytes());
         let (ct, tag) = rest.split_at_mut(plaintext.len());
-        ct.copy_from_slice(plaintext);
+        // Encrypt from the caller's plaintext straight into the packet (no copy first).
+        let buf =
+            aes_gcm::aead::inout::InOutBuf::new(plaintext, ct).map_err(|_| Error::BadLength {
+                what: "gcm plaintext",
+                len: plaintext.len(),
+            })?;
         let t = self
             .aead
-            .encrypt_inout_detached(&gcm_nonce(&self.salt, seq), hdr, ct.into())
+            .encrypt_inout_detached(&gcm_nonce(&self.salt, seq), hdr, buf)
             .map_err(|_| Error::BadLength {
                 what: "gcm plaintext",
                 len: plaintext.len(),

@@ -277,3 +277,13 @@ fn info_names_the_tpm_and_the_key() {
     let info = tpm.info().unwrap();
     assert!(info.fek_key.is_some_and(|k| !k.policy_bound));
 }
+
+#[test]
+fn a_tpm_that_goes_away_is_no_tpm() {
+    let swtpm = Swtpm::start().unwrap();
+    let mut tpm = connect(&swtpm);
+    let (_, sealed) = seal_new_fek(&mut tpm, &SealConfig::default()).unwrap();
+    drop(swtpm);
+    let err = unseal_fek(&mut tpm, &sealed).unwrap_err();
+    assert!(matches!(err, Error::NoTpm { .. }), "{err:?}");
+}

@@ -123,6 +123,11 @@ impl EsapiTpm {
     /// The device certificate in an NV index (IDevID at 0x01C90000, EK certificates at
     /// 0x01C00002 / 0x01C0000A, ...), parsed; `None` when the index is not defined.
     pub fn read_device_identity(&mut self, index: u32) -> Result<Option<DeviceIdentity>, Error> {
+        let r = self.read_device_identity_impl(index);
+        self.lost_tpm(r)
+    }
+
+    fn read_device_identity_impl(&mut self, index: u32) -> Result<Option<DeviceIdentity>, Error> {
         match self.read_nv(index) {
             Ok(bytes) => {
                 parse_device_certificate(&bytes, &format!("NV index {index:#010x}")).map(Some)
@@ -183,6 +188,16 @@ impl EsapiTpm {
     ///    self-signed DevID certificate (signed inside the TPM, stored in
     ///    `cfg.devid_nv_index`) are created. `now_unix` is the certificate's notBefore.
     pub fn provision_identity(
+        &mut self,
+        cfg: &IdentityConfig,
+        platform: &impl PlatformHook,
+        now_unix: u64,
+    ) -> Result<IdentitySource, Error> {
+        let r = self.provision_identity_impl(cfg, platform, now_unix);
+        self.lost_tpm(r)
+    }
+
+    fn provision_identity_impl(
         &mut self,
         cfg: &IdentityConfig,
         platform: &impl PlatformHook,

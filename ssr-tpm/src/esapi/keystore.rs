@@ -139,8 +139,10 @@ impl EsapiTpm {
     }
 }
 
-impl KeyStoreTpm for EsapiTpm {
-    fn master_key_name(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error> {
+/// The bodies of the [`KeyStoreTpm`] methods; the trait impl maps a lost TPM to
+/// [`Error::NoTpm`] with this connection's TCTI.
+impl EsapiTpm {
+    fn master_key_name_impl(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error> {
         check_owner_handle("master key", handle)?;
         self.forget(handle);
         match self.persistent(handle)? {
@@ -149,7 +151,7 @@ impl KeyStoreTpm for EsapiTpm {
         }
     }
 
-    fn create_wrapped_key(&mut self, master: u32) -> Result<WrappedKey, Error> {
+    fn create_wrapped_key_impl(&mut self, master: u32) -> Result<WrappedKey, Error> {
         let parent = self.master(master)?;
         let template = p256_signing_template()?;
         self.count(1);
@@ -171,7 +173,7 @@ impl KeyStoreTpm for EsapiTpm {
         })
     }
 
-    fn sign_with_wrapped_key(
+    fn sign_with_wrapped_key_impl(
         &mut self,
         master: u32,
         key: &WrappedKey,
@@ -215,5 +217,27 @@ impl KeyStoreTpm for EsapiTpm {
         self.count(1);
         let _ = self.ctx.flush_context(ObjectHandle::from(loaded));
         result
+    }
+}
+
+impl KeyStoreTpm for EsapiTpm {
+    fn master_key_name(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error> {
+        let r = self.master_key_name_impl(handle);
+        self.lost_tpm(r)
+    }
+
+    fn create_wrapped_key(&mut self, master: u32) -> Result<WrappedKey, Error> {
+        let r = self.create_wrapped_key_impl(master);
+        self.lost_tpm(r)
+    }
+
+    fn sign_with_wrapped_key(
+        &mut self,
+        master: u32,
+        key: &WrappedKey,
+        digest: &[u8; 32],
+    ) -> Result<[u8; 64], Error> {
+        let r = self.sign_with_wrapped_key_impl(master, key, digest);
+        self.lost_tpm(r)
     }
 }

@@ -71,8 +71,32 @@ fn kind(e: &tss_esapi::Error) -> Option<Tss2ResponseCodeKind> {
     }
 }
 
-/// Maps a TSS error: lockout is always its own variant, the rest is [`Error::Tpm`].
+/// The raw TSS2_RC of an error. tss-esapi 7.7 has no accessor for it; its `Debug`
+/// output of the response code is `…Code { .0: <decimal>, … }`.
+fn raw_rc(e: &tss_esapi::Error) -> Option<u32> {
+    let tss_esapi::Error::Tss2Error(rc) = e else {
+        return None;
+    };
+    let debug = format!("{rc:?}");
+    let digits = debug.split(".0: ").nth(1)?;
+    let end = digits.find(|c: char| !c.is_ascii_digit())?;
+    digits[..end].parse().ok()
+}
+
+/// TSS2_RC layer of the TCTI (the transport to the TPM).
+const TSS2_TCTI_RC_LAYER: u32 = 10;
+
+/// Maps a TSS error: lockout and a lost transport are their own variants, the rest is
+/// [`Error::Tpm`]. (A lost transport's TCTI is filled in by [`EsapiTpm::lost_tpm`].)
 fn tpm_err(op: &'static str, e: tss_esapi::Error) -> Error {
+    if let Some(rc) = raw_rc(&e)
+        && rc >> 16 == TSS2_TCTI_RC_LAYER
+    {
+        return Error::NoTpm {
+            tcti: String::new(),
+            reason: format!("the TPM stopped answering during {op} (TCTI error {rc:#x})"),
+        };
+    }
     match kind(&e) {
         Some(Tss2ResponseCodeKind::Lockout) => Error::LockedOut,
         _ => Error::Tpm {
@@ -137,6 +161,17 @@ impl EsapiTpm {
         &mut self.ctx
     }
 
+    /// Names this connection's TCTI in an [`Error::NoTpm`] raised mid-session.
+    pub(crate) fn lost_tpm<T>(&self, r: Result<T, Error>) -> Result<T, Error> {
+        r.map_err(|e| match e {
+            Error::NoTpm { tcti, reason } if tcti.is_empty() => Error::NoTpm {
+                tcti: self.tcti.clone(),
+                reason,
+            },
+            e => e,
+        })
+    }
+
     pub(crate) fn count(&mut self, n: u64) {
         self.commands += n;
     }
@@ -148,6 +183,11 @@ impl EsapiTpm {
 
     /// [`EsapiTpm::info`] with the FEK key looked for at `fek_key_handle`.
     pub fn info_for(&mut self, fek_key_handle: u32) -> Result<TpmInfo, Error> {
+        let r = self.info_for_impl(fek_key_handle);
+        self.lost_tpm(r)
+    }
+
+    fn info_for_impl(&mut self, fek_key_handle: u32) -> Result<TpmInfo, Error> {
         // tss-esapi reads all fixed properties with one GetCapability and caches them.
         self.count(1);
         let mut prop = |tag| {
@@ -551,8 +591,10 @@ impl EsapiTpm {
     }
 }
 
-impl Tpm for EsapiTpm {
-    fn fek_key_name(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error> {
+/// The bodies of the [`Tpm`] methods; the trait impl maps a lost TPM to
+/// [`Error::NoTpm`] with this connection's TCTI.
+impl EsapiTpm {
+    fn fek_key_name_impl(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error> {
         check_owner_handle("FEK key", handle)?;
         // Always ask the TPM afresh: the key may have been replaced since.
         self.forget(handle);
@@ -562,13 +604,13 @@ impl Tpm for EsapiTpm {
         }
     }
 
-    fn read_fek_key(&mut self, handle: u32) -> Result<Option<KeyInfo>, Error> {
+    fn read_fek_key_impl(&mut self, handle: u32) -> Result<Option<KeyInfo>, Error> {
         // Not on the unlock path: one GetCapability keeps an absent key off the TSS's
         // error log.
         if !self.is_persisted(handle)? {
             return Ok(None);
         }
-        let Some(name_digest) = self.fek_key_name(handle)? else {
+        let Some(name_digest) = self.fek_key_name_impl(handle)? else {
             return Ok(None);
         };
         let Some(obj) = self.persistent(handle)? else {
@@ -607,22 +649,22 @@ impl Tpm for EsapiTpm {
         }))
     }
 
-    fn create_fek_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
+    fn create_fek_key_impl(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
         check_owner_handle("FEK key", handle)?;
         let public = self.fek_key_template(pcrs)?;
         self.create_persistent(handle, public)?;
-        self.read_fek_key(handle)?
+        self.read_fek_key_impl(handle)?
             .ok_or(Error::KeyMissing { handle })
     }
 
-    fn random_fek(&mut self, salt_key: u32) -> Result<Fek, Error> {
+    fn random_fek_impl(&mut self, salt_key: u32) -> Result<Fek, Error> {
         let bytes = self.with_fek_session("GetRandom", salt_key, PcrSelection::NONE, |c, _| {
             c.get_random(crate::FEK_LEN)
         })?;
         Fek::from_slice(bytes.value())
     }
 
-    fn rsa_encrypt_fek(&mut self, handle: u32, fek: &Fek) -> Result<Vec<u8>, Error> {
+    fn rsa_encrypt_fek_impl(&mut self, handle: u32, fek: &Fek) -> Result<Vec<u8>, Error> {
         let message = PublicKeyRsa::try_from(fek.secret_bytes().to_vec())
             .map_err(|e| tpm_err("RSA_Encrypt", e))?;
         let ct = self.with_fek_session("RSA_Encrypt", handle, PcrSelection::NONE, |c, key| {
@@ -631,7 +673,7 @@ impl Tpm for EsapiTpm {
         Ok(ct.value().to_vec())
     }
 
-    fn rsa_decrypt_fek(
+    fn rsa_decrypt_fek_impl(
         &mut self,
         handle: u32,
         pcrs: PcrSelection,
@@ -655,3 +697,40 @@ mod identity;
 mod keystore;
 
 pub use identity::IdentityConfig;
+
+impl Tpm for EsapiTpm {
+    fn fek_key_name(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error> {
+        let r = self.fek_key_name_impl(handle);
+        self.lost_tpm(r)
+    }
+
+    fn read_fek_key(&mut self, handle: u32) -> Result<Option<KeyInfo>, Error> {
+        let r = self.read_fek_key_impl(handle);
+        self.lost_tpm(r)
+    }
+
+    fn create_fek_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
+        let r = self.create_fek_key_impl(handle, pcrs);
+        self.lost_tpm(r)
+    }
+
+    fn random_fek(&mut self, salt_key: u32) -> Result<Fek, Error> {
+        let r = self.random_fek_impl(salt_key);
+        self.lost_tpm(r)
+    }
+
+    fn rsa_encrypt_fek(&mut self, handle: u32, fek: &Fek) -> Result<Vec<u8>, Error> {
+        let r = self.rsa_encrypt_fek_impl(handle, fek);
+        self.lost_tpm(r)
+    }
+
+    fn rsa_decrypt_fek(
+        &mut self,
+        handle: u32,
+        pcrs: PcrSelection,
+        ciphertext: &[u8],
+    ) -> Result<Fek, Error> {
+        let r = self.rsa_decrypt_fek_impl(handle, pcrs, ciphertext);
+        self.lost_tpm(r)
+    }
+}

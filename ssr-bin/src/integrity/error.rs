@@ -72,6 +72,14 @@ pub enum Error {
         /// The directory.
         path: PathBuf,
     },
+    /// The kernel does not report the FEK present after adding it.
+    #[error("{}: key status after adding the FEK is {status}", path.display())]
+    KeyNotPresent {
+        /// The directory.
+        path: PathBuf,
+        /// What the kernel reported.
+        status: String,
+    },
     /// The TPM or the sealed FEK failed.
     #[error("TPM: {0}")]
     Tpm(String),

@@ -335,10 +335,10 @@ impl<'a> Handler<'a> {
                         .log
                         .info(&format!("directory {} unlocked", dir.display())),
                     other => {
-                        return Err(Error::Tpm(format!(
-                            "{}: key status after adding the FEK is {other:?}",
-                            dir.display()
-                        )));
+                        return Err(Error::KeyNotPresent {
+                            path: dir,
+                            status: format!("{other:?}"),
+                        });
                     }
                 }
             }

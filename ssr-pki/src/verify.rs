@@ -161,13 +161,13 @@ pub fn verify_chain(
         .iter()
         .map(|c| CertificateDer::from(c.der()))
         .collect();
-    let anchors = anchor_ders
+    // An anchor webpki cannot use (malformed SPKI, ...) is skipped, not fatal: one bad
+    // root in a store must not stop validation against the others.
+    let (anchors, anchor_index): (Vec<TrustAnchor<'_>>, Vec<usize>) = anchor_ders
         .iter()
-        .map(webpki::anchor_from_trusted_cert)
-        .collect::<Result<Vec<TrustAnchor<'_>>, _>>()
-        .map_err(|e| Error::PathInvalid {
-            reason: format!("unusable trust anchor: {e:?}"),
-        })?;
+        .enumerate()
+        .filter_map(|(i, der)| webpki::anchor_from_trusted_cert(der).ok().map(|a| (a, i)))
+        .unzip();
     let inter_ders: Vec<CertificateDer<'_>> = intermediates
         .iter()
         .map(|c| CertificateDer::from(c.der()))
@@ -223,7 +223,8 @@ pub fn verify_chain(
         let Some(anchor) = anchors
             .iter()
             .position(|a| std::ptr::eq(a, path.anchor()))
-            .and_then(|i| trust_anchors.get(i))
+            .and_then(|i| anchor_index.get(i))
+            .and_then(|&i| trust_anchors.get(i))
         else {
             return Err(webpki::Error::UnknownIssuer);
         };

@@ -223,6 +223,18 @@ fn rejection_names_the_reason() {
     ));
     assert!(verify(ChainOptions::new(future.this_update() + DAY).with_crls(vec![future])).is_ok());
 
+    // Several anchors: the one that fits is found and reported.
+    let stranger = TestPki::new(KeyKind::EcdsaP256, "Stranger");
+    let stranger_root = Certificate::from_pem(&stranger.root_pem).expect("root");
+    let chain = verify_chain(
+        &leaf,
+        std::slice::from_ref(&inter),
+        &[stranger_root, root.clone()],
+        &ChainOptions::new(at),
+    )
+    .expect("second anchor fits");
+    assert_eq!(chain.anchor(), &root);
+
     let mut no_budget = ChainOptions::new(at);
     no_budget.max_candidate_paths = 0;
     assert_eq!(

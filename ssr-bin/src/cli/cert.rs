@@ -405,21 +405,22 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
         } => {
             let fail_mode: FailMode = fail_mode.parse().map_err(Failure::usage)?;
             let now = at.unix();
-            let (c, store) = match &cert {
-                Some(p) => (
-                    read_certs(p)?.into_iter().next().ok_or_else(|| {
-                        Failure::usage(format!("{}: no certificate", p.display()))
-                    })?,
-                    None,
-                ),
-                None => {
-                    let s = open_store(&store)?;
-                    let c = s
-                        .load_certificate()
-                        .map_err(Failure::general)?
-                        .ok_or_else(|| Failure::usage("no certificate imported in the store"))?;
-                    (c, Some(s))
-                }
+            // A certificate file is checked against the store's master list too, when
+            // a store exists (it is not created just to show a file).
+            let store = match &cert {
+                Some(_) if !store.store.exists() => None,
+                _ => Some(open_store(&store)?),
+            };
+            let c = match (&cert, &store) {
+                (Some(p), _) => read_certs(p)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Failure::usage(format!("{}: no certificate", p.display())))?,
+                (None, Some(s)) => s
+                    .load_certificate()
+                    .map_err(Failure::general)?
+                    .ok_or_else(|| Failure::usage("no certificate imported in the store"))?,
+                (None, None) => return Err(Failure::usage("no certificate given")),
             };
             let role = match (c.is_ca(), c.is_self_issued()) {
                 (true, true) => Role::Root,
@@ -438,12 +439,10 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
                     };
                 }
             }
-            if let Some(s) = &store {
-                if let Ok(Some(list)) = s.master_list() {
-                    if list.find(&c).is_some() {
-                        condition = Condition::Revoked;
-                    }
-                }
+            if let Some(list) = store.as_ref().and_then(|s| s.master_list().ok().flatten())
+                && list.find(&c).is_some()
+            {
+                condition = Condition::Revoked;
             }
             let decision = decide(fail_mode, condition);
             println!("subject:     {}", c.subject());

@@ -23,7 +23,10 @@ fn server(data: &[u8]) -> HttpServer {
     let files = StaticFiles::new();
     let m = Manifest::build(VERSION, FILE, data, CHUNK).unwrap();
     files.insert("/repo/versions", versions_json(&[VERSION]));
-    files.insert(&format!("/repo/images/{VERSION}/manifest.json"), m.to_json());
+    files.insert(
+        &format!("/repo/images/{VERSION}/manifest.json"),
+        m.to_json(),
+    );
     files.insert(&format!("/repo/images/{VERSION}/{FILE}"), data.to_vec());
     HttpServer::start(files).unwrap()
 }
@@ -85,20 +88,31 @@ fn downloads_with_failover_and_prints_the_verified_file() {
     let hex = sum.split_whitespace().next().unwrap();
     assert_eq!(stdout.trim(), format!("{} sha256:{hex}", path.display()));
     assert_eq!(std::fs::read(&path).unwrap(), data);
-    assert!(stderr.contains("marked unavailable (6 failed requests in the window)"), "{stderr}");
+    assert!(
+        stderr.contains("marked unavailable (6 failed requests in the window)"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn configuration_errors_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
     for (extra, expected) in [
-        ("[retry]\ntimeout = 100\n", "timeout = 100 is outside 1800-604800"),
-        ("[retry]\nmaximum-retry-delay = 90000\n", "maximum-retry-delay = 90000 is outside 0-86400"),
+        (
+            "[retry]\ntimeout = 100\n",
+            "timeout = 100 is outside 1800-604800",
+        ),
+        (
+            "[retry]\nmaximum-retry-delay = 90000\n",
+            "maximum-retry-delay = 90000 is outside 0-86400",
+        ),
         ("[retry]\ntries = 3\n", "unknown field `tries`"),
     ] {
         let cfg = config(
             dir.path(),
-            &format!("access-mode = \"offline-mode\"\n{extra}[[source]]\nkind = \"conductor-1\"\nurl = \"http://127.0.0.1:1\"\n"),
+            &format!(
+                "access-mode = \"offline-mode\"\n{extra}[[source]]\nkind = \"conductor-1\"\nurl = \"http://127.0.0.1:1\"\n"
+            ),
         );
         let out = ssr(&cfg, dir.path(), VERSION).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -122,7 +136,10 @@ fn unknown_version_fails_with_the_reason() {
     let out = ssr(&cfg, dir.path(), "9.9.9").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
-    assert!(stderr.contains("download failed after 1 attempts: no source has version 9.9.9"), "{stderr}");
+    assert!(
+        stderr.contains("download failed after 1 attempts: no source has version 9.9.9"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -151,7 +168,11 @@ fn killed_process_resumes_without_fetching_completed_chunks() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !s.served().iter().any(|x| chunk_of(x.range.as_deref()) == Some(stop_at)) {
+    while !s
+        .served()
+        .iter()
+        .any(|x| chunk_of(x.range.as_deref()) == Some(stop_at))
+    {
         assert!(Instant::now() < deadline, "never reached chunk {stop_at}");
         if let Some(status) = child.try_wait().unwrap() {
             panic!("ssr exited early: {status}");
@@ -160,17 +181,36 @@ fn killed_process_resumes_without_fetching_completed_chunks() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let first: u64 = s.served().iter().filter(|x| x.path.ends_with(FILE)).map(|x| x.body_bytes).sum();
+    let first: u64 = s
+        .served()
+        .iter()
+        .filter(|x| x.path.ends_with(FILE))
+        .map(|x| x.body_bytes)
+        .sum();
     assert_eq!(first, stop_at * CHUNK);
     assert!(!dest.join(FILE).exists());
 
     s.clear_faults();
     let before = s.served().len();
     let out = ssr(&cfg, &dest, VERSION).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read(dest.join(FILE)).unwrap(), data);
-    let second: Vec<_> = s.served()[before..].iter().filter(|x| x.path.ends_with(FILE)).cloned().collect();
-    let fetched: Vec<u64> = second.iter().filter_map(|x| chunk_of(x.range.as_deref())).collect();
+    let second: Vec<_> = s.served()[before..]
+        .iter()
+        .filter(|x| x.path.ends_with(FILE))
+        .cloned()
+        .collect();
+    let fetched: Vec<u64> = second
+        .iter()
+        .filter_map(|x| chunk_of(x.range.as_deref()))
+        .collect();
     assert_eq!(fetched, (stop_at..chunks).collect::<Vec<_>>());
-    assert_eq!(second.iter().map(|x| x.body_bytes).sum::<u64>(), data.len() as u64 - stop_at * CHUNK);
+    assert_eq!(
+        second.iter().map(|x| x.body_bytes).sum::<u64>(),
+        data.len() as u64 - stop_at * CHUNK
+    );
 }

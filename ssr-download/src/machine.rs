@@ -743,7 +743,7 @@ impl<R: rand_core::Rng> Download<R> {
         let listed = body
             .ok()
             .and_then(|b| parse_versions(b).ok())
-            .map(|list| list.iter().any(|v| *v == self.version));
+            .map(|list| list.contains(&self.version));
         match self.phase {
             Phase::WaitingForPeer { .. } => {
                 self.record(req.source, listed.is_some(), false, now);

@@ -48,8 +48,10 @@ fn chunk_of(r: &Request) -> Option<u64> {
 }
 
 fn settings() -> Settings {
-    let mut s = Settings::default();
-    s.parallel = 2;
+    let mut s = Settings {
+        parallel: 2,
+        ..Settings::default()
+    };
     s.health.min_rate = 0;
     s.health.request_timeout = Duration::from_secs(2);
     s
@@ -60,10 +62,18 @@ fn src(kind: SourceKind, s: &HttpServer) -> SourceConfig {
 }
 
 fn image_bytes_served(s: &HttpServer) -> u64 {
-    s.served().iter().filter(|x| x.path.ends_with(FILE)).map(|x| x.body_bytes).sum()
+    s.served()
+        .iter()
+        .filter(|x| x.path.ends_with(FILE))
+        .map(|x| x.body_bytes)
+        .sum()
 }
 
-fn run(sources: &[SourceConfig], settings: Settings, dest: &Path) -> (Result<Downloaded, Error>, Vec<Event>) {
+fn run(
+    sources: &[SourceConfig],
+    settings: Settings,
+    dest: &Path,
+) -> (Result<Downloaded, Error>, Vec<Event>) {
     let mut events = Vec::new();
     let result = download_from(sources, settings, VERSION, dest, &mut |r| {
         if let ssr_download::http::Report::Event(e) = r {
@@ -90,13 +100,24 @@ fn failing_dying_and_healthy_servers() {
     // The repository is healthy.
     let (healthy, _) = server(&data);
     let sources = [
-        SourceConfig { kind: SourceKind::Conductor1, url: failing.url() },
-        SourceConfig { kind: SourceKind::Conductor2, url: dying_url },
+        SourceConfig {
+            kind: SourceKind::Conductor1,
+            url: failing.url(),
+        },
+        SourceConfig {
+            kind: SourceKind::Conductor2,
+            url: dying_url,
+        },
         src(SourceKind::Repository, &healthy),
     ];
     let killer = thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while dying.served().iter().filter(|s| s.path.ends_with(FILE) && s.status == 206).count() < 20
+        while dying
+            .served()
+            .iter()
+            .filter(|s| s.path.ends_with(FILE) && s.status == 206)
+            .count()
+            < 20
             && Instant::now() < deadline
         {
             thread::sleep(Duration::from_millis(1));
@@ -113,10 +134,20 @@ fn failing_dying_and_healthy_servers() {
     let dying_served = killer.join().unwrap();
     // The window rule took conductor 1 out after 6 failed requests (one more may
     // already have been in flight: two run at once).
-    let failed = failing.served().iter().filter(|s| s.path.ends_with(FILE)).count();
+    let failed = failing
+        .served()
+        .iter()
+        .filter(|s| s.path.ends_with(FILE))
+        .count();
     assert!((6..=7).contains(&failed), "{failed}: {events:?}");
-    assert!(events.contains(&Event::SourceUnavailable { source: ssr_download::SourceId(0), failures: 6 }));
-    assert!(events.contains(&Event::SourceUnavailable { source: ssr_download::SourceId(1), failures: 6 }));
+    assert!(events.contains(&Event::SourceUnavailable {
+        source: ssr_download::SourceId(0),
+        failures: 6
+    }));
+    assert!(events.contains(&Event::SourceUnavailable {
+        source: ssr_download::SourceId(1),
+        failures: 6
+    }));
     assert!(dying_served >= 20 * CHUNK);
     // Bytes fetched more than once: at most one chunk per request cut by the death
     // (two in flight).
@@ -126,7 +157,10 @@ fn failing_dying_and_healthy_servers() {
     let extra = total.saturating_sub(data.len() as u64);
     assert!(extra <= 2 * CHUNK, "{total} for {}", data.len());
     // Nothing left behind but the image.
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, [FILE]);
 }
 
@@ -137,13 +171,24 @@ fn corrupted_chunk_is_caught_by_its_hash() {
     s.set_faults(|r, _| (is_image(r) && chunk_of(r) == Some(5)).then_some(Fault::Corrupt));
     let (backup, _) = server(&data);
     let dir = tempfile::tempdir().unwrap();
-    let sources = [src(SourceKind::Conductor1, &s), src(SourceKind::Repository, &backup)];
+    let sources = [
+        src(SourceKind::Conductor1, &s),
+        src(SourceKind::Repository, &backup),
+    ];
     let (result, events) = run(&sources, settings(), dir.path());
     check_file(&result.unwrap().path, &data);
-    assert!(events.contains(&Event::ChunkRejected { source: ssr_download::SourceId(0), index: 5 }));
+    assert!(events.contains(&Event::ChunkRejected {
+        source: ssr_download::SourceId(0),
+        index: 5
+    }));
     // Chunk 5 kept coming back corrupt until conductor 1 was marked unavailable; the
     // backup served it.
-    assert!(backup.served().iter().any(|x| x.path.ends_with(FILE) && chunk_of_served(x) == Some(5)));
+    assert!(
+        backup
+            .served()
+            .iter()
+            .any(|x| x.path.ends_with(FILE) && chunk_of_served(x) == Some(5))
+    );
 }
 
 fn chunk_of_served(s: &ssr_testkit::http::Served) -> Option<u64> {
@@ -181,10 +226,16 @@ fn wrong_content_range_truncation_and_stalls_are_failures() {
     });
     let (backup, _) = server(&data);
     let dir = tempfile::tempdir().unwrap();
-    let sources = [src(SourceKind::Conductor1, &s), src(SourceKind::Repository, &backup)];
+    let sources = [
+        src(SourceKind::Conductor1, &s),
+        src(SourceKind::Repository, &backup),
+    ];
     let (result, events) = run(&sources, settings(), dir.path());
     check_file(&result.unwrap().path, &data);
-    assert!(events.contains(&Event::SourceUnavailable { source: ssr_download::SourceId(0), failures: 6 }));
+    assert!(events.contains(&Event::SourceUnavailable {
+        source: ssr_download::SourceId(0),
+        failures: 6
+    }));
 }
 
 #[test]
@@ -192,13 +243,18 @@ fn interrupted_download_resumes_without_refetching() {
     let data = image(4 << 20, 5);
     let (s, _) = server(&data);
     // The first run: chunks 0..24 arrive, then the server fails everything.
-    s.set_faults(|r, _| (is_image(r) && chunk_of(r).is_some_and(|c| c >= 24)).then_some(Fault::Status(503)));
+    s.set_faults(|r, _| {
+        (is_image(r) && chunk_of(r).is_some_and(|c| c >= 24)).then_some(Fault::Status(503))
+    });
     let dir = tempfile::tempdir().unwrap();
     let mut one_try = settings();
     one_try.retry.attempts = 1;
     let sources = [src(SourceKind::Repository, &s)];
     let (result, _) = run(&sources, one_try, dir.path());
-    assert!(matches!(result, Err(Error::AttemptsExhausted { attempts: 1, .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::AttemptsExhausted { attempts: 1, .. })),
+        "{result:?}"
+    );
     let first_run = image_bytes_served(&s);
     assert_eq!(first_run, 24 * CHUNK);
     // The second run resumes: only chunks 24.. are served.
@@ -207,21 +263,28 @@ fn interrupted_download_resumes_without_refetching() {
     let done = result.unwrap();
     check_file(&done.path, &data);
     assert_eq!(done.resumed_chunks, 24);
-    assert_eq!(image_bytes_served(&s) - first_run, data.len() as u64 - 24 * CHUNK);
+    assert_eq!(
+        image_bytes_served(&s) - first_run,
+        data.len() as u64 - 24 * CHUNK
+    );
 }
 
 #[test]
 fn tampered_partial_chunk_is_fetched_again_on_resume() {
     let data = image(1 << 20, 6);
     let (s, _) = server(&data);
-    s.set_faults(|r, _| (is_image(r) && chunk_of(r).is_some_and(|c| c >= 8)).then_some(Fault::Status(500)));
+    s.set_faults(|r, _| {
+        (is_image(r) && chunk_of(r).is_some_and(|c| c >= 8)).then_some(Fault::Status(500))
+    });
     let dir = tempfile::tempdir().unwrap();
     let mut one_try = settings();
     one_try.retry.attempts = 1;
     let sources = [src(SourceKind::Repository, &s)];
     assert!(run(&sources, one_try, dir.path()).0.is_err());
     // Flip a byte of chunk 3 in the partial file.
-    let part = dir.path().join(format!(".ssr-download-{VERSION}/image.part"));
+    let part = dir
+        .path()
+        .join(format!(".ssr-download-{VERSION}/image.part"));
     let mut bytes = std::fs::read(&part).unwrap();
     bytes[3 * CHUNK as usize + 7] ^= 0x40;
     std::fs::write(&part, bytes).unwrap();
@@ -231,7 +294,11 @@ fn tampered_partial_chunk_is_fetched_again_on_resume() {
     let done = result.unwrap();
     check_file(&done.path, &data);
     assert_eq!(done.resumed_chunks, 7);
-    let refetched: Vec<u64> = s.served()[before..].iter().filter(|x| x.path.ends_with(FILE)).filter_map(chunk_of_served).collect();
+    let refetched: Vec<u64> = s.served()[before..]
+        .iter()
+        .filter(|x| x.path.ends_with(FILE))
+        .filter_map(chunk_of_served)
+        .collect();
     assert!(refetched.contains(&3));
     assert!(!refetched.contains(&2));
 }
@@ -240,11 +307,21 @@ fn tampered_partial_chunk_is_fetched_again_on_resume() {
 fn no_source_reachable_fails_with_a_clear_reason() {
     let dir = tempfile::tempdir().unwrap();
     // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let sources = [SourceConfig { kind: SourceKind::Repository, url: format!("http://127.0.0.1:{port}") }];
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sources = [SourceConfig {
+        kind: SourceKind::Repository,
+        url: format!("http://127.0.0.1:{port}"),
+    }];
     let mut s = settings();
     s.retry.attempts = 1;
     let (result, _) = run(&sources, s, dir.path());
     let err = result.unwrap_err();
-    assert_eq!(err.to_string(), format!("download failed after 1 attempts: no source has version {VERSION}"));
+    assert_eq!(
+        err.to_string(),
+        format!("download failed after 1 attempts: no source has version {VERSION}")
+    );
 }

@@ -76,9 +76,10 @@ fn healthy() -> Behaviour {
 }
 
 fn settings() -> Settings {
-    let mut s = Settings::default();
-    s.parallel = 1;
-    s
+    Settings {
+        parallel: 1,
+        ..Settings::default()
+    }
 }
 
 impl Sim {

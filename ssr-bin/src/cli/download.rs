@@ -65,9 +65,10 @@ fn mib(bytes: u64) -> f64 {
 
 fn describe(event: &Event, sources: &[SourceConfig]) -> Option<String> {
     let name = |id: ssr_download::SourceId| {
-        sources
-            .get(id.0)
-            .map_or_else(|| format!("source {}", id.0), |s| format!("{} ({})", s.kind, s.url))
+        sources.get(id.0).map_or_else(
+            || format!("source {}", id.0),
+            |s| format!("{} ({})", s.kind, s.url),
+        )
     };
     Some(match event {
         Event::PeerReady => "HA peer has the version; fetching from it first".into(),
@@ -86,15 +87,23 @@ fn describe(event: &Event, sources: &[SourceConfig]) -> Option<String> {
             format!("{} serves a different manifest; not used", name(*source))
         }
         Event::ChunkRejected { source, index } => {
-            format!("chunk {index} from {} failed its SHA-256; fetching again", name(*source))
+            format!(
+                "chunk {index} from {} failed its SHA-256; fetching again",
+                name(*source)
+            )
         }
         Event::PartialDiscarded => "the partial download matches no source; starting over".into(),
         Event::AttemptFailed {
             attempt,
             reason,
             retry_in: Some(d),
-        } => format!("attempt {attempt} failed: {reason}; retrying in {}s", d.as_secs()),
-        Event::AttemptFailed { attempt, reason, .. } => format!("attempt {attempt} failed: {reason}"),
+        } => format!(
+            "attempt {attempt} failed: {reason}; retrying in {}s",
+            d.as_secs()
+        ),
+        Event::AttemptFailed {
+            attempt, reason, ..
+        } => format!("attempt {attempt} failed: {reason}"),
         _ => return None,
     })
 }
@@ -102,12 +111,18 @@ fn describe(event: &Event, sources: &[SourceConfig]) -> Option<String> {
 /// Draws `[#####.....] 42.0/100.0 MiB 12.3 MiB/s ETA 5s via conductor-1`.
 fn bar(p: &Progress, sources: &[SourceConfig]) -> String {
     let total = p.total_bytes.unwrap_or(0);
-    let filled = if total == 0 { 0 } else { (p.done_bytes * 30 / total) as usize };
+    let filled = p
+        .done_bytes
+        .saturating_mul(30)
+        .checked_div(total)
+        .unwrap_or(0) as usize;
     let via = p
         .source
         .and_then(|s| sources.get(s.0))
         .map_or(String::new(), |s| format!(" via {}", s.kind));
-    let eta = p.eta.map_or(String::new(), |e| format!(" ETA {}s", e.as_secs()));
+    let eta = p
+        .eta
+        .map_or(String::new(), |e| format!(" ETA {}s", e.as_secs()));
     format!(
         "[{}{}] {:.1}/{:.1} MiB {:.1} MiB/s{eta}{via}",
         "#".repeat(filled.min(30)),
@@ -120,11 +135,13 @@ fn bar(p: &Progress, sources: &[SourceConfig]) -> String {
 
 pub fn run(args: Args) -> CmdResult {
     let text = fs::read_to_string(&args.config).map_err(|e| {
-        Failure::usage(format!("download: cannot read {}: {e}", args.config.display()))
+        Failure::usage(format!(
+            "download: cannot read {}: {e}",
+            args.config.display()
+        ))
     })?;
-    let config = Config::parse(&text).map_err(|e| {
-        Failure::usage(format!("download: {}: {e}", args.config.display()))
-    })?;
+    let config = Config::parse(&text)
+        .map_err(|e| Failure::usage(format!("download: {}: {e}", args.config.display())))?;
     let sources = config.usable_sources();
     if sources.is_empty() {
         return Err(Failure::usage(format!(
@@ -139,7 +156,11 @@ pub fn run(args: Args) -> CmdResult {
         match report {
             Report::Event(e) => {
                 if let Some(line) = describe(e, &sources) {
-                    let _ = writeln!(err, "{}ssr download: {line}", if tty { "\r\x1b[K" } else { "" });
+                    let _ = writeln!(
+                        err,
+                        "{}ssr download: {line}",
+                        if tty { "\r\x1b[K" } else { "" }
+                    );
                 }
             }
             Report::Progress(p) if !args.quiet => {

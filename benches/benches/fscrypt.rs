@@ -61,10 +61,20 @@ fn contents(cr: &mut Criterion) {
     g.finish();
 
     // Ratio to OpenSSL, both measured now on this machine.
-    let ours = our_rate(&c, 2.0);
-    match benches::openssl_speed(&["-evp", "aes-256-xts", "-decrypt"], UNIT, 2)
-        .or_else(|| benches::openssl_speed(&["-evp", "aes-256-xts"], UNIT, 2))
-    {
+    // Best of three alternated one-second rounds each, so a burst of load from other
+    // processes during one side's turn does not skew the ratio (shared machines).
+    let mut ours = 0f64;
+    let mut ossl: Option<f64> = None;
+    for _ in 0..3 {
+        let o = benches::openssl_speed(&["-evp", "aes-256-xts", "-decrypt"], UNIT, 1)
+            .or_else(|| benches::openssl_speed(&["-evp", "aes-256-xts"], UNIT, 1));
+        ossl = match (ossl, o) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        ours = ours.max(our_rate(&c, 1.0));
+    }
+    match ossl {
         Some(ossl) => eprintln!(
             "fscrypt contents decrypt, 4 KiB units: ours {:.0} MB/s, openssl aes-256-xts {:.0} MB/s, ratio {:.2}x (target >= 0.8x)",
             ours / 1e6,

@@ -95,8 +95,8 @@ fn criterion_benches(c: &mut Criterion) {
     g.finish();
 }
 
-fn ratios() {
-    let secs = 2u32;
+/// One round of every measurement, OpenSSL's and ours back to back.
+fn measure_round(secs: u32) -> [Option<f64>; 11] {
     let d = Duration::from_secs(u64::from(secs));
     let pt = vec![0x5au8; SIZE];
 
@@ -172,7 +172,56 @@ fn ratios() {
         n += 1;
     }
     let ffdh_exp = f64::from(n) / t.elapsed().as_secs_f64();
+    [
+        ossl_cbc,
+        ossl_hmac,
+        ossl_gcm,
+        ossl_ffdh,
+        Some(hmac),
+        Some(seal),
+        Some(open),
+        Some(gcm),
+        Some(batch),
+        Some(ffdh),
+        Some(ffdh_exp),
+    ]
+}
 
+/// Rounds of OpenSSL and our measurements, alternated; each figure is the best of its
+/// rounds, so a burst of load from other processes during one side's turn does not
+/// skew a ratio (the machines this runs on are shared).
+const ROUNDS: usize = 3;
+
+fn ratios() {
+    let mut best = [None::<f64>; 11];
+    for _ in 0..ROUNDS {
+        for (b, r) in best.iter_mut().zip(measure_round(1)) {
+            *b = match (*b, r) {
+                (Some(x), Some(y)) => Some(x.max(y)),
+                (x, y) => x.or(y),
+            };
+        }
+    }
+    let [
+        ossl_cbc,
+        ossl_hmac,
+        ossl_gcm,
+        ossl_ffdh,
+        hmac,
+        seal,
+        open,
+        gcm,
+        batch,
+        ffdh,
+        ffdh_exp,
+    ] = best.map(|x| x.unwrap_or(0.0));
+    let (ossl_cbc, ossl_hmac, ossl_gcm, ossl_ffdh) = (
+        (ossl_cbc > 0.0).then_some(ossl_cbc),
+        (ossl_hmac > 0.0).then_some(ossl_hmac),
+        (ossl_gcm > 0.0).then_some(ossl_gcm),
+        (ossl_ffdh > 0.0).then_some(ossl_ffdh),
+    );
+    eprintln!("(best of {ROUNDS} alternated one-second rounds)");
     let mb = |x: f64| x / 1e6;
     eprintln!("\n== ssr-svr-crypto vs OpenSSL, {SIZE}-byte packets, one core ==");
     match (ossl_cbc, ossl_hmac) {

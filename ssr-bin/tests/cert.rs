@@ -331,6 +331,11 @@ fn provisioning_import_show_verify_and_crls() {
         "{counters}"
     );
     assert!(counters.contains("\"csr_success\": 1"), "{counters}");
+    // The key mismatch counts as an invalid certificate; the bundle with a key does not.
+    assert!(
+        counters.contains("\"certificate_invalid\": 1"),
+        "{counters}"
+    );
 
     // 5. Show: a 30-day certificate is a minor alarm now, major at 25 days, critical after.
     let now = unix_now();
@@ -465,6 +470,11 @@ fn provisioning_import_show_verify_and_crls() {
         ssr(&["cert", "import", "--store", store_s, &path("router.pem")]),
         1,
         "revoked",
+    );
+    let counters = std::fs::read_to_string(store.join("counters.json")).unwrap();
+    assert!(
+        counters.contains("\"certificate_revoked\": 1"),
+        "{counters}"
     );
     let show = ok(ssr(&["cert", "show", "--store", store_s]));
     assert!(

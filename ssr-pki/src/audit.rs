@@ -208,6 +208,29 @@ impl Counters {
     }
 }
 
+impl Counter {
+    /// The expired / invalid / revoked counter for a certificate refused with `err`:
+    /// the router's own (`peer == false`) or a peer's.
+    pub fn for_rejection(err: &crate::Error, peer: bool) -> Counter {
+        use crate::{Error, IssueKind};
+        let expired = match err {
+            Error::Expired { .. } => true,
+            Error::CertificateRejected { issues } => issues
+                .iter()
+                .any(|i| matches!(i.kind, IssueKind::Expired { .. })),
+            _ => false,
+        };
+        match (err, expired, peer) {
+            (Error::Revoked { .. }, _, false) => Counter::CertificateRevoked,
+            (Error::Revoked { .. }, _, true) => Counter::PeerCertificateRevoked,
+            (_, true, false) => Counter::CertificateExpired,
+            (_, true, true) => Counter::PeerCertificateExpired,
+            (_, false, false) => Counter::CertificateInvalid,
+            (_, false, true) => Counter::PeerCertificateInvalid,
+        }
+    }
+}
+
 const ALL: [Counter; 14] = [
     Counter::CsrSuccess,
     Counter::CsrFailure,
@@ -246,6 +269,35 @@ mod tests {
         let json = serde_json::to_string(&b).unwrap();
         assert_eq!(serde_json::from_str::<Counters>(&json).unwrap(), b);
         assert!(serde_json::from_str::<Counters>(r#"{"bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn rejection_counters() {
+        use crate::Error;
+        let revoked = Error::Revoked {
+            serial_hex: "01".into(),
+            issuer: "CN=x".into(),
+        };
+        assert_eq!(
+            Counter::for_rejection(&revoked, false),
+            Counter::CertificateRevoked
+        );
+        assert_eq!(
+            Counter::for_rejection(&revoked, true),
+            Counter::PeerCertificateRevoked
+        );
+        let expired = Error::Expired {
+            not_after: 1,
+            now: 2,
+        };
+        assert_eq!(
+            Counter::for_rejection(&expired, true),
+            Counter::PeerCertificateExpired
+        );
+        assert_eq!(
+            Counter::for_rejection(&Error::UnknownIssuer, false),
+            Counter::CertificateInvalid
+        );
     }
 
     #[test]

@@ -347,3 +347,64 @@ mod over_http {
         assert!(err.contains("connect"), "{err}");
     }
 }
+
+mod schedule_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any sequence of successes, failures and timeouts: the next attempt is never
+        /// sooner than the backoff interval nor later than the polling interval (or
+        /// the fetch timeout while in flight), and the alarm is raised exactly when
+        /// the last attempt failed, with one output per change.
+        #[test]
+        fn bounded_schedule_and_alarm_tracks_last_attempt(
+            events in proptest::collection::vec(0u8..3, 1..40),
+            polling_hours in 1u32..48,
+            backoff_secs in 1u32..600,
+        ) {
+            let ca = root("Prop Root");
+            let body = crl(&ca, &[1], NOW, 1);
+            let config = CrlConfig::new(&[A])
+                .unwrap()
+                .with_polling_hours(polling_hours)
+                .unwrap()
+                .with_backoff_secs(backoff_secs)
+                .unwrap();
+            let polling = config.polling_interval();
+            let backoff = config.backoff_interval();
+            let t0 = Instant::now();
+            let mut m = CrlManager::new(config, vec![Certificate::from_pem(&ca.pem()).unwrap()], t0, NOW);
+            let mut alarm = false;
+            for e in events {
+                let mut t = m.poll_timeout().unwrap();
+                m.handle_timeout(t);
+                prop_assert_eq!(fetches(&drain(&mut m)), vec![A.to_string()]);
+                let failed = match e {
+                    0 => !m.handle_fetched(A, &body, t),
+                    1 => { m.handle_fetch_failed(A, "boom", t); true }
+                    _ => {
+                        let deadline = m.poll_timeout().unwrap();
+                        prop_assert_eq!(deadline, t + Duration::from_secs(30));
+                        t = deadline;
+                        m.handle_timeout(t);
+                        true
+                    }
+                };
+                let outs = drain(&mut m);
+                let changes = alarms(&outs);
+                if failed != alarm {
+                    prop_assert_eq!(changes, vec![(A.to_string(), failed)]);
+                } else {
+                    prop_assert!(changes.is_empty());
+                }
+                alarm = failed;
+                prop_assert_eq!(m.status()[0].alarm, alarm);
+                let wait = m.poll_timeout().unwrap() - t;
+                prop_assert!(wait >= backoff.min(polling) && wait <= polling, "{:?}", wait);
+            }
+        }
+    }
+}

@@ -287,6 +287,12 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
                 Ok(i) => i,
                 Err(e) => {
                     note(store.count(Counter::ImportFailure));
+                    if !matches!(
+                        e,
+                        Error::PrivateKeyInBundle { .. } | Error::NoCertificate | Error::Pem { .. }
+                    ) {
+                        note(store.count(Counter::for_rejection(&e, false)));
+                    }
                     let fingerprint = Certificate::from_pem(&text)
                         .ok()
                         .map(|c| fingerprint_hex(&c.fingerprint_sha256()));

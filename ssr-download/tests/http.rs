@@ -27,13 +27,19 @@ fn image(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// A server publishing `data` as VERSION.
-fn server(data: &[u8]) -> (HttpServer, Manifest) {
-    let files = StaticFiles::new();
+/// Publishes `data` as VERSION in `files`.
+fn publish(files: &StaticFiles, data: &[u8]) -> Manifest {
     let m = Manifest::build(VERSION, FILE, data, CHUNK).unwrap();
     files.insert("/versions", versions_json(&["7.0.0", VERSION]));
     files.insert(&format!("/images/{VERSION}/manifest.json"), m.to_json());
     files.insert(&format!("/images/{VERSION}/{FILE}"), data.to_vec());
+    m
+}
+
+/// A server publishing `data` as VERSION.
+fn server(data: &[u8]) -> (HttpServer, Manifest) {
+    let files = StaticFiles::new();
+    let m = publish(&files, data);
     (HttpServer::start(files).unwrap(), m)
 }
 
@@ -324,4 +330,68 @@ fn no_source_reachable_fails_with_a_clear_reason() {
         err.to_string(),
         format!("download failed after 1 attempts: no source has version {VERSION}")
     );
+}
+
+#[test]
+fn sequenced_second_node_waits_for_its_peer_then_falls_back() {
+    let data = image(2 << 20, 8);
+    // The peer holds the image but does not list it yet (its own download runs), and
+    // fails every chunk from 10 on once it serves.
+    let peer_files = StaticFiles::new();
+    publish(&peer_files, &data);
+    peer_files.insert("/versions", versions_json(&["7.0.0"]));
+    let peer = HttpServer::start(std::sync::Arc::clone(&peer_files)).unwrap();
+    peer.set_faults(|r, _| {
+        (is_image(r) && chunk_of(r).is_some_and(|c| c >= 10)).then_some(Fault::Status(500))
+    });
+    let (conductor, _) = server(&data);
+    let mut s = settings();
+    s.ha = ssr_download::HaMode::SequencedSecond;
+    s.peer_poll = Duration::from_secs(1);
+    let sources = [
+        src(SourceKind::HaPeer, &peer),
+        src(SourceKind::Conductor1, &conductor),
+    ];
+    let conductor_log = {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let waiter = thread::spawn(move || {
+            let r = run(&sources, s, &path);
+            (r, dir)
+        });
+        thread::sleep(Duration::from_millis(1500));
+        // Waiting: the peer was polled, nothing else was asked.
+        assert!(
+            peer.served()
+                .iter()
+                .filter(|x| x.path == "/versions")
+                .count()
+                >= 2
+        );
+        assert!(conductor.served().is_empty());
+        peer_files.insert("/versions", versions_json(&["7.0.0", VERSION]));
+        let ((result, events), _dir) = waiter.join().unwrap();
+        check_file(&result.unwrap().path, &data);
+        assert!(events.contains(&Event::PeerReady));
+        conductor.served()
+    };
+    // Chunks 0..10 came from the peer; the conductor served only the rest.
+    let mut from_peer: Vec<u64> = peer
+        .served()
+        .iter()
+        .filter(|x| x.status == 206)
+        .filter_map(chunk_of_served)
+        .collect();
+    from_peer.sort_unstable();
+    assert_eq!(from_peer, (0..10).collect::<Vec<_>>());
+    let from_conductor: Vec<u64> = conductor_log
+        .iter()
+        .filter(|x| x.path.ends_with(FILE))
+        .filter_map(chunk_of_served)
+        .collect();
+    assert!(
+        from_conductor.iter().all(|&c| c >= 10),
+        "{from_conductor:?}"
+    );
+    assert_eq!(from_conductor.len() as u64, (2 << 20) / CHUNK - 10);
 }

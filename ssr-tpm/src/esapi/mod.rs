@@ -149,9 +149,10 @@ impl EsapiTpm {
         &self.tcti
     }
 
-    /// How many TPM commands this connection has sent so far (counted at each call
-    /// into ESAPI that reaches the TPM; the swtpm integration test checks the count
-    /// against swtpm's own command log).
+    /// How many TPM commands this connection has sent so far, counted at each call
+    /// into ESAPI that reaches the TPM. Exact for an unlock (the swtpm integration test
+    /// checks it against swtpm's own command log); provisioning steps are counted as
+    /// if they succeeded, NV reads and writes are not counted.
     pub fn commands_sent(&self) -> u64 {
         self.commands
     }

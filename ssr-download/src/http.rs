@@ -438,13 +438,6 @@ impl Job {
     fn run(self) {
         let source = self.fetch.source.0;
         let id = self.fetch.id;
-        let mut conn = match self.pool.take_conn(source) {
-            Some(c) => c,
-            None => match Conn::connect(&self.base.authority, self.timeout) {
-                Ok(c) => c,
-                Err(f) => return self.fail(f),
-            },
-        };
         let p = &self.base.prefix;
         let v = &self.version;
         match &self.fetch.resource {
@@ -453,21 +446,18 @@ impl Job {
                     Resource::Versions => format!("{p}/versions"),
                     _ => format!("{p}/images/{v}/manifest.json"),
                 };
-                let result = conn
-                    .send(&self.base.authority, &path, None)
-                    .map_err(|e| failure_of(&e))
-                    .and_then(|head| {
-                        if head.status != 200 {
-                            return Err(Failure::Status(head.status));
-                        }
-                        let body = conn
-                            .read_small_body(&head, MAX_DOCUMENT)
-                            .map_err(|e| failure_of(&e))?;
-                        if !head.close {
-                            self.pool.put_conn(source, conn);
-                        }
-                        Ok(body)
-                    });
+                let result = self.request(&path, None).and_then(|(mut conn, head)| {
+                    if head.status != 200 {
+                        return Err(Failure::Status(head.status));
+                    }
+                    let body = conn
+                        .read_small_body(&head, MAX_DOCUMENT)
+                        .map_err(|e| failure_of(&e))?;
+                    if !head.close {
+                        self.pool.put_conn(source, conn);
+                    }
+                    Ok(body)
+                });
                 let _ = self.tx.send(Msg::Body(id, result));
             }
             Resource::Chunks {
@@ -480,7 +470,11 @@ impl Job {
                     return self.fail(Failure::Malformed);
                 };
                 let path = format!("{p}/images/{v}/{}", m.file());
-                let outcome = self.chunks(&mut conn, &path, &m, (*first, *last, *start, *end));
+                let (mut conn, head) = match self.request(&path, Some((*start, *end - 1))) {
+                    Ok(x) => x,
+                    Err(f) => return self.fail(f),
+                };
+                let outcome = self.chunks(&mut conn, &head, &m, (*first, *last, *start, *end));
                 match outcome {
                     Ok((ranged, reusable)) => {
                         // A 200 answer was not read to its end: that connection is done.
@@ -496,6 +490,21 @@ impl Job {
         }
     }
 
+    /// Sends the request on an idle pooled connection, or a new one. A pooled
+    /// connection that fails before an answer (the server closed it while idle) is
+    /// retried once on a fresh connection, so it does not count as a source failure.
+    fn request(&self, path: &str, range: Option<(u64, u64)>) -> Result<(Conn, Head), Failure> {
+        let host = &self.base.authority;
+        if let Some(mut conn) = self.pool.take_conn(self.fetch.source.0)
+            && let Ok(head) = conn.send(host, path, range)
+        {
+            return Ok((conn, head));
+        }
+        let mut conn = Conn::connect(host, self.timeout)?;
+        let head = conn.send(host, path, range).map_err(|e| failure_of(&e))?;
+        Ok((conn, head))
+    }
+
     fn fail(&self, f: Failure) {
         let msg = match self.fetch.resource {
             Resource::Chunks { .. } => Msg::End(self.fetch.id, End::Failed(f)),
@@ -509,13 +518,10 @@ impl Job {
     fn chunks(
         &self,
         conn: &mut Conn,
-        path: &str,
+        head: &Head,
         m: &Manifest,
         (first, last, start, end): (u32, u32, u64, u64),
     ) -> Result<(bool, bool), Option<Failure>> {
-        let head = conn
-            .send(&self.base.authority, path, Some((start, end - 1)))
-            .map_err(|e| Some(failure_of(&e)))?;
         let ranged = match head.status {
             206 => {
                 let expected = format!("bytes {start}-{}/{}", end - 1, m.size());

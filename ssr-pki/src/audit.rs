@@ -173,39 +173,53 @@ impl Counters {
         *c = c.saturating_add(1);
     }
 
-    /// The value of `counter`.
-    pub fn get(&self, counter: Counter) -> u64 {
-        let mut copy = self.clone();
-        *copy.slot(counter)
-    }
-
     /// Adds every counter of `other` into `self`.
     pub fn merge(&mut self, other: &Counters) {
-        for c in ALL {
+        for &c in ALL {
             let v = other.get(c);
             let slot = self.slot(c);
             *slot = slot.saturating_add(v);
         }
     }
+}
 
-    fn slot(&mut self, counter: Counter) -> &mut u64 {
-        match counter {
-            Counter::CsrSuccess => &mut self.csr_success,
-            Counter::CsrFailure => &mut self.csr_failure,
-            Counter::ImportSuccess => &mut self.import_success,
-            Counter::ImportFailure => &mut self.import_failure,
-            Counter::CrlFetchSuccess => &mut self.crl_fetch_success,
-            Counter::CrlFetchFailure => &mut self.crl_fetch_failure,
-            Counter::CrlIngestionSuccess => &mut self.crl_ingestion_success,
-            Counter::CrlIngestionFailure => &mut self.crl_ingestion_failure,
-            Counter::CertificateExpired => &mut self.certificate_expired,
-            Counter::CertificateInvalid => &mut self.certificate_invalid,
-            Counter::CertificateRevoked => &mut self.certificate_revoked,
-            Counter::PeerCertificateExpired => &mut self.peer_certificate_expired,
-            Counter::PeerCertificateInvalid => &mut self.peer_certificate_invalid,
-            Counter::PeerCertificateRevoked => &mut self.peer_certificate_revoked,
+/// One list of (variant, field) pairs gives `get`, `slot` and `ALL`.
+macro_rules! counter_fields {
+    ($($variant:ident => $field:ident),* $(,)?) => {
+        impl Counters {
+            /// The value of `counter`.
+            pub fn get(&self, counter: Counter) -> u64 {
+                match counter {
+                    $(Counter::$variant => self.$field,)*
+                }
+            }
+
+            fn slot(&mut self, counter: Counter) -> &mut u64 {
+                match counter {
+                    $(Counter::$variant => &mut self.$field,)*
+                }
+            }
         }
-    }
+
+        const ALL: &[Counter] = &[$(Counter::$variant),*];
+    };
+}
+
+counter_fields! {
+    CsrSuccess => csr_success,
+    CsrFailure => csr_failure,
+    ImportSuccess => import_success,
+    ImportFailure => import_failure,
+    CrlFetchSuccess => crl_fetch_success,
+    CrlFetchFailure => crl_fetch_failure,
+    CrlIngestionSuccess => crl_ingestion_success,
+    CrlIngestionFailure => crl_ingestion_failure,
+    CertificateExpired => certificate_expired,
+    CertificateInvalid => certificate_invalid,
+    CertificateRevoked => certificate_revoked,
+    PeerCertificateExpired => peer_certificate_expired,
+    PeerCertificateInvalid => peer_certificate_invalid,
+    PeerCertificateRevoked => peer_certificate_revoked,
 }
 
 impl Counter {
@@ -230,23 +244,6 @@ impl Counter {
         }
     }
 }
-
-const ALL: [Counter; 14] = [
-    Counter::CsrSuccess,
-    Counter::CsrFailure,
-    Counter::ImportSuccess,
-    Counter::ImportFailure,
-    Counter::CrlFetchSuccess,
-    Counter::CrlFetchFailure,
-    Counter::CrlIngestionSuccess,
-    Counter::CrlIngestionFailure,
-    Counter::CertificateExpired,
-    Counter::CertificateInvalid,
-    Counter::CertificateRevoked,
-    Counter::PeerCertificateExpired,
-    Counter::PeerCertificateInvalid,
-    Counter::PeerCertificateRevoked,
-];
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@
 //!    integrity event when the disk meets another TPM, the downgrade guard.
 //! 2. SVR key management between two peers (ssr-svr-crypto).
 //! 3. Secure Conductor Onboarding on loopback (ssr-onboard), the router key in the TPM.
+//! 4. Certificate provisioning (ssr-pki): key, CSR, import through the three checks.
 //!
 //! `cargo xtask demo` (or `cargo run -p examples --example device-demo`). Without
 //! root or without swtpm, the steps that need them are skipped and the demo says so.
@@ -63,6 +64,22 @@ fn main() -> Result<()> {
             println!("conductor audit: {}", s.conductor_audit.join(" | "));
         }
         Err(e) => println!("onboarding walk-through failed: {e}"),
+    }
+
+    heading("4. Certificates (P-256 key, CSR with the router UUID, import checks)");
+    let dir = tempfile::tempdir()?;
+    match examples::pki::run(dir.path()) {
+        Ok(s) => {
+            println!("router UUID (CSR common name): {}", s.uuid);
+            println!("imported certificate: {}", s.subject);
+            println!("SHA-256 fingerprint: {}", s.fingerprint);
+            println!("expiry alarm (issued for 20 days): {}", s.alarm);
+            println!(
+                "bundle with the private key refused: {}",
+                s.key_bundle_refused
+            );
+        }
+        Err(e) => println!("certificate walk-through failed: {e}"),
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! code.
 
 pub mod onboard;
+pub mod pki;
 pub mod svr;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

@@ -541,4 +541,58 @@ url = "http://c1"
         assert_eq!(nominal_retry_delay(u32::MAX, cap), cap);
         assert_eq!(nominal_retry_delay(1, Duration::ZERO), Duration::ZERO);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn backoff_is_bounded_and_monotonic(attempt in 1u32..200, max in 0u64..=86_400, seed: u64) {
+            use rand::SeedableRng;
+            let max = Duration::from_secs(max);
+            let nominal = nominal_retry_delay(attempt, max);
+            proptest::prop_assert!(nominal <= max);
+            proptest::prop_assert!(nominal <= nominal_retry_delay(attempt + 1, max));
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let d = retry_delay(attempt, max, &mut rng);
+            proptest::prop_assert!(d <= nominal && d >= nominal * 9 / 10);
+        }
+
+        #[test]
+        fn any_text_is_a_valid_config_or_an_error(text in "\\PC{0,200}") {
+            if let Ok(c) = Config::parse(&text) {
+                proptest::prop_assert!(c.settings.validate().is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = r#"
+access-mode = "prefer-conductor"
+cloud = false
+
+[retry]
+enable-timeout = true
+timeout = 10800
+attempts = 10
+maximum-retry-delay = 3600
+
+[health]
+window = 10
+cool-down = 60
+min-rate = 65536
+request-timeout = 30
+
+[ha]
+mode = "simultaneous"
+
+[transfer]
+parallel = 4
+
+[[source]]
+kind = "conductor-1"
+url = "http://10.0.0.1:8080/images-root"
+"#;
+        let c = Config::parse(doc).unwrap();
+        assert_eq!(c.settings, Settings::default());
+        assert_eq!(c.sources[0].url, "http://10.0.0.1:8080/images-root");
+    }
 }

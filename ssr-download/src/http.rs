@@ -470,10 +470,11 @@ impl Job {
                     return self.fail(Failure::Malformed);
                 };
                 let path = format!("{p}/images/{v}/{}", m.file());
-                let (mut conn, head) = match self.request(&path, Some((*start, *end - 1))) {
-                    Ok(x) => x,
-                    Err(f) => return self.fail(f),
-                };
+                let (mut conn, head) =
+                    match self.request(&path, Some((*start, end.saturating_sub(1)))) {
+                        Ok(x) => x,
+                        Err(f) => return self.fail(f),
+                    };
                 let outcome = self.chunks(&mut conn, &head, &m, (*first, *last, *start, *end));
                 match outcome {
                     Ok((ranged, reusable)) => {
@@ -524,9 +525,11 @@ impl Job {
     ) -> Result<(bool, bool), Option<Failure>> {
         let ranged = match head.status {
             206 => {
-                let expected = format!("bytes {start}-{}/{}", end - 1, m.size());
+                let expected = format!("bytes {start}-{}/{}", end.saturating_sub(1), m.size());
                 if head.content_range.as_deref() != Some(expected.as_str())
-                    || head.content_length.is_some_and(|n| n != end - start)
+                    || head
+                        .content_length
+                        .is_some_and(|n| n != end.saturating_sub(start))
                     || head.chunked
                 {
                     return Err(Some(Failure::WrongRange));

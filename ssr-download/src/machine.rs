@@ -465,7 +465,7 @@ impl<R: rand_core::Rng> Download<R> {
         let rate = match (self.samples.front(), self.samples.back()) {
             (Some(&(t0, b0)), Some(&(_, b1))) if now > t0 => {
                 let secs = now.duration_since(t0).as_secs_f64();
-                ((b1 - b0) as f64 / secs) as u64
+                (b1.saturating_sub(b0) as f64 / secs) as u64
             }
             _ => 0,
         };
@@ -1026,6 +1026,7 @@ impl<R: rand_core::Rng> Download<R> {
             self.chunks.clear();
             self.done_count = 0;
             self.done_bytes = 0;
+            self.samples.clear();
             for &i in &candidates {
                 self.sources[i].manifest = Match::Unknown;
             }

@@ -8,6 +8,7 @@
 //! 2. SVR key management between two peers (ssr-svr-crypto).
 //! 3. Secure Conductor Onboarding on loopback (ssr-onboard), the router key in the TPM.
 //! 4. Certificate provisioning (ssr-pki): key, CSR, import through the three checks.
+//! 5. Download failover between three local HTTP sources (ssr-download).
 //!
 //! `cargo xtask demo` (or `cargo run -p examples --example device-demo`). Without
 //! root or without swtpm, the steps that need them are skipped and the demo says so.
@@ -15,6 +16,7 @@
 use std::error::Error;
 use std::fs;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use ssr_bin::integrity::downgrade::{self, Version};
 use ssr_bin::integrity::journal::Logger;
@@ -80,6 +82,80 @@ fn main() -> Result<()> {
             );
         }
         Err(e) => println!("certificate walk-through failed: {e}"),
+    }
+
+    heading("5. Download failover (three local HTTP sources, 4 MiB image in 64 KiB chunks)");
+    if let Err(e) = download_failover() {
+        println!("download walk-through failed: {e}");
+    }
+    Ok(())
+}
+
+/// Conductor 1 fails every image request, conductor 2 closes connections after 20
+/// chunks, the repository is healthy: the window rule moves the download along without
+/// losing the bytes it has, and the file arrives verified.
+fn download_failover() -> Result<()> {
+    use ssr_download::http::{Report, download_from};
+    use ssr_download::wire::versions_json;
+    use ssr_download::{Event, Manifest, Settings, SourceConfig, SourceKind};
+    use ssr_testkit::http::{Fault, HttpServer, StaticFiles};
+
+    const VERSION: &str = "7.1.3";
+    const FILE: &str = "ssr-7.1.3.img";
+    let data: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let manifest = Manifest::build(VERSION, FILE, &data, 64 << 10)?;
+    let serve = || -> Result<HttpServer> {
+        let files = StaticFiles::new();
+        files.insert("/versions", versions_json(&[VERSION]));
+        files.insert(
+            &format!("/images/{VERSION}/manifest.json"),
+            manifest.to_json(),
+        );
+        files.insert(&format!("/images/{VERSION}/{FILE}"), data.clone());
+        Ok(HttpServer::start(files)?)
+    };
+    let failing = serve()?;
+    failing.set_faults(|r, _| r.path.ends_with(FILE).then_some(Fault::Status(500)));
+    let dying = serve()?;
+    let image_requests = std::sync::atomic::AtomicU64::new(0);
+    dying.set_faults(move |r, _| {
+        let n = image_requests.fetch_add(u64::from(r.path.ends_with(FILE)), Ordering::Relaxed);
+        (r.path.ends_with(FILE) && n >= 20).then_some(Fault::Close)
+    });
+    let healthy = serve()?;
+    let sources = [
+        (SourceKind::Conductor1, &failing),
+        (SourceKind::Conductor2, &dying),
+        (SourceKind::Repository, &healthy),
+    ]
+    .map(|(kind, s)| SourceConfig { kind, url: s.url() });
+    let mut settings = Settings::default();
+    settings.health.request_timeout = std::time::Duration::from_secs(2);
+    let dest = tempfile::tempdir()?;
+    let done = download_from(&sources, settings, VERSION, dest.path(), &mut |r| {
+        if let Report::Event(
+            e @ (Event::Discovered { .. }
+            | Event::SourceSelected { .. }
+            | Event::SourceUnavailable { .. }),
+        ) = r
+        {
+            println!("  {e:?}");
+        }
+    })?;
+    let verified = fs::read(&done.path)? == data;
+    println!(
+        "{} arrived, {} bytes, identical to the published image: {verified}",
+        done.path.display(),
+        data.len()
+    );
+    for (name, s) in [
+        ("conductor 1 (500s)", &failing),
+        ("conductor 2 (dies)", &dying),
+        ("repository", &healthy),
+    ] {
+        println!("  {name}: {} body bytes served", s.stats().body_bytes);
     }
     Ok(())
 }

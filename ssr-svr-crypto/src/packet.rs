@@ -25,10 +25,13 @@
 //! seq: u64 BE (8) | AES-256-GCM ciphertext (n) | tag (16)
 //! ```
 //! Nonce = 4-byte salt (bytes 32..36 of the key material) | seq; AAD = the seq field.
+//!
+//! HMAC-SHA-384 and AES-256-GCM come from `ring` (BoringSSL's assembly: GCM with CTR
+//! and GHASH stitched in one pass), AES-256-CBC from RustCrypto `aes`.
 
 use aes::Aes256;
-use aes_gcm::{AeadInOut, Aes256Gcm};
 use cipher::{Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+use ring::aead as raead;
 use ring::hmac as rhmac;
 use subtle::ConstantTimeEq;
 
@@ -479,7 +482,7 @@ impl CbcHmacOpener {
 
 /// Sending half of a GCM key.
 pub struct GcmSealer {
-    aead: Aes256Gcm,
+    aead: raead::LessSafeKey,
     salt: [u8; 4],
     next_seq: u64,
 }
@@ -493,22 +496,25 @@ impl core::fmt::Debug for GcmSealer {
     }
 }
 
-fn gcm_keys(material: &PacketKeyMaterial) -> (Aes256Gcm, [u8; 4]) {
+/// The GCM key, expanded once per packet key by `ring` straight from the zeroizing
+/// [`PacketKeyMaterial`] (no copy of ours to wipe). The AES round keys and GHASH key
+/// inside `ring::aead::LessSafeKey` are ring's own key schedule: ring does not zeroize
+/// them on drop, and we cannot.
+fn gcm_keys(material: &PacketKeyMaterial) -> (raead::LessSafeKey, [u8; 4]) {
     let m = material.secret_bytes();
-    let mut k = aes_gcm::Key::<Aes256Gcm>::default();
-    k.copy_from_slice(&m[..32]);
-    let aead = Aes256Gcm::new(&k);
-    k.iter_mut().for_each(|b| *b = 0);
+    let key = raead::UnboundKey::new(&raead::AES_256_GCM, &m[..32])
+        .expect("AES-256-GCM takes exactly the 32-byte key given");
     let mut salt = [0u8; 4];
     salt.copy_from_slice(&m[32..36]);
-    (aead, salt)
+    (raead::LessSafeKey::new(key), salt)
 }
 
-fn gcm_nonce(salt: &[u8; 4], seq: u64) -> aes_gcm::Nonce<cipher::consts::U12> {
-    let mut n = aes_gcm::Nonce::<cipher::consts::U12>::default();
+/// The nonce of packet `seq`: unique per key because sequence numbers never repeat.
+fn gcm_nonce(salt: &[u8; 4], seq: u64) -> raead::Nonce {
+    let mut n = [0u8; raead::NONCE_LEN];
     n[..4].copy_from_slice(salt);
     n[4..].copy_from_slice(&seq.to_be_bytes());
-    n
+    raead::Nonce::assume_unique_for_key(n)
 }
 
 impl GcmSealer {
@@ -540,27 +546,23 @@ impl GcmSealer {
         let (hdr, rest) = out.split_at_mut(SEQ_LEN);
         hdr.copy_from_slice(&seq.to_be_bytes());
         let (ct, tag) = rest.split_at_mut(plaintext.len());
-        // Encrypt from the caller's plaintext straight into the packet (no copy first).
-        let buf =
-            aes_gcm::aead::inout::InOutBuf::new(plaintext, ct).map_err(|_| Error::BadLength {
-                what: "gcm plaintext",
-                len: plaintext.len(),
-            })?;
+        // ring encrypts in place: copy the plaintext into the packet first.
+        ct.copy_from_slice(plaintext);
         let t = self
             .aead
-            .encrypt_inout_detached(&gcm_nonce(&self.salt, seq), hdr, buf)
+            .seal_in_place_separate_tag(gcm_nonce(&self.salt, seq), raead::Aad::from(&*hdr), ct)
             .map_err(|_| Error::BadLength {
                 what: "gcm plaintext",
                 len: plaintext.len(),
             })?;
-        tag.copy_from_slice(&t);
+        tag.copy_from_slice(t.as_ref());
         Ok(n)
     }
 }
 
 /// Receiving half of a GCM key.
 pub struct GcmOpener {
-    aead: Aes256Gcm,
+    aead: raead::LessSafeKey,
     salt: [u8; 4],
     window: ReplayWindow,
     stats: OpenStats,
@@ -612,9 +614,16 @@ impl GcmOpener {
             let (ct, tag) = rest.split_at(pt_len);
             let out = &mut out[..pt_len];
             out.copy_from_slice(ct);
-            let tag = aes_gcm::Tag::try_from(tag).map_err(|_| Error::Unauthenticated)?;
+            let tag = raead::Tag::try_from(tag).map_err(|_| Error::Unauthenticated)?;
+            // On a bad tag ring zeroes `out` before returning the error.
             self.aead
-                .decrypt_inout_detached(&gcm_nonce(&self.salt, seq), hdr, out.into(), &tag)
+                .open_in_place_separate_tag(
+                    gcm_nonce(&self.salt, seq),
+                    raead::Aad::from(hdr),
+                    tag,
+                    out,
+                    0..,
+                )
                 .map_err(|_| Error::Unauthenticated)?;
             self.window.commit(seq);
             Ok(pt_len)

@@ -264,6 +264,42 @@ fn gcm_round_trip_and_rejections() {
     assert_eq!(o.stats().replayed, 1);
 }
 
+/// The GCM wire format, checked against RustCrypto `aes-gcm` as an independent
+/// implementation: `seq | AES-256-GCM(key[..32], nonce = key[32..36] | seq, aad = seq) | tag`,
+/// for several sequence numbers and lengths (empty, partial block, 1400 bytes).
+#[test]
+fn gcm_wire_format_matches_independent_aes_gcm() {
+    use aes_gcm::{Aes256Gcm, KeyInit as _, aead::Aead, aead::Payload};
+    let key = material(9);
+    let m = key.secret_bytes();
+    let oracle = Aes256Gcm::new_from_slice(&m[..32]).unwrap();
+    let mut s = GcmSealer::new(&key);
+    let mut o = GcmOpener::new(&key);
+    for (seq, len) in [(0u64, 0usize), (1, 1), (2, 17), (3, 1400)] {
+        let pt: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        let mut buf = vec![0u8; gcm_sealed_len(len)];
+        assert_eq!(s.seal(&pt, &mut buf), Ok(gcm_sealed_len(len)));
+        let mut nonce = [0u8; 12];
+        nonce[..4].copy_from_slice(&m[32..36]);
+        nonce[4..].copy_from_slice(&seq.to_be_bytes());
+        let aad = seq.to_be_bytes();
+        let ct = oracle
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: &pt,
+                    aad: &aad,
+                },
+            )
+            .unwrap();
+        assert_eq!(&buf[..8], &aad);
+        assert_eq!(&buf[8..], &ct[..], "seq {seq} len {len}");
+        let mut out = vec![0u8; len];
+        assert_eq!(o.open(&buf, &mut out), Ok(len));
+        assert_eq!(out, pt);
+    }
+}
+
 #[test]
 fn too_small_buffers_are_errors_not_panics() {
     let key = material(8);

@@ -4,20 +4,16 @@ use std::cell::RefCell;
 use std::io::Write as _;
 
 use tss_esapi::abstraction::nv::{self, NvOpenOptions};
-use tss_esapi::attributes::{NvIndexAttributesBuilder, ObjectAttributesBuilder};
+use tss_esapi::attributes::NvIndexAttributesBuilder;
 use tss_esapi::constants::Tss2ResponseCodeKind;
 use tss_esapi::handles::{KeyHandle, NvIndexTpmHandle};
-use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
-use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::resource_handles::NvAuth;
 use tss_esapi::interface_types::session_handles::AuthSession;
-use tss_esapi::structures::{
-    EccPoint, NvPublicBuilder, Public, PublicBuilder, PublicEccParametersBuilder,
-    SymmetricDefinitionObject,
-};
+use tss_esapi::structures::{NvPublicBuilder, Public};
 
 use super::keystore::{p256_point, p256_signing_template};
-use super::{EsapiTpm, kind, tpm_err};
+use super::{EsapiTpm, kind, storage_key_template, tpm_err};
 use crate::Error;
 use crate::identity::{
     DEFAULT_DEVID_CERT_NV_INDEX, DEFAULT_DEVID_KEY_HANDLE, DEFAULT_MASTER_KEY_HANDLE,
@@ -147,30 +143,7 @@ impl EsapiTpm {
         {
             return self.name_digest(obj);
         }
-        let attrs = ObjectAttributesBuilder::new()
-            .with_fixed_tpm(true)
-            .with_fixed_parent(true)
-            .with_sensitive_data_origin(true)
-            .with_user_with_auth(true)
-            .with_decrypt(true)
-            .with_restricted(true)
-            .with_no_da(true)
-            .build()
-            .map_err(|e| tpm_err("master key template", e))?;
-        let params = PublicEccParametersBuilder::new_restricted_decryption_key(
-            SymmetricDefinitionObject::AES_128_CFB,
-            EccCurve::NistP256,
-        )
-        .build()
-        .map_err(|e| tpm_err("master key template", e))?;
-        let public = PublicBuilder::new()
-            .with_public_algorithm(PublicAlgorithm::Ecc)
-            .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-            .with_object_attributes(attrs)
-            .with_ecc_parameters(params)
-            .with_ecc_unique_identifier(EccPoint::default())
-            .build()
-            .map_err(|e| tpm_err("master key template", e))?;
+        let public = storage_key_template("master key template")?;
         self.create_persistent(handle, public)?;
         let obj = self
             .persistent(handle)?

@@ -143,12 +143,7 @@ impl EsapiTpm {
 /// [`Error::NoTpm`] with this connection's TCTI.
 impl EsapiTpm {
     fn master_key_name_impl(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error> {
-        check_owner_handle("master key", handle)?;
-        self.forget(handle);
-        match self.persistent(handle)? {
-            Some(obj) => Ok(Some(self.name_digest(obj)?)),
-            None => Ok(None),
-        }
+        self.fresh_name_digest("master key", handle)
     }
 
     fn create_wrapped_key_impl(&mut self, master: u32) -> Result<WrappedKey, Error> {

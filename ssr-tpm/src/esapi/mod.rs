@@ -122,6 +122,36 @@ fn oaep() -> RsaDecryptionScheme {
     RsaDecryptionScheme::Oaep(HashScheme::new(HashingAlgorithm::Sha256))
 }
 
+/// The storage-key template (ECC P-256, restricted decrypt, AES-128-CFB, fixedTPM,
+/// fixedParent, noDA, empty unique) of both the owner storage primary and the master
+/// key; `what` names the template in errors.
+fn storage_key_template(what: &'static str) -> Result<Public, Error> {
+    let attrs = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_decrypt(true)
+        .with_restricted(true)
+        .with_no_da(true)
+        .build()
+        .map_err(|e| tpm_err(what, e))?;
+    let params = PublicEccParametersBuilder::new_restricted_decryption_key(
+        SymmetricDefinitionObject::AES_128_CFB,
+        EccCurve::NistP256,
+    )
+    .build()
+    .map_err(|e| tpm_err(what, e))?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Ecc)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attrs)
+        .with_ecc_parameters(params)
+        .with_ecc_unique_identifier(EccPoint::default())
+        .build()
+        .map_err(|e| tpm_err(what, e))
+}
+
 impl EsapiTpm {
     /// Connects to the TPM at `tcti` (`device:/dev/tpmrm0`, `swtpm:host=…,port=…`,
     /// `mssim:…`). [`Error::NoTpm`] when nothing answers.
@@ -298,6 +328,21 @@ impl EsapiTpm {
         }
     }
 
+    /// The Name digest of the owner key `what` at `handle`, or `None` when nothing is
+    /// persisted there. Always asks the TPM afresh: the key may have been replaced since.
+    pub(crate) fn fresh_name_digest(
+        &mut self,
+        what: &'static str,
+        handle: u32,
+    ) -> Result<Option<[u8; 32]>, Error> {
+        check_owner_handle(what, handle)?;
+        self.forget(handle);
+        match self.persistent(handle)? {
+            Some(obj) => Ok(Some(self.name_digest(obj)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The SHA-256 Name digest of the object at `handle` (no TPM command: ESAPI
     /// computed it from the ReadPublic answer and checked it against the TPM's name).
     pub(crate) fn name_digest(&mut self, obj: ObjectHandle) -> Result<[u8; 32], Error> {
@@ -319,23 +364,22 @@ impl EsapiTpm {
         }
     }
 
-    /// Starts a session salted with `salt_key` (an RSA or ECC decryption key in the
-    /// TPM) with AES-128-CFB parameter encryption in both directions.
-    pub(crate) fn salted_session(
+    /// TPM2_StartAuthSession (SHA-256, unbound) salted with `salt_key` when given.
+    fn start_session(
         &mut self,
-        salt_key: ObjectHandle,
+        salt_key: Option<KeyHandle>,
         session_type: SessionType,
+        symmetric: SymmetricDefinition,
     ) -> Result<AuthSession, Error> {
         self.count(1);
-        let session = self
-            .ctx
+        self.ctx
             .execute_without_session(|c| {
                 c.start_auth_session(
-                    Some(KeyHandle::from(salt_key)),
+                    salt_key,
                     None,
                     None,
                     session_type,
-                    SymmetricDefinition::AES_128_CFB,
+                    symmetric,
                     HashingAlgorithm::Sha256,
                 )
             })
@@ -343,7 +387,21 @@ impl EsapiTpm {
             .ok_or(Error::UnexpectedAnswer {
                 op: "StartAuthSession",
                 reason: "no session handle",
-            })?;
+            })
+    }
+
+    /// Starts a session salted with `salt_key` (an RSA or ECC decryption key in the
+    /// TPM) with AES-128-CFB parameter encryption in both directions.
+    pub(crate) fn salted_session(
+        &mut self,
+        salt_key: ObjectHandle,
+        session_type: SessionType,
+    ) -> Result<AuthSession, Error> {
+        let session = self.start_session(
+            Some(KeyHandle::from(salt_key)),
+            session_type,
+            SymmetricDefinition::AES_128_CFB,
+        )?;
         let (attrs, mask) = SessionAttributesBuilder::new()
             .with_decrypt(true)
             .with_encrypt(true)
@@ -369,30 +427,7 @@ impl EsapiTpm {
     /// AES-128-CFB, noDA): the same template always yields the same key from the
     /// owner seed, so it need not be persisted. Flush it after use.
     pub(crate) fn storage_primary(&mut self) -> Result<KeyHandle, Error> {
-        let attrs = ObjectAttributesBuilder::new()
-            .with_fixed_tpm(true)
-            .with_fixed_parent(true)
-            .with_sensitive_data_origin(true)
-            .with_user_with_auth(true)
-            .with_decrypt(true)
-            .with_restricted(true)
-            .with_no_da(true)
-            .build()
-            .map_err(|e| tpm_err("primary template", e))?;
-        let params = PublicEccParametersBuilder::new_restricted_decryption_key(
-            SymmetricDefinitionObject::AES_128_CFB,
-            EccCurve::NistP256,
-        )
-        .build()
-        .map_err(|e| tpm_err("primary template", e))?;
-        let public = PublicBuilder::new()
-            .with_public_algorithm(PublicAlgorithm::Ecc)
-            .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-            .with_object_attributes(attrs)
-            .with_ecc_parameters(params)
-            .with_ecc_unique_identifier(EccPoint::default())
-            .build()
-            .map_err(|e| tpm_err("primary template", e))?;
+        let public = storage_key_template("primary template")?;
         // StartAuthSession + CreatePrimary + FlushContext(session).
         self.count(3);
         let created = self
@@ -448,26 +483,11 @@ impl EsapiTpm {
     /// Policy digest of PolicyPCR over the current values of `pcrs` (trial session).
     fn pcr_policy_digest(&mut self, pcrs: PcrSelection) -> Result<Digest, Error> {
         let list = pcr_list(pcrs)?;
-        self.count(4);
-        let trial = self
-            .ctx
-            .execute_without_session(|c| {
-                c.start_auth_session(
-                    None,
-                    None,
-                    None,
-                    SessionType::Trial,
-                    SymmetricDefinition::Null,
-                    HashingAlgorithm::Sha256,
-                )
-            })
-            .map_err(|e| tpm_err("StartAuthSession", e))?
-            .ok_or(Error::UnexpectedAnswer {
-                op: "StartAuthSession",
-                reason: "no session handle",
-            })?;
+        let trial = self.start_session(None, SessionType::Trial, SymmetricDefinition::Null)?;
         let result = (|| {
             let policy = PolicySession::try_from(trial).map_err(|e| tpm_err("trial session", e))?;
+            // PolicyPCR + PolicyGetDigest.
+            self.count(2);
             self.ctx
                 .execute_without_session(|c| {
                     c.policy_pcr(policy, Digest::default(), list)?;
@@ -475,8 +495,7 @@ impl EsapiTpm {
                 })
                 .map_err(|e| tpm_err("PolicyPCR", e))
         })();
-        let h = tss_esapi::handles::SessionHandle::from(trial);
-        let _ = self.ctx.flush_context(ObjectHandle::from(h));
+        self.flush_session(trial);
         result
     }
 
@@ -596,13 +615,7 @@ impl EsapiTpm {
 /// [`Error::NoTpm`] with this connection's TCTI.
 impl EsapiTpm {
     fn fek_key_name_impl(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error> {
-        check_owner_handle("FEK key", handle)?;
-        // Always ask the TPM afresh: the key may have been replaced since.
-        self.forget(handle);
-        match self.persistent(handle)? {
-            Some(obj) => Ok(Some(self.name_digest(obj)?)),
-            None => Ok(None),
-        }
+        self.fresh_name_digest("FEK key", handle)
     }
 
     fn read_fek_key_impl(&mut self, handle: u32) -> Result<Option<KeyInfo>, Error> {

@@ -12,32 +12,10 @@ const NOW: u64 = 1_764_000_000; // 2025-11-24
 
 /// An IDevID-like certificate made by openssl, written to 0x01C90000 with tpm2-tools.
 fn install_idevid(swtpm: &Swtpm, subject: &str) -> Vec<u8> {
+    let bytes = openssl_cert(subject, "3650", None);
     let dir = tempfile::tempdir().unwrap();
     let der = dir.path().join("idevid.der");
-    run(
-        None,
-        &[
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            path_str(&dir.path().join("key.pem")),
-            "-subj",
-            subject,
-            "-days",
-            "3650",
-            "-outform",
-            "DER",
-            "-out",
-            path_str(&der),
-        ],
-    );
-    let bytes = std::fs::read(&der).unwrap();
+    std::fs::write(&der, &bytes).unwrap();
     let size = bytes.len().to_string();
     run(
         Some(swtpm),
@@ -215,43 +193,39 @@ fn a_cloud_vtpm_is_left_alone() {
     assert!(!tpm.nv_index_exists(cfg.devid_nv_index).unwrap());
 }
 
-/// A certificate made by openssl with `extra` lines in its config (the oracle).
-fn openssl_cert(subject: &str, extensions: &str) -> Vec<u8> {
+/// A self-signed P-256 certificate made by openssl (the oracle), valid for `days`, with
+/// the `extensions` config lines when given.
+fn openssl_cert(subject: &str, days: &str, extensions: Option<&str>) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
-    let cnf = dir.path().join("c.cnf");
-    std::fs::write(
-        &cnf,
-        format!("[req]\ndistinguished_name = dn\n[dn]\n[ext]\n{extensions}\n"),
-    )
-    .unwrap();
     let der = dir.path().join("c.der");
-    run(
-        None,
-        &[
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            path_str(&dir.path().join("k.pem")),
-            "-subj",
-            subject,
-            "-days",
-            "30",
-            "-config",
-            path_str(&cnf),
-            "-extensions",
-            "ext",
-            "-outform",
-            "DER",
-            "-out",
-            path_str(&der),
-        ],
-    );
+    let key = dir.path().join("k.pem");
+    let cnf = dir.path().join("c.cnf");
+    let mut args = vec![
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        path_str(&key),
+        "-subj",
+        subject,
+        "-days",
+        days,
+    ];
+    if let Some(extensions) = extensions {
+        std::fs::write(
+            &cnf,
+            format!("[req]\ndistinguished_name = dn\n[dn]\n[ext]\n{extensions}\n"),
+        )
+        .unwrap();
+        args.extend(["-config", path_str(&cnf), "-extensions", "ext"]);
+    }
+    args.extend(["-outform", "DER", "-out", path_str(&der)]);
+    run(None, &args);
     std::fs::read(der).unwrap()
 }
 
@@ -260,9 +234,12 @@ fn serial_and_model_from_a_hardware_module_name() {
     use ssr_tpm::identity::parse_device_certificate;
     let der = openssl_cert(
         "/O=Example Networks",
-        "subjectAltName = otherName:1.3.6.1.5.5.7.8.4;SEQUENCE:hmn\n\
+        "30",
+        Some(
+            "subjectAltName = otherName:1.3.6.1.5.5.7.8.4;SEQUENCE:hmn\n\
          [hmn]\nhwType = OID:1.3.6.1.4.1.2636.1.1.1.2.133\n\
          hwSerialNum = OCTETSTRING:JN11AB22CD",
+        ),
     );
     let id = parse_device_certificate(&der, "test").unwrap();
     assert_eq!(id.serial_number, "JN11AB22CD");
@@ -283,7 +260,11 @@ fn serial_and_model_from_a_hardware_module_name() {
 #[test]
 fn without_names_the_serial_is_the_certificate_serial() {
     use ssr_tpm::identity::parse_device_certificate;
-    let der = openssl_cert("/O=Example Networks", "basicConstraints = CA:FALSE");
+    let der = openssl_cert(
+        "/O=Example Networks",
+        "30",
+        Some("basicConstraints = CA:FALSE"),
+    );
     let id = parse_device_certificate(&der, "test").unwrap();
     assert_eq!(id.model, None);
     assert!(id.serial_number.len() >= 2);

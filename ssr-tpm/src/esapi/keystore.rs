@@ -1,20 +1,19 @@
 //! [`KeyStoreTpm`] over ESAPI: P-256 signing keys created under the master key.
 
-use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::constants::Tss2ResponseCodeKind;
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
 use tss_esapi::handles::{KeyHandle, ObjectHandle};
-use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
-    Digest, EccPoint, EccScheme, HashScheme, HashcheckTicket, Private, Public, PublicBuilder,
-    PublicEccParametersBuilder, Signature, SignatureScheme,
+    Digest, EccScheme, HashScheme, HashcheckTicket, Private, Public, PublicEccParametersBuilder,
+    Signature, SignatureScheme,
 };
 use tss_esapi::traits::{Marshall as _, UnMarshall as _};
 use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
 
-use super::{EsapiTpm, kind, tpm_err};
+use super::{EsapiTpm, ecc_public, kind, tpm_bound_key_attributes, tpm_err};
 use crate::keystore::{KeyStoreTpm, WrappedKey};
 use crate::{Error, seal::check_owner_handle};
 
@@ -62,15 +61,11 @@ pub(crate) fn p256_spki(public: &Public) -> Result<Vec<u8>, Error> {
 
 /// An unrestricted ECDSA P-256 / SHA-256 signing key: fixedTPM, fixedParent, noDA.
 pub(crate) fn p256_signing_template() -> Result<Public, Error> {
-    let attrs = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
+    let attrs = tpm_bound_key_attributes()
         .with_user_with_auth(true)
         .with_sign_encrypt(true)
         .with_decrypt(false)
         .with_restricted(false)
-        .with_no_da(true)
         .build()
         .map_err(|e| tpm_err("key template", e))?;
     let params = PublicEccParametersBuilder::new_unrestricted_signing_key(
@@ -79,14 +74,7 @@ pub(crate) fn p256_signing_template() -> Result<Public, Error> {
     )
     .build()
     .map_err(|e| tpm_err("key template", e))?;
-    PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::Ecc)
-        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-        .with_object_attributes(attrs)
-        .with_ecc_parameters(params)
-        .with_ecc_unique_identifier(EccPoint::default())
-        .build()
-        .map_err(|e| tpm_err("key template", e))
+    ecc_public(attrs, params, "key template")
 }
 
 impl EsapiTpm {

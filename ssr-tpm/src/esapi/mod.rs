@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::str::FromStr as _;
 
 use tss_esapi::Context;
-use tss_esapi::attributes::{ObjectAttributesBuilder, SessionAttributesBuilder};
+use tss_esapi::attributes::{ObjectAttributes, ObjectAttributesBuilder, SessionAttributesBuilder};
 use tss_esapi::constants::{PropertyTag, SessionType, Tss2ResponseCodeKind};
 use tss_esapi::handles::{KeyHandle, ObjectHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
@@ -21,8 +21,9 @@ use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
     Data, Digest, EccPoint, HashScheme, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Public,
-    PublicBuilder, PublicEccParametersBuilder, PublicKeyRsa, PublicRsaParametersBuilder,
-    RsaDecryptionScheme, RsaExponent, RsaScheme, SymmetricDefinition, SymmetricDefinitionObject,
+    PublicBuilder, PublicEccParameters, PublicEccParametersBuilder, PublicKeyRsa,
+    PublicRsaParametersBuilder, RsaDecryptionScheme, RsaExponent, RsaScheme, SymmetricDefinition,
+    SymmetricDefinitionObject,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 
@@ -126,14 +127,10 @@ fn oaep() -> RsaDecryptionScheme {
 /// fixedParent, noDA, empty unique) of both the owner storage primary and the master
 /// key; `what` names the template in errors.
 fn storage_key_template(what: &'static str) -> Result<Public, Error> {
-    let attrs = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
+    let attrs = tpm_bound_key_attributes()
         .with_user_with_auth(true)
         .with_decrypt(true)
         .with_restricted(true)
-        .with_no_da(true)
         .build()
         .map_err(|e| tpm_err(what, e))?;
     let params = PublicEccParametersBuilder::new_restricted_decryption_key(
@@ -142,6 +139,27 @@ fn storage_key_template(what: &'static str) -> Result<Public, Error> {
     )
     .build()
     .map_err(|e| tpm_err(what, e))?;
+    ecc_public(attrs, params, what)
+}
+
+/// Attributes of every key this crate creates: it never leaves this TPM or its parent
+/// (fixedTPM, fixedParent), its secret was made inside the TPM (sensitiveDataOrigin),
+/// and, having no password, it is exempt from dictionary-attack lockout (noDA).
+fn tpm_bound_key_attributes() -> ObjectAttributesBuilder {
+    ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_no_da(true)
+}
+
+/// An ECC key template with a SHA-256 Name and an empty unique field; `what` names
+/// the template in errors.
+fn ecc_public(
+    attrs: ObjectAttributes,
+    params: PublicEccParameters,
+    what: &'static str,
+) -> Result<Public, Error> {
     PublicBuilder::new()
         .with_public_algorithm(PublicAlgorithm::Ecc)
         .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
@@ -505,15 +523,11 @@ impl EsapiTpm {
         } else {
             self.pcr_policy_digest(pcrs)?
         };
-        let attrs = ObjectAttributesBuilder::new()
-            .with_fixed_tpm(true)
-            .with_fixed_parent(true)
-            .with_sensitive_data_origin(true)
+        let attrs = tpm_bound_key_attributes()
             .with_user_with_auth(pcrs.is_empty())
             .with_decrypt(true)
             .with_sign_encrypt(false)
             .with_restricted(false)
-            .with_no_da(true)
             .build()
             .map_err(|e| tpm_err("key template", e))?;
         let params = PublicRsaParametersBuilder::new()

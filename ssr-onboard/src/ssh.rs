@@ -197,7 +197,7 @@ impl Ed25519SshKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::psk::tests::TestRng;
+    use ssr_testkit::TestRng;
 
     #[test]
     fn public_line_round_trip_and_checks() {

@@ -197,7 +197,7 @@ impl Token {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::psk::tests::TestRng;
+    use ssr_testkit::TestRng;
 
     fn key(seed: u64) -> SigningKey {
         {

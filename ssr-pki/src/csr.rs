@@ -133,9 +133,9 @@ impl Csr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::tests::TestRng;
     use p256::ecdsa::signature::Verifier;
     use p256::ecdsa::{DerSignature, VerifyingKey};
+    use ssr_testkit::TestRng;
 
     #[test]
     fn uuid_forms() {

@@ -72,32 +72,10 @@ impl fmt::Debug for PrivateKey {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    /// A deterministic test RNG (counter through SHA-256): unit tests only.
-    pub(crate) struct TestRng(pub(crate) u64);
-    impl rand_core::TryRng for TestRng {
-        type Error = core::convert::Infallible;
-        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-            Ok(self.try_next_u64()? as u32)
-        }
-        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-            let mut b = [0u8; 8];
-            self.try_fill_bytes(&mut b)?;
-            Ok(u64::from_le_bytes(b))
-        }
-        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-            use sha2::Digest;
-            for chunk in dst.chunks_mut(32) {
-                self.0 += 1;
-                let h = sha2::Sha256::digest(self.0.to_le_bytes());
-                chunk.copy_from_slice(&h[..chunk.len()]);
-            }
-            Ok(())
-        }
-    }
-    impl rand_core::TryCryptoRng for TestRng {}
+    use ssr_testkit::TestRng;
 
     #[test]
     fn pem_round_trip_and_redacted_debug() {

@@ -4,9 +4,11 @@
 mod ext4;
 pub mod http;
 pub mod pki;
+mod rng;
 mod swtpm;
 
 pub use ext4::{LoopExt4, list_names};
+pub use rng::TestRng;
 pub use swtpm::{Swtpm, SwtpmBuilder};
 
 use std::io;

@@ -23,10 +23,16 @@ const P256_SPKI_PREFIX: [u8; 26] = [
     0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
-pub(crate) fn left_pad32(v: &[u8]) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    let start = 32usize.checked_sub(v.len())?;
-    out.get_mut(start..)?.copy_from_slice(v);
+/// Two P-256 integers (TPM big-endian, leading zeros possibly stripped) as one 64-byte
+/// `a || b`, each left-padded to 32 bytes; `None` when one is longer than 32 bytes.
+fn p256_pair(a: &[u8], b: &[u8]) -> Option<[u8; 64]> {
+    let mut out = [0u8; 64];
+    let (left, right) = out.split_at_mut(32);
+    left.get_mut(32usize.checked_sub(a.len())?..)?
+        .copy_from_slice(a);
+    right
+        .get_mut(32usize.checked_sub(b.len())?..)?
+        .copy_from_slice(b);
     Some(out)
 }
 
@@ -38,18 +44,14 @@ pub(crate) fn p256_point(public: &Public) -> Result<[u8; 65], Error> {
             reason: "not an ECC key",
         });
     };
-    let (Some(x), Some(y)) = (
-        left_pad32(unique.x().value()),
-        left_pad32(unique.y().value()),
-    ) else {
+    let Some(xy) = p256_pair(unique.x().value(), unique.y().value()) else {
         return Err(Error::UnexpectedAnswer {
             op: "Create",
             reason: "P-256 coordinate longer than 32 bytes",
         });
     };
     let mut point = [4u8; 65];
-    point[1..33].copy_from_slice(&x);
-    point[33..].copy_from_slice(&y);
+    point[1..].copy_from_slice(&xy);
     Ok(point)
 }
 
@@ -104,19 +106,12 @@ impl EsapiTpm {
                 reason: "not an ECDSA signature",
             });
         };
-        let (Some(r), Some(s)) = (
-            left_pad32(sig.signature_r().value()),
-            left_pad32(sig.signature_s().value()),
-        ) else {
-            return Err(Error::UnexpectedAnswer {
+        p256_pair(sig.signature_r().value(), sig.signature_s().value()).ok_or(
+            Error::UnexpectedAnswer {
                 op: "Sign",
                 reason: "signature component longer than 32 bytes",
-            });
-        };
-        let mut out = [0u8; 64];
-        out[..32].copy_from_slice(&r);
-        out[32..].copy_from_slice(&s);
-        Ok(out)
+            },
+        )
     }
 
     fn master(&mut self, handle: u32) -> Result<KeyHandle, Error> {
@@ -222,5 +217,21 @@ impl KeyStoreTpm for EsapiTpm {
     ) -> Result<[u8; 64], Error> {
         let r = self.sign_with_wrapped_key_impl(master, key, digest);
         self.lost_tpm(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::p256_pair;
+
+    #[test]
+    fn p256_pair_left_pads_each_half_and_refuses_long_integers() {
+        let out = p256_pair(&[1, 2], &[3; 32]).unwrap();
+        assert_eq!(out[..30], [0; 30]);
+        assert_eq!(out[30..32], [1, 2]);
+        assert_eq!(out[32..], [3; 32]);
+        assert_eq!(p256_pair(&[], &[]), Some([0; 64]));
+        assert_eq!(p256_pair(&[9; 33], &[1]), None);
+        assert_eq!(p256_pair(&[1], &[9; 33]), None);
     }
 }

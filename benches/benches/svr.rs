@@ -104,7 +104,7 @@ fn measure_round(secs: u32) -> [Option<f64>; 11] {
     let ossl_hmac = benches::openssl_speed(&["-hmac", "sha384"], SIZE, secs);
     let ossl_gcm = benches::openssl_speed(&["-evp", "aes-256-gcm"], SIZE, secs);
     let ossl_ffdh = benches::openssl_derive_ops("ffdh4096", secs);
-    // HMAC-SHA-384 alone (RustCrypto sha2 + hmac), keyed per message (two SHA-512 blocks
+    // HMAC-SHA-384 alone (ring, as the packet path), keyed per message (two SHA-512 blocks
     // more than OpenSSL's loop, which reuses the key): the floor under seal and batch.
     let hmac_key = [7u8; 48];
     let hmac = rate(d, SIZE, || {

@@ -84,8 +84,9 @@ fn iv_input(seq: u64) -> Block {
 
 /// HMAC-SHA-384 key, keyed once per packet key.
 ///
-/// `ring` (BoringSSL's SHA-512 assembly, ≈ 1.6× RustCrypto `sha2` here; already in the
-/// tree through rustls) rather than `hmac` + `sha2`. HMAC pads a key shorter than the
+/// `ring` (BoringSSL's SHA-512 assembly: AVX on Intel, scalar on AMD, where it measured
+/// about as fast as RustCrypto `sha2`'s AVX2; see the README's Speed section), the same
+/// crate as the GCM suite and already in the tree through rustls. HMAC pads a key shorter than the
 /// block size with zeros, so a ≤ 128-byte key is used as is. The ipad/opad states that
 /// `ring::hmac::Key` precomputes are ring's own key schedule: ring does not zeroize them
 /// on drop, and we cannot; the raw key bytes we hold stay in the zeroizing

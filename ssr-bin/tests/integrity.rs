@@ -164,6 +164,44 @@ impl System {
             .collect()
     }
 
+    /// `start` with the handler killed (SIGKILL) right after durable step `step`.
+    fn start_killed_after(&self, step: &str) -> Output {
+        self.command(&["start"])
+            .env("INTEGRITY_HANDLER_KILL_AFTER_STEP", step)
+            .output()
+            .unwrap()
+    }
+
+    /// The exit code of `check-target` with `args`.
+    fn check_target(&self, args: &[&str]) -> Option<i32> {
+        let args: Vec<&str> = ["check-target"].iter().chain(args).copied().collect();
+        self.run(&args).status.code()
+    }
+
+    /// Onboards, writes the files, locks, and drains the journal.
+    fn onboard_with_files_locked(&mut self) {
+        self.ok(&["start"]);
+        self.write_files();
+        self.ok(&["lock"]);
+        self.journal_records();
+    }
+
+    /// A simulated reboot of an onboarded system holding the files: locks (the files
+    /// are gone), starts again (they are back).
+    fn lock_and_unlock(&self) {
+        self.ok(&["lock"]);
+        self.assert_locked();
+        self.ok(&["start"]);
+        self.assert_files_read_back();
+    }
+
+    /// `start` must be an integrity event; returns its output.
+    fn start_is_integrity_event(&mut self) -> Output {
+        let out = self.run(&["start"]);
+        assert_integrity_event(self, &out);
+        out
+    }
+
     fn write_files(&self) {
         for (i, d) in self.dirs.iter().enumerate() {
             fs::write(d.join("router.key"), format!("secret {i}")).unwrap();
@@ -192,8 +230,38 @@ impl System {
     }
 }
 
+/// Root only (`None`, and the test returns, otherwise): a loop-mounted ext4 of
+/// `size_mib` MiB with the `encrypt` feature and a fresh swtpm.
+fn ext4_and_tpm(size_mib: u64) -> Option<(LoopExt4, Swtpm)> {
+    if !ssr_testkit::require_root() {
+        return None;
+    }
+    Some((
+        LoopExt4::create(size_mib, 4096).unwrap(),
+        Swtpm::start().unwrap(),
+    ))
+}
+
+/// [`ext4_and_tpm`] with a system laid out on that ext4 and talking to that TPM.
+fn system_on_ext4(size_mib: u64) -> Option<(LoopExt4, Swtpm, System)> {
+    let (ext4, tpm) = ext4_and_tpm(size_mib)?;
+    let system = System::new(&ext4.mount_point().join("sys"), &tpm.tcti());
+    Some((ext4, tpm, system))
+}
+
+/// A TCTI on a free port pair where no TPM answers.
+fn absent_tpm_tcti() -> String {
+    let port = ssr_testkit::free_port_pair().unwrap();
+    format!("swtpm:host=127.0.0.1,port={port}")
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_stderr_contains(out: &Output, needle: &str) {
+    assert!(stderr(out).contains(needle), "{}", stderr(out));
 }
 
 fn assert_integrity_event(system: &mut System, out: &Output) {
@@ -220,12 +288,9 @@ fn assert_integrity_event(system: &mut System, out: &Output) {
 
 #[test]
 fn onboards_locks_and_unlocks_with_files_intact() {
-    if !ssr_testkit::require_root() {
+    let Some((_fs, _tpm, mut system)) = system_on_ext4(32) else {
         return;
-    }
-    let fs_ = LoopExt4::create(32, 4096).unwrap();
-    let tpm = Swtpm::start().unwrap();
-    let mut system = System::new(&fs_.mount_point().join("sys"), &tpm.tcti());
+    };
 
     assert!(system.ok(&["status"]).contains("onboarded: no"));
     system.ok(&["start"]);
@@ -287,45 +352,27 @@ fn onboards_locks_and_unlocks_with_files_intact() {
     let open = fs::File::open(system.dirs[0].join("router.key")).unwrap();
     let out = system.run(&["lock"]);
     assert!(out.status.success());
-    assert!(stderr(&out).contains("still open"), "{}", stderr(&out));
+    assert_stderr_contains(&out, "still open");
     drop(open);
     system.ok(&["lock"]);
     system.assert_locked();
 
     // The downgrade guard, onboarded.
+    assert_eq!(system.check_target(&["7.1.2"]), Some(4));
     assert_eq!(
-        system.run(&["check-target", "7.1.2"]).status.code(),
-        Some(4)
-    );
-    assert_eq!(
-        system
-            .run(&["check-target", "7.1.2", "--previous", "7.1.2-R1"])
-            .status
-            .code(),
+        system.check_target(&["7.1.2", "--previous", "7.1.2-R1"]),
         Some(0)
     );
-    assert_eq!(
-        system.run(&["check-target", "7.2.0"]).status.code(),
-        Some(0)
-    );
-    assert_eq!(
-        system.run(&["check-target", "seven"]).status.code(),
-        Some(2)
-    );
+    assert_eq!(system.check_target(&["7.2.0"]), Some(0));
+    assert_eq!(system.check_target(&["seven"]), Some(2));
 }
 
 #[test]
 fn corrupt_or_missing_sealed_fek_is_an_integrity_event_and_destroys_nothing() {
-    if !ssr_testkit::require_root() {
+    let Some((_fs, tpm, mut system)) = system_on_ext4(32) else {
         return;
-    }
-    let fs_ = LoopExt4::create(32, 4096).unwrap();
-    let tpm = Swtpm::start().unwrap();
-    let mut system = System::new(&fs_.mount_point().join("sys"), &tpm.tcti());
-    system.ok(&["start"]);
-    system.write_files();
-    system.ok(&["lock"]);
-    system.journal_records();
+    };
+    system.onboard_with_files_locked();
     let original = fs::read(system.sealed_fek()).unwrap();
 
     // One flipped bit in the ciphertext.
@@ -333,8 +380,7 @@ fn corrupt_or_missing_sealed_fek_is_an_integrity_event_and_destroys_nothing() {
     let mid = corrupt.len() / 2;
     corrupt[mid] ^= 0x01;
     fs::write(system.sealed_fek(), &corrupt).unwrap();
-    let out = system.run(&["start"]);
-    assert_integrity_event(&mut system, &out);
+    system.start_is_integrity_event();
     assert_eq!(
         fs::read(system.sealed_fek()).unwrap(),
         corrupt,
@@ -344,33 +390,26 @@ fn corrupt_or_missing_sealed_fek_is_an_integrity_event_and_destroys_nothing() {
 
     // Missing.
     fs::remove_file(system.sealed_fek()).unwrap();
-    let out = system.run(&["start"]);
-    assert_integrity_event(&mut system, &out);
-    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    let out = system.start_is_integrity_event();
+    assert_stderr_contains(&out, "does not exist");
     assert!(!system.sealed_fek().exists());
     system.assert_locked();
 
     fs::write(system.sealed_fek(), &original).unwrap();
 
     // No TPM answering on an onboarded system.
-    let port = ssr_testkit::free_port_pair().unwrap();
-    system.configure(&format!("swtpm:host=127.0.0.1,port={port}"), false);
-    let out = system.run(&["start"]);
-    assert_integrity_event(&mut system, &out);
-    assert!(stderr(&out).contains("no TPM at"), "{}", stderr(&out));
+    let no_tpm = absent_tpm_tcti();
+    system.configure(&no_tpm, false);
+    let out = system.start_is_integrity_event();
+    assert_stderr_contains(&out, "no TPM at");
     system.configure(&tpm.tcti(), false);
 
     // A damaged onboarding record.
     let record = system.state_dir().join("onboarded");
     let good_record = fs::read(&record).unwrap();
     fs::write(&record, b"integrity-handler onboarding record v9\n").unwrap();
-    let out = system.run(&["start"]);
-    assert_integrity_event(&mut system, &out);
-    assert!(
-        stderr(&out).contains("unsupported version"),
-        "{}",
-        stderr(&out)
-    );
+    let out = system.start_is_integrity_event();
+    assert_stderr_contains(&out, "unsupported version");
     fs::write(&record, &good_record).unwrap();
     system.assert_locked();
 
@@ -378,24 +417,14 @@ fn corrupt_or_missing_sealed_fek_is_an_integrity_event_and_destroys_nothing() {
     // this is an integrity event, not a fresh onboarding.
     let state_backup = system.root.join("state-backup");
     fs::rename(system.state_dir(), &state_backup).unwrap();
-    let out = system.run(&["start"]);
-    assert_integrity_event(&mut system, &out);
-    assert!(
-        stderr(&out).contains("holds encrypted content"),
-        "{}",
-        stderr(&out)
-    );
+    let out = system.start_is_integrity_event();
+    assert_stderr_contains(&out, "holds encrypted content");
     assert!(!system.state_dir().join("onboarded").exists());
     system.assert_locked();
     // The same without a TPM: still an integrity event, not "stays unencrypted".
-    system.configure(&format!("swtpm:host=127.0.0.1,port={port}"), false);
-    let out = system.run(&["start"]);
-    assert_integrity_event(&mut system, &out);
-    assert!(
-        stderr(&out).contains("holds encrypted content"),
-        "{}",
-        stderr(&out)
-    );
+    system.configure(&no_tpm, false);
+    let out = system.start_is_integrity_event();
+    assert_stderr_contains(&out, "holds encrypted content");
     system.configure(&tpm.tcti(), false);
     let _ = fs::remove_dir_all(system.state_dir());
     fs::rename(&state_backup, system.state_dir()).unwrap();
@@ -431,16 +460,8 @@ fn file_system_without_encryption_stays_unencrypted() {
     let mut system = System::new(&mnt.path().join("sys"), &tpm.tcti());
     let out = system.run(&["start"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("does not support encryption"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains("stays unencrypted"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_contains(&out, "does not support encryption");
+    assert_stderr_contains(&out, "stays unencrypted");
     assert!(
         system
             .journal_records()
@@ -455,15 +476,10 @@ fn file_system_without_encryption_stays_unencrypted() {
 #[test]
 fn no_tpm_stays_unencrypted() {
     let dir = tempfile::tempdir().unwrap();
-    let port = ssr_testkit::free_port_pair().unwrap();
-    let mut system = System::new(dir.path(), &format!("swtpm:host=127.0.0.1,port={port}"));
+    let mut system = System::new(dir.path(), &absent_tpm_tcti());
     let out = system.run(&["start"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("stays unencrypted"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_contains(&out, "stays unencrypted");
     let records = system.journal_records();
     assert!(
         records
@@ -476,29 +492,19 @@ fn no_tpm_stays_unencrypted() {
     assert!(!system.state_dir().exists());
     assert!(system.ok(&["status"]).contains("onboarded: no"));
     // Not onboarded: any version may be installed.
-    assert_eq!(
-        system.run(&["check-target", "6.3.0"]).status.code(),
-        Some(0)
-    );
+    assert_eq!(system.check_target(&["6.3.0"]), Some(0));
 }
 
 #[test]
 fn refuses_to_migrate_plaintext() {
-    if !ssr_testkit::require_root() {
+    let Some((_fs, _tpm, system)) = system_on_ext4(16) else {
         return;
-    }
-    let fs_ = LoopExt4::create(16, 4096).unwrap();
-    let tpm = Swtpm::start().unwrap();
-    let system = System::new(&fs_.mount_point().join("sys"), &tpm.tcti());
+    };
     fs::create_dir_all(&system.dirs[1]).unwrap();
     fs::write(system.dirs[1].join("old.conf"), b"plaintext").unwrap();
     let out = system.run(&["start"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("plaintext is never migrated"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_contains(&out, "plaintext is never migrated");
     assert!(!system.sealed_fek().exists());
     assert!(!system.dirs[0].exists());
     assert_eq!(
@@ -516,19 +522,16 @@ fn refuses_to_migrate_plaintext() {
 /// system that locks and unlocks with its files.
 #[test]
 fn onboarding_survives_a_kill_at_every_step() {
-    if !ssr_testkit::require_root() {
+    let Some((ext4, tpm)) = ext4_and_tpm(32) else {
         return;
-    }
-    let fs_ = LoopExt4::create(32, 4096).unwrap();
-    let tpm = Swtpm::start().unwrap();
+    };
     let mut step = 1;
     loop {
-        let system = System::new(&fs_.mount_point().join(format!("kill-{step}")), &tpm.tcti());
-        let out = system
-            .command(&["start"])
-            .env("INTEGRITY_HANDLER_KILL_AFTER_STEP", step.to_string())
-            .output()
-            .unwrap();
+        let system = System::new(
+            &ext4.mount_point().join(format!("kill-{step}")),
+            &tpm.tcti(),
+        );
+        let out = system.start_killed_after(&step.to_string());
         if out.status.success() {
             // Past the last step: onboarding ran to the end.
             assert!(step > 6, "only {} steps", step - 1);
@@ -540,18 +543,10 @@ fn onboarding_survives_a_kill_at_every_step() {
             "step {step}: {}",
             stderr(&out)
         );
-        assert!(
-            stderr(&out).contains(&format!("killed after step {step}")),
-            "{}",
-            stderr(&out)
-        );
+        assert_stderr_contains(&out, &format!("killed after step {step}"));
         // The resumed onboarding is killed at the same step again when it gets that
         // far (a second power loss), then runs to the end.
-        let again = system
-            .command(&["start"])
-            .env("INTEGRITY_HANDLER_KILL_AFTER_STEP", step.to_string())
-            .output()
-            .unwrap();
+        let again = system.start_killed_after(&step.to_string());
         assert!(
             again.status.success() || again.status.signal() == Some(9),
             "step {step}, second kill: {}",
@@ -561,10 +556,7 @@ fn onboarding_survives_a_kill_at_every_step() {
         let status = system.ok(&["status"]);
         assert!(status.contains("onboarded: yes"), "step {step}: {status}");
         system.write_files();
-        system.ok(&["lock"]);
-        system.assert_locked();
-        system.ok(&["start"]);
-        system.assert_files_read_back();
+        system.lock_and_unlock();
         system.ok(&["lock"]);
         step += 1;
     }
@@ -575,19 +567,12 @@ fn onboarding_survives_a_kill_at_every_step() {
 /// are recreated under a new FEK, and onboarding completes.
 #[test]
 fn interrupted_onboarding_with_a_lost_tpm_starts_again_cleanly() {
-    if !ssr_testkit::require_root() {
+    let Some((_fs, _first, system)) = system_on_ext4(16) else {
         return;
-    }
-    let fs_ = LoopExt4::create(16, 4096).unwrap();
-    let first = Swtpm::start().unwrap();
-    let system = System::new(&fs_.mount_point().join("sys"), &first.tcti());
+    };
     // Steps: capabilities, FEK generated, FEK stored, key added, dir 0 created,
     // dir 0 policy set (6).
-    let out = system
-        .command(&["start"])
-        .env("INTEGRITY_HANDLER_KILL_AFTER_STEP", "6")
-        .output()
-        .unwrap();
+    let out = system.start_killed_after("6");
     assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
     let old = ssr_fscrypt::kernel::get_policy(&system.dirs[0])
         .unwrap()
@@ -598,11 +583,7 @@ fn interrupted_onboarding_with_a_lost_tpm_starts_again_cleanly() {
     system.configure(&second.tcti(), false);
     let out = system.run(&["start"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("onboarding starts again"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_contains(&out, "onboarding starts again");
     assert_eq!(
         fs::read(system.state_dir().join("sealed-fek.unusable-1")).unwrap(),
         stale
@@ -612,9 +593,7 @@ fn interrupted_onboarding_with_a_lost_tpm_starts_again_cleanly() {
         .unwrap();
     assert_ne!(new.key_identifier(), old.key_identifier());
     system.write_files();
-    system.ok(&["lock"]);
-    system.ok(&["start"]);
-    system.assert_files_read_back();
+    system.lock_and_unlock();
 }
 
 /// A network namespace created by the test, deleted on drop.
@@ -686,16 +665,10 @@ impl Drop for Killed {
 /// same way, and nothing on disk is touched.
 #[test]
 fn other_tpm_is_an_integrity_event_that_blocks_the_network() {
-    if !ssr_testkit::require_root() {
+    let Some((_fs, tpm, mut system)) = system_on_ext4(32) else {
         return;
-    }
-    let fs_ = LoopExt4::create(32, 4096).unwrap();
-    let tpm = Swtpm::start().unwrap();
-    let mut system = System::new(&fs_.mount_point().join("sys"), &tpm.tcti());
-    system.ok(&["start"]);
-    system.write_files();
-    system.ok(&["lock"]);
-    system.journal_records();
+    };
+    system.onboard_with_files_locked();
     let sealed = fs::read(system.sealed_fek()).unwrap();
 
     let id = std::process::id();

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use ssr_download::http::{Downloaded, download_from};
 use ssr_download::wire::versions_json;
 use ssr_download::{Error, Event, Manifest, Settings, SourceConfig, SourceKind};
-use ssr_testkit::http::{Fault, HttpServer, Request, StaticFiles};
+use ssr_testkit::http::{Fault, HttpServer, Request, Served, StaticFiles};
 
 const VERSION: &str = "7.1.3-r2";
 const CHUNK: u64 = 64 << 10;
@@ -61,6 +61,20 @@ fn settings() -> Settings {
     s.health.min_rate = 0;
     s.health.request_timeout = Duration::from_secs(2);
     s
+}
+
+/// `settings()` with a single attempt.
+fn one_try() -> Settings {
+    let mut s = settings();
+    s.retry.attempts = 1;
+    s
+}
+
+/// From chunk `from` on, every image request `s` gets is answered with HTTP `status`.
+fn fail_image_from_chunk(s: &HttpServer, from: u64, status: u16) {
+    s.set_faults(move |r, _| {
+        (is_image(r) && chunk_of(r).is_some_and(|c| c >= from)).then_some(Fault::Status(status))
+    });
 }
 
 fn src(kind: SourceKind, s: &HttpServer) -> SourceConfig {
@@ -190,9 +204,17 @@ fn corrupted_chunk_is_caught_by_its_hash() {
     );
 }
 
-fn chunk_of_served(s: &ssr_testkit::http::Served) -> Option<u64> {
+fn chunk_of_served(s: &Served) -> Option<u64> {
     let spec = s.range.as_deref()?.strip_prefix("bytes=")?;
     Some(spec.split('-').next()?.parse::<u64>().ok()? / CHUNK)
+}
+
+/// The chunks the image requests in `log` started at.
+fn image_chunks_served(log: &[Served]) -> Vec<u64> {
+    log.iter()
+        .filter(|x| x.path.ends_with(FILE))
+        .filter_map(chunk_of_served)
+        .collect()
 }
 
 #[test]
@@ -242,14 +264,10 @@ fn interrupted_download_resumes_without_refetching() {
     let data = image(4 << 20, 5);
     let (s, _) = server(&data);
     // The first run: chunks 0..24 arrive, then the server fails everything.
-    s.set_faults(|r, _| {
-        (is_image(r) && chunk_of(r).is_some_and(|c| c >= 24)).then_some(Fault::Status(503))
-    });
+    fail_image_from_chunk(&s, 24, 503);
     let dir = tempfile::tempdir().unwrap();
-    let mut one_try = settings();
-    one_try.retry.attempts = 1;
     let sources = [src(SourceKind::Repository, &s)];
-    let (result, _) = run(&sources, one_try, dir.path());
+    let (result, _) = run(&sources, one_try(), dir.path());
     assert!(
         matches!(result, Err(Error::AttemptsExhausted { attempts: 1, .. })),
         "{result:?}"
@@ -272,14 +290,10 @@ fn interrupted_download_resumes_without_refetching() {
 fn tampered_partial_chunk_is_fetched_again_on_resume() {
     let data = image(1 << 20, 6);
     let (s, _) = server(&data);
-    s.set_faults(|r, _| {
-        (is_image(r) && chunk_of(r).is_some_and(|c| c >= 8)).then_some(Fault::Status(500))
-    });
+    fail_image_from_chunk(&s, 8, 500);
     let dir = tempfile::tempdir().unwrap();
-    let mut one_try = settings();
-    one_try.retry.attempts = 1;
     let sources = [src(SourceKind::Repository, &s)];
-    assert!(run(&sources, one_try, dir.path()).0.is_err());
+    assert!(run(&sources, one_try(), dir.path()).0.is_err());
     // Flip a byte of chunk 3 in the partial file.
     let part = dir
         .path()
@@ -293,11 +307,7 @@ fn tampered_partial_chunk_is_fetched_again_on_resume() {
     let done = result.unwrap();
     check_file(&done.path, &data);
     assert_eq!(done.resumed_chunks, 7);
-    let refetched: Vec<u64> = s.served()[before..]
-        .iter()
-        .filter(|x| x.path.ends_with(FILE))
-        .filter_map(chunk_of_served)
-        .collect();
+    let refetched = image_chunks_served(&s.served()[before..]);
     assert!(refetched.contains(&3));
     assert!(!refetched.contains(&2));
 }
@@ -315,9 +325,7 @@ fn no_source_reachable_fails_with_a_clear_reason() {
         kind: SourceKind::Repository,
         url: format!("http://127.0.0.1:{port}"),
     }];
-    let mut s = settings();
-    s.retry.attempts = 1;
-    let (result, _) = run(&sources, s, dir.path());
+    let (result, _) = run(&sources, one_try(), dir.path());
     let err = result.unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -334,9 +342,7 @@ fn sequenced_second_node_waits_for_its_peer_then_falls_back() {
     publish(&peer_files, &data);
     peer_files.insert("/versions", versions_json(&["7.0.0"]));
     let peer = HttpServer::start(std::sync::Arc::clone(&peer_files)).unwrap();
-    peer.set_faults(|r, _| {
-        (is_image(r) && chunk_of(r).is_some_and(|c| c >= 10)).then_some(Fault::Status(500))
-    });
+    fail_image_from_chunk(&peer, 10, 500);
     let (conductor, _) = server(&data);
     let mut s = settings();
     s.ha = ssr_download::HaMode::SequencedSecond;
@@ -377,11 +383,7 @@ fn sequenced_second_node_waits_for_its_peer_then_falls_back() {
         .collect();
     from_peer.sort_unstable();
     assert_eq!(from_peer, (0..10).collect::<Vec<_>>());
-    let from_conductor: Vec<u64> = conductor_log
-        .iter()
-        .filter(|x| x.path.ends_with(FILE))
-        .filter_map(chunk_of_served)
-        .collect();
+    let from_conductor = image_chunks_served(&conductor_log);
     assert!(
         from_conductor.iter().all(|&c| c >= 10),
         "{from_conductor:?}"

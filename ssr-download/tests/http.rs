@@ -108,6 +108,20 @@ fn check_file(path: &Path, data: &[u8]) {
     assert_eq!(Sha256::digest(&got), Sha256::digest(data));
 }
 
+/// Downloads `data` from `s` as conductor 1 with a healthy repository behind it: the
+/// image must arrive intact. Returns the repository's server and the events.
+fn run_with_healthy_backup(s: &HttpServer, data: &[u8]) -> (HttpServer, Vec<Event>) {
+    let (backup, _) = server(data);
+    let dir = tempfile::tempdir().unwrap();
+    let sources = [
+        src(SourceKind::Conductor1, s),
+        src(SourceKind::Repository, &backup),
+    ];
+    let (result, events) = run(&sources, settings(), dir.path());
+    check_file(&result.unwrap().path, data);
+    (backup, events)
+}
+
 #[test]
 fn failing_dying_and_healthy_servers() {
     let data = image(4 << 20, 1);
@@ -182,14 +196,7 @@ fn corrupted_chunk_is_caught_by_its_hash() {
     let data = image(2 << 20, 2);
     let (s, _) = server(&data);
     s.set_faults(|r, _| (is_image(r) && chunk_of(r) == Some(5)).then_some(Fault::Corrupt));
-    let (backup, _) = server(&data);
-    let dir = tempfile::tempdir().unwrap();
-    let sources = [
-        src(SourceKind::Conductor1, &s),
-        src(SourceKind::Repository, &backup),
-    ];
-    let (result, events) = run(&sources, settings(), dir.path());
-    check_file(&result.unwrap().path, &data);
+    let (backup, events) = run_with_healthy_backup(&s, &data);
     assert!(events.contains(&Event::ChunkRejected {
         source: ssr_download::SourceId(0),
         index: 5
@@ -245,14 +252,7 @@ fn wrong_content_range_truncation_and_stalls_are_failures() {
             _ => None,
         }
     });
-    let (backup, _) = server(&data);
-    let dir = tempfile::tempdir().unwrap();
-    let sources = [
-        src(SourceKind::Conductor1, &s),
-        src(SourceKind::Repository, &backup),
-    ];
-    let (result, events) = run(&sources, settings(), dir.path());
-    check_file(&result.unwrap().path, &data);
+    let (_, events) = run_with_healthy_backup(&s, &data);
     assert!(events.contains(&Event::SourceUnavailable {
         source: ssr_download::SourceId(0),
         failures: 6

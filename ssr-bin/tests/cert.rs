@@ -22,6 +22,21 @@ fn ssr(args: &[&str]) -> Output {
         .expect("run ssr")
 }
 
+/// `ssr cert install-ca --store <store> --mode <mode> <extra…> <file>`.
+fn install_ca(store: &str, mode: &str, extra: &[&str], file: &str) -> Output {
+    ssr(&[
+        &["cert", "install-ca", "--store", store, "--mode", mode],
+        extra,
+        &[file],
+    ]
+    .concat())
+}
+
+/// `ssr cert verify --trust <trust> <extra…> <leaf>`.
+fn cert_verify(trust: &str, extra: &[&str], leaf: &str) -> Output {
+    ssr(&[&["cert", "verify", "--trust", trust], extra, &[leaf]].concat())
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -241,26 +256,10 @@ fn provisioning_import_show_verify_and_crls() {
 
     // 3. The CA signs it (openssl); the trust bundle is installed strictly.
     pki.sign(dir, "router.csr", 0x1234, &crl_url, "router.pem");
-    let out = ok(ssr(&[
-        "cert",
-        "install-ca",
-        "--store",
-        store_s,
-        "--mode",
-        "strict",
-        &path("bundle.pem"),
-    ]));
+    let out = ok(install_ca(store_s, "strict", &[], &path("bundle.pem")));
     assert!(out.contains("installed 2 certificate(s)"), "{out}");
     fails(
-        ssr(&[
-            "cert",
-            "install-ca",
-            "--store",
-            store_s,
-            "--mode",
-            "lenient",
-            &path("bundle.pem"),
-        ]),
+        install_ca(store_s, "lenient", &[], &path("bundle.pem")),
         2,
         "validation-mode",
     );
@@ -367,61 +366,33 @@ fn provisioning_import_show_verify_and_crls() {
     assert!(show.contains("fail-hard: remove all peerings"), "{show}");
 
     // 6. Verify: valid now; expired later; revoked with a CRL that lists it.
-    let out = ok(ssr(&[
-        "cert",
-        "verify",
-        "--trust",
-        &path("bundle.pem"),
-        &path("router.pem"),
-    ]));
+    let out = ok(cert_verify(&path("bundle.pem"), &[], &path("router.pem")));
     assert!(out.contains("OK"), "{out}");
     fails(
-        ssr(&[
-            "cert",
-            "verify",
-            "--trust",
-            &path("bundle.pem"),
-            "--at",
-            &at,
-            &path("router.pem"),
-        ]),
+        cert_verify(&path("bundle.pem"), &["--at", &at], &path("router.pem")),
         1,
         "expired",
     );
     std::fs::write(dir.join("revoking.crl"), pki.crl(&[0x1234])).unwrap();
     fails(
-        ssr(&[
-            "cert",
-            "verify",
-            "--trust",
+        cert_verify(
             &path("bundle.pem"),
-            "--crl",
-            &path("revoking.crl"),
+            &["--crl", &path("revoking.crl")],
             &path("router.pem"),
-        ]),
+        ),
         1,
         "revoked",
     );
     // Only the root trusted, the issuing CA given as untrusted: still valid.
     std::fs::write(dir.join("root.pem"), &pki.root_pem).unwrap();
     std::fs::write(dir.join("ica.pem"), &pki.ica_pem).unwrap();
-    ok(ssr(&[
-        "cert",
-        "verify",
-        "--trust",
+    ok(cert_verify(
         &path("root.pem"),
-        "--untrusted",
-        &path("ica.pem"),
+        &["--untrusted", &path("ica.pem")],
         &path("router.pem"),
-    ]));
+    ));
     fails(
-        ssr(&[
-            "cert",
-            "verify",
-            "--trust",
-            &path("root.pem"),
-            &path("router.pem"),
-        ]),
+        cert_verify(&path("root.pem"), &[], &path("router.pem")),
         1,
         "unknown issuer",
     );
@@ -498,30 +469,12 @@ fn install_ca_strict_and_warn_with_an_expired_root() {
     let file = file.to_str().unwrap();
 
     fails(
-        ssr(&[
-            "cert",
-            "install-ca",
-            "--store",
-            store_s,
-            "--mode",
-            "strict",
-            file,
-        ]),
+        install_ca(store_s, "strict", &[], file),
         1,
         "CN=CLI Test Root CA: expired",
     );
     assert!(!store.join("trust/svrv2-root-of-trust.pem").exists());
-    let out = ssr(&[
-        "cert",
-        "install-ca",
-        "--store",
-        store_s,
-        "--mode",
-        "warn",
-        "--name",
-        "old-root",
-        file,
-    ]);
+    let out = install_ca(store_s, "warn", &["--name", "old-root"], file);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("ssr: warning: CN=CLI Test Root CA: expired"),
@@ -531,17 +484,7 @@ fn install_ca_strict_and_warn_with_an_expired_root() {
     assert!(stdout(&out).contains("1 warning(s)"), "{}", stdout(&out));
     assert!(store.join("trust/old-root.pem").exists());
     fails(
-        ssr(&[
-            "cert",
-            "install-ca",
-            "--store",
-            store_s,
-            "--mode",
-            "warn",
-            "--name",
-            "../x",
-            file,
-        ]),
+        install_ca(store_s, "warn", &["--name", "../x"], file),
         1,
         "name",
     );
@@ -577,9 +520,5 @@ fn errors_are_one_line() {
         2,
         "http://",
     );
-    fails(
-        ssr(&["cert", "verify", "--trust", "/nonexistent", "/x"]),
-        2,
-        "/nonexistent",
-    );
+    fails(cert_verify("/nonexistent", &[], "/x"), 2, "/nonexistent");
 }

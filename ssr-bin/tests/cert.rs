@@ -495,30 +495,39 @@ fn errors_are_one_line() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("s");
     let store_s = store.to_str().unwrap();
-    fails(
-        ssr(&["cert", "csr", "--store", store_s, "--uuid", UUID]),
-        1,
-        "run `ssr cert keygen` first",
-    );
-    fails(
-        ssr(&["cert", "import", "--store", store_s, "/nonexistent.pem"]),
-        2,
-        "/nonexistent.pem",
-    );
-    fails(
-        ssr(&["cert", "show", "--store", store_s]),
-        2,
-        "no certificate imported",
-    );
-    fails(
-        ssr(&["crl", "fetch", "--store", store_s]),
-        2,
-        "no CRL URL configured",
-    );
-    fails(
-        ssr(&["crl", "fetch", "--store", store_s, "--url", "ftp://x/y"]),
-        2,
-        "http://",
-    );
-    fails(cert_verify("/nonexistent", &[], "/x"), 2, "/nonexistent");
+    let cases: [(&[&str], i32, &str); 6] = [
+        (
+            &["cert", "csr", "--store", store_s, "--uuid", UUID],
+            1,
+            "run `ssr cert keygen` first",
+        ),
+        (
+            &["cert", "import", "--store", store_s, "/nonexistent.pem"],
+            2,
+            "/nonexistent.pem",
+        ),
+        (
+            &["cert", "show", "--store", store_s],
+            2,
+            "no certificate imported",
+        ),
+        (
+            &["crl", "fetch", "--store", store_s],
+            2,
+            "no CRL URL configured",
+        ),
+        (
+            &["crl", "fetch", "--store", store_s, "--url", "ftp://x/y"],
+            2,
+            "http://",
+        ),
+        (
+            &["cert", "verify", "--trust", "/nonexistent", "/x"],
+            2,
+            "/nonexistent",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        fails(ssr(args), code, needle);
+    }
 }

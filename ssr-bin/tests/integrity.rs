@@ -452,7 +452,8 @@ fn file_system_without_encryption_stays_unencrypted() {
     struct Unmount<'a>(&'a Path);
     impl Drop for Unmount<'_> {
         fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
+            // Lazy: the journal reader thread may still hold its socket here.
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
         }
     }
     let _unmount = Unmount(mnt.path());

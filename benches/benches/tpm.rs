@@ -8,7 +8,6 @@
 //! `openssl speed rsa2048`.
 
 use std::hint::black_box;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
@@ -31,25 +30,6 @@ fn mean(d: Duration, mut f: impl FnMut()) -> f64 {
         n += 1;
     }
     t.elapsed().as_secs_f64() / f64::from(n)
-}
-
-/// RSA-2048 private operations per second from `openssl speed -mr rsa2048`
-/// (`+F2:<k>:2048:<sign/s>:<verify/s>` in OpenSSL 3.0).
-fn openssl_rsa2048_private_ops(seconds: u32) -> Option<f64> {
-    let out = Command::new("openssl")
-        .args([
-            "speed",
-            "-elapsed",
-            "-mr",
-            "-seconds",
-            &seconds.to_string(),
-            "rsa2048",
-        ])
-        .output()
-        .ok()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().find(|l| l.starts_with("+F2:"))?;
-    line.split(':').nth(3)?.trim().parse().ok()
 }
 
 fn main() {
@@ -90,7 +70,7 @@ fn main() {
         warm * 1e3,
         cold * 1e3
     );
-    match openssl_rsa2048_private_ops(1) {
+    match benches::openssl_sign_ops("rsa2048", 1) {
         Some(ops) => eprintln!(
             "openssl rsa2048 private op {:.3} ms; unlock / openssl = {:.1}x (salted session, \
              parameter encryption and {per_unlock} TPM round trips around one RSA decryption)",

@@ -40,6 +40,11 @@ pub fn parse_mr_throughput(stdout: &str) -> Option<f64> {
 /// OpenSSL 3's `-mr` key-agreement lines read `+F<k>:<n>:<bits>:<ops per s>:<s per op>`
 /// (signature lines put seconds per operation first instead, so they are not parsed here).
 pub fn openssl_derive_ops(algorithm: &str, seconds: u32) -> Option<f64> {
+    parse_mr_derive(&openssl_speed_mr(algorithm, seconds)?)
+}
+
+/// The machine-readable (`-mr`) output of `openssl speed -seconds S <algorithm>`.
+fn openssl_speed_mr(algorithm: &str, seconds: u32) -> Option<String> {
     let output = Command::new("openssl")
         .arg("speed")
         .args([
@@ -54,7 +59,7 @@ pub fn openssl_derive_ops(algorithm: &str, seconds: u32) -> Option<f64> {
     if !output.status.success() {
         return None;
     }
-    parse_mr_derive(&String::from_utf8_lossy(&output.stdout))
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// Parses a `+F<k>:` key-agreement line of `openssl speed -mr` output.
@@ -82,21 +87,7 @@ pub fn openssl_sign_ops(algorithm: &str, seconds: u32) -> Option<f64> {
 /// OpenSSL 3.0's `-mr` signature lines read `+F<k>:<n>:<bits>:<signs per s>:<verifies
 /// per s>` (checked against `openssl speed` without `-mr`).
 fn openssl_signature_ops(algorithm: &str, seconds: u32) -> Option<(f64, f64)> {
-    let output = Command::new("openssl")
-        .arg("speed")
-        .args([
-            "-elapsed",
-            "-mr",
-            "-seconds",
-            &seconds.to_string(),
-            algorithm,
-        ])
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = openssl_speed_mr(algorithm, seconds)?;
     let line = stdout
         .lines()
         .find(|l| l.starts_with("+F") && !l.starts_with("+F:"))?;

@@ -73,16 +73,7 @@ fn fails(o: Output, code: i32, needle: &str) -> String {
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl CLI is installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ssr_testkit::run(Command::new("openssl").args(args).current_dir(dir)).unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -16,17 +16,9 @@ use ssr_svr_crypto::kex::{
 };
 
 fn openssl(args: &[&str], dir: &Path) -> Vec<u8> {
-    let o = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl CLI");
-    assert!(
-        o.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
+    ssr_testkit::run(Command::new("openssl").args(args).current_dir(dir))
+        .unwrap()
+        .stdout
 }
 
 /// Minimal DER walker: (tag, header_len, content_len) at `off`.

@@ -154,16 +154,7 @@ pub fn crl(ca: &Ca, serials: &[u64], this_update: i64, crl_number: u64) -> Vec<u
 
 /// Runs `openssl` with `args` in `dir`; panics with its stderr on failure.
 pub fn openssl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl CLI is installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ssr_testkit::run(Command::new("openssl").args(args).current_dir(dir)).unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

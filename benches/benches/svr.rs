@@ -104,8 +104,8 @@ fn measure_round(secs: u32) -> [Option<f64>; 11] {
     let ossl_hmac = benches::openssl_speed(&["-hmac", "sha384"], SIZE, secs);
     let ossl_gcm = benches::openssl_speed(&["-evp", "aes-256-gcm"], SIZE, secs);
     let ossl_ffdh = benches::openssl_derive_ops("ffdh4096", secs);
-    // HMAC-SHA-384 alone (ring, as the packet path), keyed per message (two SHA-512 blocks
-    // more than OpenSSL's loop, which reuses the key): the floor under seal and batch.
+    // HMAC-SHA-384 alone (as the packet path computes it), keyed per message (two SHA-512
+    // blocks more than OpenSSL's loop, which reuses the key): the floor under seal.
     let hmac_key = [7u8; 48];
     let hmac = rate(d, SIZE, || {
         black_box(ssr_svr_crypto::packet::kat::hmac_sha384(

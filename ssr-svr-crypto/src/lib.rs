@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+mod hmac384;
 pub mod kex;
 pub mod packet;
 pub mod peer;

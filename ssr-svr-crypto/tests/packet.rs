@@ -7,8 +7,8 @@ use aes::Aes256;
 use cipher::{BlockCipherEncrypt, KeyInit};
 use ssr_svr_crypto::Error;
 use ssr_svr_crypto::packet::{
-    CbcHmacOpener, CbcHmacSealer, GcmOpener, GcmSealer, HEADER_LEN, TAG_LEN, gcm_sealed_len, kat,
-    sealed_len,
+    CbcHmacOpener, CbcHmacSealer, GcmOpener, GcmSealer, HEADER_LEN, LANES, TAG_LEN, gcm_sealed_len,
+    kat, sealed_len,
 };
 use ssr_svr_crypto::secret::PacketKeyMaterial;
 
@@ -49,7 +49,7 @@ fn open_decrypts_nist_sp800_38a_cbc_vector() {
     pkt.extend_from_slice(&h(NIST_IV));
     pkt.extend_from_slice(&ct);
     pkt.extend_from_slice(&blk);
-    let tag = kat::hmac_sha384(&[0x42; 48], &pkt).unwrap();
+    let tag = kat::hmac_sha384(&[0x42; 48], &pkt);
     pkt.extend_from_slice(&tag[..TAG_LEN]);
     let mut out = [0u8; 128];
     let mut opener = CbcHmacOpener::new(&key);
@@ -59,8 +59,9 @@ fn open_decrypts_nist_sp800_38a_cbc_vector() {
 
 #[test]
 fn hmac_sha384_rfc4231_vectors() {
-    // Test cases 1, 2, 3, 4 of RFC 4231 (HMAC-SHA-384).
-    let cases: [(Vec<u8>, Vec<u8>, &str); 4] = [
+    // Test cases 1, 2, 3, 4, 6, 7 of RFC 4231 (HMAC-SHA-384; 6 and 7 hash a key longer
+    // than the block first; 5 tests truncation to 128 bits, which we do not use).
+    let cases: [(Vec<u8>, Vec<u8>, &str); 6] = [
         (
             vec![0x0b; 20],
             b"Hi There".to_vec(),
@@ -81,9 +82,19 @@ fn hmac_sha384_rfc4231_vectors() {
             vec![0xcd; 50],
             "3e8a69b7783c25851933ab6290af6ca77a9981480850009cc5577c6e1f573b4e6801dd23c4a7d679ccf8a386c674cffb",
         ),
+        (
+            vec![0xaa; 131],
+            b"Test Using Larger Than Block-Size Key - Hash Key First".to_vec(),
+            "4ece084485813e9088d2c63a041bc5b44f9ef1012a2b588f3cd11f05033ac4c60c2ef6ab4030fe8296248df163f44952",
+        ),
+        (
+            vec![0xaa; 131],
+            b"This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm.".to_vec(),
+            "6617178e941f020d351e2f254e8fd32c602420feb0b8fb9adccebb82461e99c5a678cc31e799176d3860e6110c46523e",
+        ),
     ];
     for (k, d, want) in cases {
-        assert_eq!(kat::hmac_sha384(&k, &d).unwrap().to_vec(), h(want));
+        assert_eq!(kat::hmac_sha384(&k, &d).to_vec(), h(want));
     }
 }
 
@@ -215,12 +226,12 @@ fn beyond_window_is_rejected() {
     );
 }
 
-#[test]
-fn batch_seal_equals_single_seal() {
+/// Seals `lens`-long packets as one batch and one by one; both must match byte for byte
+/// and open.
+fn check_batch(lens: &[usize]) {
     let key = material(5);
     let mut single = CbcHmacSealer::new(&key);
     let mut batch = CbcHmacSealer::new(&key);
-    let lens = [1400usize, 0, 15, 16, 64, 1399, 700, 33, 1, 2000, 17];
     let pts: Vec<Vec<u8>> = lens
         .iter()
         .map(|&l| (0..l).map(|i| (i * 3 + l) as u8).collect())
@@ -235,10 +246,21 @@ fn batch_seal_equals_single_seal() {
         let mut want = vec![0u8; sealed_len(p.len())];
         let n = single.seal(p, &mut want).unwrap();
         assert_eq!(got[i], n);
-        assert_eq!(bufs[i], want, "packet {i}");
+        assert_eq!(bufs[i], want, "lens {lens:?} packet {i}");
         let mut out = vec![0u8; n];
         let m = o.open(&bufs[i], &mut out).unwrap();
         assert_eq!(&out[..m], &p[..]);
+    }
+}
+
+#[test]
+fn batch_seal_equals_single_seal() {
+    // Mixed lengths (lanes finish at different blocks), more packets than lanes.
+    check_batch(&[1400, 0, 15, 16, 64, 1399, 700, 33, 1, 2000, 17]);
+    // Every batch size around the lane count, equal and unequal lengths.
+    for n in 1..=LANES + 2 {
+        check_batch(&vec![1400; n]);
+        check_batch(&(0..n).map(|i| 100 + 37 * i).collect::<Vec<_>>());
     }
 }
 

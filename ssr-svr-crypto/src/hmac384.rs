@@ -120,6 +120,30 @@ impl MacKey {
         self.outer_tag(s)
     }
 
+    /// The tag of a `len`-byte message that `work` produces while it is hashed: block
+    /// `m` is read once `work.ensure` has it, and `work.step()` runs between the rounds,
+    /// so a latency-bound producer (a CBC chain) overlaps the SHA-512 arithmetic
+    /// (OpenSSL's "stitching", here left to the out-of-order core).
+    ///
+    /// `#[inline(always)]`, like the producer's methods, so that the whole loop is one
+    /// function compiled with the caller's target features.
+    #[inline(always)]
+    pub(crate) fn tag_interleaved<W: Interleave>(&self, len: usize, work: &mut W) -> [u8; OUT] {
+        let mut s = self.inner;
+        for m in 0..len / BLOCK {
+            let mut block = [0u8; BLOCK];
+            if let Some(b) = work.ensure((m + 1) * BLOCK).get(m * BLOCK..) {
+                block.copy_from_slice(b);
+            }
+            compress_interleaved(&mut s, &block, work);
+        }
+        let tail = Tail::of(work.ensure(len));
+        compress512(&mut s, tail.blocks());
+        let tag = self.outer_tag(s);
+        s.zeroize();
+        tag
+    }
+
     /// The tags of [`WAYS`] messages of any lengths, computed side by side in lanes for
     /// as many blocks as they have in common, then one by one.
     ///
@@ -137,7 +161,7 @@ impl MacKey {
                 None => &tails[l].blocks()[k - full.len()],
             }
         };
-        let mut state = [Lane([0; WAYS]); 8];
+        let mut state = [Lane::<WAYS>([0; WAYS]); 8];
         // The lane state goes through memory between blocks: promoted to registers, the
         // loop-carried state keeps LLVM's SLP vectorizer from vectorizing the rounds
         // (measured: half the speed). `black_box` only hides the address; if it does
@@ -222,57 +246,104 @@ fn digest(s: &[u64; 8]) -> [u8; OUT] {
     d
 }
 
-/// One SHA-512 word in each lane.
+/// A SHA-512 word: `u64`, or one word in each of `N` lanes ([`Lane`]).
+trait Word: Copy {
+    fn splat(x: u64) -> Self;
+    fn add(self, o: Self) -> Self;
+    fn xor(self, o: Self) -> Self;
+    fn and(self, o: Self) -> Self;
+    /// `!self & o`
+    fn andnot(self, o: Self) -> Self;
+    fn ror(self, n: u32) -> Self;
+    fn shr(self, n: u32) -> Self;
+}
+
+impl Word for u64 {
+    #[inline(always)]
+    fn splat(x: u64) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        self.wrapping_add(o)
+    }
+    #[inline(always)]
+    fn xor(self, o: Self) -> Self {
+        self ^ o
+    }
+    #[inline(always)]
+    fn and(self, o: Self) -> Self {
+        self & o
+    }
+    #[inline(always)]
+    fn andnot(self, o: Self) -> Self {
+        !self & o
+    }
+    #[inline(always)]
+    fn ror(self, n: u32) -> Self {
+        self.rotate_right(n)
+    }
+    #[inline(always)]
+    fn shr(self, n: u32) -> Self {
+        self >> n
+    }
+}
+
+/// One SHA-512 word in each of `N` lanes; every operation is a loop over the lanes,
+/// which LLVM vectorizes.
 #[derive(Clone, Copy)]
-struct Lane([u64; WAYS]);
+struct Lane<const N: usize>([u64; N]);
 
-macro_rules! lanewise {
-    ($name:ident, |$x:ident, $y:ident| $e:expr) => {
-        #[inline(always)]
-        fn $name(self, o: Lane) -> Lane {
-            let mut r = self.0;
-            for (x, &y) in r.iter_mut().zip(&o.0) {
-                let ($x, $y) = (*x, y);
-                *x = $e;
-            }
-            Lane(r)
-        }
-    };
-}
-
-impl Lane {
-    lanewise!(add, |x, y| x.wrapping_add(y));
-    lanewise!(xor, |x, y| x ^ y);
-    lanewise!(and, |x, y| x & y);
-    lanewise!(andnot, |x, y| !x & y);
-
+impl<const N: usize> Lane<N> {
     #[inline(always)]
-    fn ror(self, n: u32) -> Lane {
+    fn map2(self, o: Self, f: impl Fn(u64, u64) -> u64) -> Self {
         let mut r = self.0;
-        for x in &mut r {
-            *x = x.rotate_right(n);
-        }
-        Lane(r)
-    }
-
-    #[inline(always)]
-    fn shr(self, n: u32) -> Lane {
-        let mut r = self.0;
-        for x in &mut r {
-            *x >>= n;
+        for (x, &y) in r.iter_mut().zip(&o.0) {
+            *x = f(*x, y);
         }
         Lane(r)
     }
 }
 
-/// One SHA-512 round (FIPS 180-4 §6.4.2) on all lanes; the callers rotate the names
-/// instead of moving the eight working variables.
+impl<const N: usize> Word for Lane<N> {
+    #[inline(always)]
+    fn splat(x: u64) -> Self {
+        Lane([x; N])
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        self.map2(o, u64::wrapping_add)
+    }
+    #[inline(always)]
+    fn xor(self, o: Self) -> Self {
+        self.map2(o, |x, y| x ^ y)
+    }
+    #[inline(always)]
+    fn and(self, o: Self) -> Self {
+        self.map2(o, |x, y| x & y)
+    }
+    #[inline(always)]
+    fn andnot(self, o: Self) -> Self {
+        self.map2(o, |x, y| !x & y)
+    }
+    #[inline(always)]
+    fn ror(self, n: u32) -> Self {
+        self.map2(self, |x, _| x.rotate_right(n))
+    }
+    #[inline(always)]
+    fn shr(self, n: u32) -> Self {
+        self.map2(self, |x, _| x >> n)
+    }
+}
+
+/// One SHA-512 round (FIPS 180-4 §6.4.2); the callers rotate the names instead of
+/// moving the eight working variables.
 macro_rules! round {
     ($a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident, $w:expr, $k:expr) => {
         let t1 = $h
             .add($e.ror(14).xor($e.ror(18)).xor($e.ror(41)))
             .add($e.and($f).xor($e.andnot($g)))
-            .add(Lane([$k; WAYS]))
+            .add(Word::splat($k))
             .add($w);
         let t2 = $a
             .ror(28)
@@ -284,12 +355,104 @@ macro_rules! round {
     };
 }
 
+/// Rounds `r..r + 8`.
+macro_rules! eight_rounds {
+    ($w:ident, $r:expr, $a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident) => {
+        let r = $r;
+        round!($a, $b, $c, $d, $e, $f, $g, $h, schedule(&mut $w, r), K[r]);
+        round!(
+            $h,
+            $a,
+            $b,
+            $c,
+            $d,
+            $e,
+            $f,
+            $g,
+            schedule(&mut $w, r + 1),
+            K[r + 1]
+        );
+        round!(
+            $g,
+            $h,
+            $a,
+            $b,
+            $c,
+            $d,
+            $e,
+            $f,
+            schedule(&mut $w, r + 2),
+            K[r + 2]
+        );
+        round!(
+            $f,
+            $g,
+            $h,
+            $a,
+            $b,
+            $c,
+            $d,
+            $e,
+            schedule(&mut $w, r + 3),
+            K[r + 3]
+        );
+        round!(
+            $e,
+            $f,
+            $g,
+            $h,
+            $a,
+            $b,
+            $c,
+            $d,
+            schedule(&mut $w, r + 4),
+            K[r + 4]
+        );
+        round!(
+            $d,
+            $e,
+            $f,
+            $g,
+            $h,
+            $a,
+            $b,
+            $c,
+            schedule(&mut $w, r + 5),
+            K[r + 5]
+        );
+        round!(
+            $c,
+            $d,
+            $e,
+            $f,
+            $g,
+            $h,
+            $a,
+            $b,
+            schedule(&mut $w, r + 6),
+            K[r + 6]
+        );
+        round!(
+            $b,
+            $c,
+            $d,
+            $e,
+            $f,
+            $g,
+            $h,
+            $a,
+            schedule(&mut $w, r + 7),
+            K[r + 7]
+        );
+    };
+}
+
 /// Message schedule word `t`, the words from 16 on computed in a 16-word ring.
 ///
-/// Closures are not used on this path: LLVM may outline one, and an outlined function
-/// does not inherit the caller's target features.
+/// Closures are not used on these paths unless trivially inlined: LLVM may outline
+/// one, and an outlined function does not inherit the caller's target features.
 #[inline(always)]
-fn schedule(w: &mut [Lane; 16], t: usize) -> Lane {
+fn schedule<W: Word>(w: &mut [W; 16], t: usize) -> W {
     if t < 16 {
         return w[t];
     }
@@ -302,28 +465,64 @@ fn schedule(w: &mut [Lane; 16], t: usize) -> Lane {
     v
 }
 
-/// The SHA-512 compression function on all lanes, lane `l` compressing `blocks[l]`.
+/// Big-endian word `i` of a block.
 #[inline(always)]
-fn compress_lanes(state: &mut [Lane; 8], blocks: [&[u8; BLOCK]; WAYS]) {
-    let mut w = [Lane([0; WAYS]); 16];
-    for (i, wi) in w.iter_mut().enumerate() {
-        for (x, b) in wi.0.iter_mut().zip(&blocks) {
-            let (word, _) = b[i * 8..]
-                .split_first_chunk::<8>()
-                .unwrap_or((&[0; 8], &[]));
-            *x = u64::from_be_bytes(*word);
-        }
+fn word(block: &[u8; BLOCK], i: usize) -> u64 {
+    let (w, _) = block[i * 8..]
+        .split_first_chunk::<8>()
+        .unwrap_or((&[0; 8], &[]));
+    u64::from_be_bytes(*w)
+}
+
+/// Work the caller interleaves with the SHA-512 rounds ([`MacKey::tag_interleaved`]).
+pub(crate) trait Interleave {
+    /// The first `n` bytes of the message, producing whatever is still missing.
+    fn ensure(&mut self, n: usize) -> &[u8];
+    /// Produces a little more of the message ahead of need (one AES block, say); called
+    /// eight times per SHA-512 block, between groups of rounds.
+    fn step(&mut self);
+}
+
+/// The SHA-512 compression function, with `work.step()` after each of the first eight
+/// groups of eight rounds. Fully unrolled, so the schedule's indices are constants and
+/// its words stay in registers (a loop measured at half the speed).
+#[inline(always)]
+fn compress_interleaved<I: Interleave>(state: &mut [u64; 8], block: &[u8; BLOCK], work: &mut I) {
+    let mut w: [u64; 16] = core::array::from_fn(|i| word(block, i));
+    let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *state;
+    eight_rounds!(w, 0, a, b, c, d, e, f, g, h);
+    work.step();
+    eight_rounds!(w, 8, a, b, c, d, e, f, g, h);
+    work.step();
+    eight_rounds!(w, 16, a, b, c, d, e, f, g, h);
+    work.step();
+    eight_rounds!(w, 24, a, b, c, d, e, f, g, h);
+    work.step();
+    eight_rounds!(w, 32, a, b, c, d, e, f, g, h);
+    work.step();
+    eight_rounds!(w, 40, a, b, c, d, e, f, g, h);
+    work.step();
+    eight_rounds!(w, 48, a, b, c, d, e, f, g, h);
+    work.step();
+    eight_rounds!(w, 56, a, b, c, d, e, f, g, h);
+    work.step();
+    eight_rounds!(w, 64, a, b, c, d, e, f, g, h);
+    eight_rounds!(w, 72, a, b, c, d, e, f, g, h);
+    for (s, v) in state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
+        *s = s.wrapping_add(v);
     }
+    w.zeroize();
+}
+
+/// The SHA-512 compression function on `N` lanes, lane `l` compressing `blocks[l]`.
+/// A loop over the round groups: unrolled, the lanes vectorize worse and compile for
+/// minutes.
+#[inline(always)]
+fn compress_lanes<const N: usize>(state: &mut [Lane<N>; 8], blocks: [&[u8; BLOCK]; N]) {
+    let mut w: [Lane<N>; 16] = core::array::from_fn(|i| Lane(blocks.map(|b| word(b, i))));
     let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *state;
     for r in (0..80).step_by(8) {
-        round!(a, b, c, d, e, f, g, h, schedule(&mut w, r), K[r]);
-        round!(h, a, b, c, d, e, f, g, schedule(&mut w, r + 1), K[r + 1]);
-        round!(g, h, a, b, c, d, e, f, schedule(&mut w, r + 2), K[r + 2]);
-        round!(f, g, h, a, b, c, d, e, schedule(&mut w, r + 3), K[r + 3]);
-        round!(e, f, g, h, a, b, c, d, schedule(&mut w, r + 4), K[r + 4]);
-        round!(d, e, f, g, h, a, b, c, schedule(&mut w, r + 5), K[r + 5]);
-        round!(c, d, e, f, g, h, a, b, schedule(&mut w, r + 6), K[r + 6]);
-        round!(b, c, d, e, f, g, h, a, schedule(&mut w, r + 7), K[r + 7]);
+        eight_rounds!(w, r, a, b, c, d, e, f, g, h);
     }
     for (s, v) in state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
         *s = s.add(v);

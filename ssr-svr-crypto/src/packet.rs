@@ -36,7 +36,7 @@ use ring::aead as raead;
 use subtle::ConstantTimeEq;
 
 use crate::Error;
-use crate::hmac384::{MacKey, WAYS};
+use crate::hmac384::{Interleave, MacKey, WAYS};
 use crate::replay::ReplayWindow;
 use crate::secret::PacketKeyMaterial;
 
@@ -153,13 +153,14 @@ impl CbcHmacSealer {
         let mut chain = iv_input(seq);
         self.aes.encrypt_block(&mut chain);
         out[SEQ_LEN..HEADER_LEN].copy_from_slice(&chain);
-        // One backend call for the whole chain (per-block calls pay dispatch each time).
-        self.aes.encrypt_with_backend(CbcChain {
-            chain: &mut chain,
+        // One backend call for the whole packet: the CBC chain runs interleaved with the
+        // MAC's SHA-512 rounds.
+        self.aes.encrypt_with_backend(SealOne {
+            mac: &self.mac,
+            chain,
             pt: plaintext,
-            ct: &mut out[HEADER_LEN..n - TAG_LEN],
+            packet: out,
         });
-        tag_into(&self.mac, out);
         Ok(n)
     }
 
@@ -267,35 +268,94 @@ const WIDE_MIN: usize = 3;
 
 const _: () = assert!(LANES == WAYS, "one seal_lanes call fills the HMAC lanes");
 
-struct CbcChain<'a> {
-    chain: &'a mut Block,
+/// Seals one packet whose sequence number and IV are in place: CBC encryption stitched
+/// with the HMAC ([`MacKey::tag_interleaved`]).
+struct SealOne<'a> {
+    mac: &'a MacKey,
+    /// The IV.
+    chain: Block,
     pt: &'a [u8],
-    ct: &'a mut [u8],
+    /// The whole packet, [`sealed_len`] long.
+    packet: &'a mut [u8],
 }
 
-impl cipher::BlockSizeUser for CbcChain<'_> {
+impl cipher::BlockSizeUser for SealOne<'_> {
     type BlockSize = cipher::consts::U16;
 }
 
-impl cipher::BlockCipherEncClosure for CbcChain<'_> {
+impl cipher::BlockCipherEncClosure for SealOne<'_> {
+    // Inlined into the backend's `#[target_feature]` function, with everything it calls,
+    // so the AES rounds inline between the SHA-512 rounds.
+    #[inline(always)]
     fn call<B: cipher::BlockCipherEncBackend<BlockSize = Self::BlockSize>>(self, backend: &B) {
-        let Self { chain, pt, ct } = self;
-        for (j, c) in ct.chunks_exact_mut(16).enumerate() {
-            let off = j * 16;
-            let last;
-            let p = match pt.get(off..off + 16) {
-                Some(p) => p,
-                None => {
-                    last = pad_block(&pt[off.min(pt.len())..]);
-                    &last
-                }
-            };
-            for (x, y) in chain.iter_mut().zip(p) {
-                *x ^= y;
+        let Self {
+            mac,
+            chain,
+            pt,
+            packet,
+        } = self;
+        let body = packet.len() - TAG_LEN;
+        let mut cbc = CbcProducer {
+            backend,
+            chain,
+            pt,
+            body: &mut packet[..body],
+            done: HEADER_LEN,
+        };
+        let tag = mac.tag_interleaved(body, &mut cbc);
+        packet[body..].copy_from_slice(&tag[..TAG_LEN]);
+    }
+}
+
+/// The CBC chain of one packet as the MAC's message producer: `body` is the packet
+/// without its tag, final up to `done`.
+struct CbcProducer<'a, B> {
+    backend: &'a B,
+    chain: Block,
+    pt: &'a [u8],
+    body: &'a mut [u8],
+    done: usize,
+}
+
+impl<B: cipher::BlockCipherEncBackend<BlockSize = cipher::consts::U16>> CbcProducer<'_, B> {
+    /// Encrypts the next block, if any is left.
+    #[inline(always)]
+    fn next_block(&mut self) {
+        let off = self.done - HEADER_LEN;
+        let Some(out) = self.body.get_mut(self.done..self.done + 16) else {
+            return;
+        };
+        let last;
+        let p = match self.pt.get(off..off + 16) {
+            Some(p) => p,
+            None => {
+                last = pad_block(self.pt.get(off..).unwrap_or_default());
+                &last
             }
-            backend.encrypt_block_inplace(chain);
-            c.copy_from_slice(chain);
+        };
+        for (x, y) in self.chain.iter_mut().zip(p) {
+            *x ^= y;
         }
+        self.backend.encrypt_block_inplace(&mut self.chain);
+        out.copy_from_slice(&self.chain);
+        self.done += 16;
+    }
+}
+
+impl<B: cipher::BlockCipherEncBackend<BlockSize = cipher::consts::U16>> Interleave
+    for CbcProducer<'_, B>
+{
+    #[inline(always)]
+    fn ensure(&mut self, n: usize) -> &[u8] {
+        while self.done < n.min(self.body.len()) {
+            self.next_block();
+        }
+        &self.body[..n.min(self.body.len())]
+    }
+
+    #[inline(always)]
+    fn step(&mut self) {
+        self.next_block();
     }
 }
 
@@ -320,6 +380,9 @@ impl cipher::BlockSizeUser for CbcLanes<'_, '_, '_> {
 }
 
 impl cipher::BlockCipherEncClosure for CbcLanes<'_, '_, '_> {
+    // Inlined into the backend's `#[target_feature]` function: outlined, the AES rounds
+    // would be compiled without AES-NI enabled and become calls.
+    #[inline(always)]
     fn call<B: cipher::BlockCipherEncBackend<BlockSize = Self::BlockSize>>(self, backend: &B) {
         use cipher::typenum::Unsigned;
         let par = <B::ParBlocksSize as Unsigned>::USIZE;

@@ -393,27 +393,32 @@ impl cipher::BlockCipherEncClosure for CbcLanes<'_, '_, '_> {
             pts,
             outs,
         } = self;
-        let nblocks = |i: usize| pts.get(i).map_or(0, |p| p.len() / 16 + 1);
-        let maxb = nblocks(ord[0]);
+        // Lane `p` (in `ord` order, longest first): its plaintext and its ciphertext area.
+        let mut lane_pt: [&[u8]; LANES] = [&[]; LANES];
+        let mut lane_ct: [&mut [u8]; LANES] = Default::default();
+        let mut rank = [0usize; LANES];
+        for (p, &i) in ord.iter().enumerate().take(k) {
+            rank[i] = p;
+        }
+        for (i, o) in outs.iter_mut().enumerate().take(k) {
+            let n = sealed_len(pts[i].len());
+            lane_pt[rank[i]] = pts[i];
+            lane_ct[rank[i]] = &mut o[HEADER_LEN..n - TAG_LEN];
+        }
+        let maxb = lane_ct[0].len() / 16;
         let mut active = k;
         for j in 0..maxb {
-            while active > 0 && nblocks(ord[active - 1]) <= j {
+            while active > 0 && lane_ct[active - 1].len() / 16 <= j {
                 active -= 1;
             }
-            for p in 0..active {
-                let pt = pts[ord[p]];
-                let start = j * 16;
-                let chain = &mut chains[p];
-                if start + 16 <= pt.len() {
-                    for b in 0..16 {
-                        chain[b] ^= pt[start + b];
-                    }
-                } else {
-                    let last = pad_block(&pt[start.min(pt.len())..]);
-                    for b in 0..16 {
-                        chain[b] ^= last[b];
-                    }
-                }
+            let start = j * 16;
+            for (chain, pt) in chains.iter_mut().zip(&lane_pt).take(active) {
+                let block = match pt.get(start..start + 16) {
+                    Some(b) => <[u8; 16]>::try_from(b).unwrap_or_default(),
+                    None => pad_block(pt.get(start..).unwrap_or_default()),
+                };
+                let x = u128::from_ne_bytes(chain.0) ^ u128::from_ne_bytes(block);
+                chain.0 = x.to_ne_bytes();
             }
             let mut done = 0;
             while active - done >= par && par > 1 {
@@ -424,9 +429,8 @@ impl cipher::BlockCipherEncClosure for CbcLanes<'_, '_, '_> {
                 done += par;
             }
             backend.encrypt_tail_blocks_inplace(&mut chains[done..active]);
-            for p in 0..active {
-                let off = HEADER_LEN + j * 16;
-                outs[ord[p]][off..off + 16].copy_from_slice(&chains[p]);
+            for (ct, chain) in lane_ct.iter_mut().zip(chains.iter()).take(active) {
+                ct[start..start + 16].copy_from_slice(chain);
             }
         }
     }

@@ -26,8 +26,8 @@
 //! ```
 //! Nonce = 4-byte salt (bytes 32..36 of the key material) | seq; AAD = the seq field.
 //!
-//! AES-256-CBC comes from RustCrypto `aes`, HMAC-SHA-384 from [`crate::hmac384`] (over
-//! RustCrypto `sha2`, with a four-lane SHA-512 for batches), AES-256-GCM from `ring`
+//! AES-256-CBC comes from RustCrypto `aes`, HMAC-SHA-384 from our `hmac384` module (over
+//! RustCrypto `sha2`, stitched with the CBC chain for one packet, eight lanes wide for batches), AES-256-GCM from `ring`
 //! (BoringSSL's assembly: GCM with CTR and GHASH stitched in one pass).
 
 use aes::Aes256;

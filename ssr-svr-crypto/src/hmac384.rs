@@ -117,7 +117,9 @@ impl MacKey {
         compress512(&mut s, full);
         let tail = Tail::of(msg);
         compress512(&mut s, tail.blocks());
-        self.outer_tag(s)
+        let tag = self.outer_tag(s);
+        s.zeroize();
+        tag
     }
 
     /// The tag of a `len`-byte message that `work` produces while it is hashed: block
@@ -193,10 +195,13 @@ impl MacKey {
         tags
     }
 
+    /// The outer hash over the inner digest; the keyed working states are wiped.
     fn outer_tag(&self, inner: [u64; 8]) -> [u8; OUT] {
         let mut s = self.outer;
         compress512(&mut s, &[outer_block(&inner)]);
-        digest(&s)
+        let tag = digest(&s);
+        s.zeroize();
+        tag
     }
 }
 
@@ -356,94 +361,18 @@ macro_rules! round {
 }
 
 /// Rounds `r..r + 8`.
+#[rustfmt::skip]
 macro_rules! eight_rounds {
     ($w:ident, $r:expr, $a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident) => {
         let r = $r;
         round!($a, $b, $c, $d, $e, $f, $g, $h, schedule(&mut $w, r), K[r]);
-        round!(
-            $h,
-            $a,
-            $b,
-            $c,
-            $d,
-            $e,
-            $f,
-            $g,
-            schedule(&mut $w, r + 1),
-            K[r + 1]
-        );
-        round!(
-            $g,
-            $h,
-            $a,
-            $b,
-            $c,
-            $d,
-            $e,
-            $f,
-            schedule(&mut $w, r + 2),
-            K[r + 2]
-        );
-        round!(
-            $f,
-            $g,
-            $h,
-            $a,
-            $b,
-            $c,
-            $d,
-            $e,
-            schedule(&mut $w, r + 3),
-            K[r + 3]
-        );
-        round!(
-            $e,
-            $f,
-            $g,
-            $h,
-            $a,
-            $b,
-            $c,
-            $d,
-            schedule(&mut $w, r + 4),
-            K[r + 4]
-        );
-        round!(
-            $d,
-            $e,
-            $f,
-            $g,
-            $h,
-            $a,
-            $b,
-            $c,
-            schedule(&mut $w, r + 5),
-            K[r + 5]
-        );
-        round!(
-            $c,
-            $d,
-            $e,
-            $f,
-            $g,
-            $h,
-            $a,
-            $b,
-            schedule(&mut $w, r + 6),
-            K[r + 6]
-        );
-        round!(
-            $b,
-            $c,
-            $d,
-            $e,
-            $f,
-            $g,
-            $h,
-            $a,
-            schedule(&mut $w, r + 7),
-            K[r + 7]
-        );
+        round!($h, $a, $b, $c, $d, $e, $f, $g, schedule(&mut $w, r + 1), K[r + 1]);
+        round!($g, $h, $a, $b, $c, $d, $e, $f, schedule(&mut $w, r + 2), K[r + 2]);
+        round!($f, $g, $h, $a, $b, $c, $d, $e, schedule(&mut $w, r + 3), K[r + 3]);
+        round!($e, $f, $g, $h, $a, $b, $c, $d, schedule(&mut $w, r + 4), K[r + 4]);
+        round!($d, $e, $f, $g, $h, $a, $b, $c, schedule(&mut $w, r + 5), K[r + 5]);
+        round!($c, $d, $e, $f, $g, $h, $a, $b, schedule(&mut $w, r + 6), K[r + 6]);
+        round!($b, $c, $d, $e, $f, $g, $h, $a, schedule(&mut $w, r + 7), K[r + 7]);
     };
 }
 
@@ -490,22 +419,13 @@ pub(crate) trait Interleave {
 fn compress_interleaved<I: Interleave>(state: &mut [u64; 8], block: &[u8; BLOCK], work: &mut I) {
     let mut w: [u64; 16] = core::array::from_fn(|i| word(block, i));
     let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *state;
-    eight_rounds!(w, 0, a, b, c, d, e, f, g, h);
-    work.step();
-    eight_rounds!(w, 8, a, b, c, d, e, f, g, h);
-    work.step();
-    eight_rounds!(w, 16, a, b, c, d, e, f, g, h);
-    work.step();
-    eight_rounds!(w, 24, a, b, c, d, e, f, g, h);
-    work.step();
-    eight_rounds!(w, 32, a, b, c, d, e, f, g, h);
-    work.step();
-    eight_rounds!(w, 40, a, b, c, d, e, f, g, h);
-    work.step();
-    eight_rounds!(w, 48, a, b, c, d, e, f, g, h);
-    work.step();
-    eight_rounds!(w, 56, a, b, c, d, e, f, g, h);
-    work.step();
+    macro_rules! groups_then_step {
+        ($($r:literal)*) => {$(
+            eight_rounds!(w, $r, a, b, c, d, e, f, g, h);
+            work.step();
+        )*};
+    }
+    groups_then_step!(0 8 16 24 32 40 48 56);
     eight_rounds!(w, 64, a, b, c, d, e, f, g, h);
     eight_rounds!(w, 72, a, b, c, d, e, f, g, h);
     for (s, v) in state.iter_mut().zip([a, b, c, d, e, f, g, h]) {

@@ -21,7 +21,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -110,7 +110,7 @@ pub fn download_from(
         aborts: BTreeMap::new(),
         state,
         image: None,
-        hasher: None,
+        hasher: FileHasher::default(),
     };
     if let Some(m) = dl.manifest().cloned() {
         driver.open_image(&m, false)?;
@@ -144,11 +144,6 @@ fn io_err(what: &'static str, path: &Path, reason: &str) -> Error {
         path: path.display().to_string(),
         reason: reason.to_string(),
     }
-}
-
-/// The whole-file hashing thread stopped (it only stops when its queue closes).
-fn hasher_gone(path: &Path) -> Error {
-    io_err("hash", path, "hashing thread gone")
 }
 
 fn io_map(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
@@ -665,69 +660,11 @@ impl StateDir {
     }
 }
 
-/// The whole-file SHA-256 on a thread of its own, fed the verified prefix in order: a
-/// chunk's buffer as it is stored when it is the next one, or read back from the file
-/// when it arrived out of order. The hashing overlaps the writes and the request
-/// threads' work; the bounded queue holds the driver back if the hash falls behind.
-#[derive(Debug)]
+/// The whole-file SHA-256, advanced over the verified prefix as chunks arrive.
+#[derive(Debug, Default)]
 struct FileHasher {
-    /// Index of the next chunk to feed.
     next: u32,
-    tx: SyncSender<HashMsg>,
-    digests: Receiver<Sha256Digest>,
-}
-
-#[derive(Debug)]
-enum HashMsg {
-    /// The next bytes of the file (the buffer goes back to the pool once hashed).
-    Data(Vec<u8>),
-    /// Send the digest of everything fed so far and start over.
-    Finish,
-}
-
-impl FileHasher {
-    fn spawn(pool: Arc<Pool>) -> io::Result<FileHasher> {
-        let (tx, rx) = mpsc::sync_channel::<HashMsg>(4);
-        let (digest_tx, digests) = mpsc::channel();
-        thread::Builder::new()
-            .name("ssr-download-sha".into())
-            .spawn(move || {
-                let mut sha = Sha256::new();
-                for msg in rx {
-                    match msg {
-                        HashMsg::Data(buf) => {
-                            sha.update(&buf);
-                            pool.put_buffer(buf);
-                        }
-                        HashMsg::Finish => {
-                            let done = std::mem::take(&mut sha).finalize().into();
-                            if digest_tx.send(done).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            })?;
-        Ok(FileHasher {
-            next: 0,
-            tx,
-            digests,
-        })
-    }
-
-    /// Feeds chunk `self.next`.
-    fn feed(&mut self, buf: Vec<u8>) -> Result<(), ()> {
-        self.tx.send(HashMsg::Data(buf)).map_err(|_| ())?;
-        self.next += 1;
-        Ok(())
-    }
-
-    /// The digest of all chunks fed; the hasher starts over.
-    fn finish(&mut self) -> Result<Sha256Digest, ()> {
-        self.tx.send(HashMsg::Finish).map_err(|_| ())?;
-        self.next = 0;
-        self.digests.recv().map_err(|_| ())
-    }
+    sha: Sha256,
 }
 
 struct Driver {
@@ -738,8 +675,7 @@ struct Driver {
     aborts: BTreeMap<RequestId, Arc<AtomicBool>>,
     state: StateDir,
     image: Option<(File, File, Arc<Manifest>)>,
-    /// Started with the image.
-    hasher: Option<FileHasher>,
+    hasher: FileHasher,
 }
 
 impl std::fmt::Debug for Driver {
@@ -773,9 +709,7 @@ impl Driver {
             .open(&jpath)
             .map_err(io_map("open", &jpath))?;
         self.image = Some((image, journal, Arc::new(m.clone())));
-        let hasher =
-            FileHasher::spawn(Arc::clone(&self.pool)).map_err(io_map("spawn", &image_path))?;
-        self.hasher = Some(hasher);
+        self.hasher = FileHasher::default();
         Ok(())
     }
 
@@ -871,15 +805,17 @@ impl Driver {
                 self.aborts.remove(&id);
                 dl.handle_end(id, end, now);
             }
-            Msg::Chunk(id, index, buf, digest) => match dl.handle_chunk(id, index, &digest, now) {
-                ChunkVerdict::Accept => self.store(dl, index, buf)?,
-                ChunkVerdict::Reject => {
-                    if let Some(flag) = self.aborts.remove(&id) {
-                        flag.store(true, Ordering::Relaxed);
+            Msg::Chunk(id, index, buf, digest) => {
+                match dl.handle_chunk(id, index, &digest, now) {
+                    ChunkVerdict::Accept => self.store(dl, index, &buf)?,
+                    ChunkVerdict::Reject => {
+                        if let Some(flag) = self.aborts.remove(&id) {
+                            flag.store(true, Ordering::Relaxed);
+                        }
                     }
-                    self.pool.put_buffer(buf);
                 }
-            },
+                self.pool.put_buffer(buf);
+            }
         }
         Ok(())
     }
@@ -889,7 +825,7 @@ impl Driver {
         &mut self,
         dl: &Download<R>,
         index: u32,
-        bytes: Vec<u8>,
+        bytes: &[u8],
     ) -> Result<(), Error> {
         let path = self.state.image_path();
         let Some((image, journal, m)) = &mut self.image else {
@@ -897,14 +833,14 @@ impl Driver {
         };
         let offset = m.chunk_range(index).start;
         image
-            .write_all_at(&bytes, offset)
+            .write_all_at(bytes, offset)
             .map_err(io_map("write", &path))?;
         journal
             .write_all(&index.to_le_bytes())
             .map_err(io_map("journal", &self.state.journal_path()))?;
-        match &mut self.hasher {
-            Some(h) if h.next == index => h.feed(bytes).map_err(|()| hasher_gone(&path))?,
-            _ => self.pool.put_buffer(bytes),
+        if self.hasher.next == index {
+            self.hasher.sha.update(bytes);
+            self.hasher.next += 1;
         }
         self.catch_up(dl, false).map(|_| ())
     }
@@ -917,20 +853,23 @@ impl Driver {
         finish: bool,
     ) -> Result<Option<Sha256Digest>, Error> {
         let path = self.state.image_path();
-        let (Some((image, _, m)), Some(hasher)) = (&self.image, &mut self.hasher) else {
+        let Some((image, _, m)) = &self.image else {
             return Ok(None);
         };
-        while hasher.next < m.chunk_count() && dl.is_chunk_done(hasher.next) {
-            let r = m.chunk_range(hasher.next);
-            let mut buf = self.pool.take_buffer();
+        let mut buf = Vec::new();
+        while self.hasher.next < m.chunk_count() && dl.is_chunk_done(self.hasher.next) {
+            let r = m.chunk_range(self.hasher.next);
             buf.resize((r.end - r.start) as usize, 0);
             image
                 .read_exact_at(&mut buf, r.start)
                 .map_err(io_map("read", &path))?;
-            hasher.feed(buf).map_err(|()| hasher_gone(&path))?;
+            self.hasher.sha.update(&buf);
+            self.hasher.next += 1;
         }
-        if finish && hasher.next == m.chunk_count() {
-            return hasher.finish().map(Some).map_err(|()| hasher_gone(&path));
+        if finish && self.hasher.next == m.chunk_count() {
+            let sha = std::mem::take(&mut self.hasher.sha);
+            self.hasher.next = 0;
+            return Ok(Some(sha.finalize().into()));
         }
         Ok(None)
     }

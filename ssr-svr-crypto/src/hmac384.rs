@@ -133,11 +133,9 @@ impl MacKey {
     pub(crate) fn tag_interleaved<W: Interleave>(&self, len: usize, work: &mut W) -> [u8; OUT] {
         let mut s = self.inner;
         for m in 0..len / BLOCK {
-            let mut block = [0u8; BLOCK];
-            if let Some(b) = work.ensure((m + 1) * BLOCK).get(m * BLOCK..) {
-                block.copy_from_slice(b);
-            }
-            compress_interleaved(&mut s, &block, work);
+            let msg = work.ensure((m + 1) * BLOCK);
+            let w: [u64; 16] = core::array::from_fn(|i| word_at(msg, m * BLOCK + 8 * i));
+            compress_interleaved(&mut s, &w, work);
         }
         let tail = Tail::of(work.ensure(len));
         compress512(&mut s, tail.blocks());
@@ -257,10 +255,12 @@ trait Word: Copy {
     fn add(self, o: Self) -> Self;
     fn xor(self, o: Self) -> Self;
     fn and(self, o: Self) -> Self;
-    /// `!self & o`
-    fn andnot(self, o: Self) -> Self;
     fn ror(self, n: u32) -> Self;
     fn shr(self, n: u32) -> Self;
+    /// Σ0 (FIPS 180-4 (4.10)): `ror 28 ^ ror 34 ^ ror 39`.
+    fn big_sigma0(self) -> Self;
+    /// Σ1 (FIPS 180-4 (4.11)): `ror 14 ^ ror 18 ^ ror 41`.
+    fn big_sigma1(self) -> Self;
 }
 
 impl Word for u64 {
@@ -281,16 +281,23 @@ impl Word for u64 {
         self & o
     }
     #[inline(always)]
-    fn andnot(self, o: Self) -> Self {
-        !self & o
-    }
-    #[inline(always)]
     fn ror(self, n: u32) -> Self {
         self.rotate_right(n)
     }
     #[inline(always)]
     fn shr(self, n: u32) -> Self {
         self >> n
+    }
+    // Nested, as OpenSSL writes them: a scalar rotation overwrites its operand, so three
+    // independent rotations cost two register copies more, and the single-message path
+    // is bound by how many instructions the core can issue, not by this chain's latency.
+    #[inline(always)]
+    fn big_sigma0(self) -> Self {
+        ((self.rotate_right(5) ^ self).rotate_right(6) ^ self).rotate_right(28)
+    }
+    #[inline(always)]
+    fn big_sigma1(self) -> Self {
+        ((self.rotate_right(23) ^ self).rotate_right(4) ^ self).rotate_right(14)
     }
 }
 
@@ -307,6 +314,11 @@ impl<const N: usize> Lane<N> {
             *x = f(*x, y);
         }
         Lane(r)
+    }
+
+    #[inline(always)]
+    fn shl(self, n: u32) -> Self {
+        self.map2(self, |x, _| x << n)
     }
 }
 
@@ -328,10 +340,6 @@ impl<const N: usize> Word for Lane<N> {
         self.map2(o, |x, y| x & y)
     }
     #[inline(always)]
-    fn andnot(self, o: Self) -> Self {
-        self.map2(o, |x, y| !x & y)
-    }
-    #[inline(always)]
     fn ror(self, n: u32) -> Self {
         self.map2(self, |x, _| x.rotate_right(n))
     }
@@ -339,40 +347,49 @@ impl<const N: usize> Word for Lane<N> {
     fn shr(self, n: u32) -> Self {
         self.map2(self, |x, _| x >> n)
     }
+    // Side by side: vector rotations do not overwrite their operand, and the lanes share
+    // one dependency chain, so the shallow form.
+    #[inline(always)]
+    fn big_sigma0(self) -> Self {
+        self.ror(28).xor(self.ror(34)).xor(self.ror(39))
+    }
+    #[inline(always)]
+    fn big_sigma1(self) -> Self {
+        self.ror(14).xor(self.ror(18)).xor(self.ror(41))
+    }
 }
 
-/// One SHA-512 round (FIPS 180-4 §6.4.2); the callers rotate the names instead of
-/// moving the eight working variables.
+/// One SHA-512 round (FIPS 180-4 §6.4.2) with `$wk` = W[t] + K[t]; the callers rotate
+/// the names instead of moving the eight working variables. `$bc` carries `b ^ c` from
+/// round to round: Maj(a, b, c) = ((a ^ b) & (b ^ c)) ^ b, and this round's `a ^ b` is
+/// the next round's `b ^ c`.
 macro_rules! round {
-    ($a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident, $w:expr, $k:expr) => {
+    ($bc:ident, $a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident, $wk:expr) => {
         let t1 = $h
-            .add($e.ror(14).xor($e.ror(18)).xor($e.ror(41)))
-            .add($e.and($f).xor($e.andnot($g)))
-            .add(Word::splat($k))
-            .add($w);
-        let t2 = $a
-            .ror(28)
-            .xor($a.ror(34))
-            .xor($a.ror(39))
-            .add($a.and($b).xor($a.and($c)).xor($b.and($c)));
+            .add($wk)
+            .add($f.xor($g).and($e).xor($g))
+            .add($e.big_sigma1());
+        let ab = $a.xor($b);
+        let t2 = $a.big_sigma0().add(ab.and($bc).xor($b));
+        $bc = ab;
         $d = $d.add(t1);
         $h = t1.add(t2);
     };
 }
 
-/// Rounds `r..r + 8`.
+/// Rounds `r..r + 8`, the schedule computed in the 16-word ring `$w`.
 #[rustfmt::skip]
 macro_rules! eight_rounds {
-    ($w:ident, $r:expr, $a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident) => {
+    ($bc:ident, $w:ident, $r:expr, $a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident) => {
         let r = $r;
-        round!($a, $b, $c, $d, $e, $f, $g, $h, schedule(&mut $w, r), K[r]);
-        round!($h, $a, $b, $c, $d, $e, $f, $g, schedule(&mut $w, r + 1), K[r + 1]);
-        round!($g, $h, $a, $b, $c, $d, $e, $f, schedule(&mut $w, r + 2), K[r + 2]);
-        round!($f, $g, $h, $a, $b, $c, $d, $e, schedule(&mut $w, r + 3), K[r + 3]);
-        round!($e, $f, $g, $h, $a, $b, $c, $d, schedule(&mut $w, r + 4), K[r + 4]);
-        round!($d, $e, $f, $g, $h, $a, $b, $c, schedule(&mut $w, r + 5), K[r + 5]);
-        round!($c, $d, $e, $f, $g, $h, $a, $b, schedule(&mut $w, r + 6), K[r + 6]);
-        round!($b, $c, $d, $e, $f, $g, $h, $a, schedule(&mut $w, r + 7), K[r + 7]);
+        round!($bc, $a, $b, $c, $d, $e, $f, $g, $h, schedule(&mut $w, r).add(Word::splat(K[r])));
+        round!($bc, $h, $a, $b, $c, $d, $e, $f, $g, schedule(&mut $w, r + 1).add(Word::splat(K[r + 1])));
+        round!($bc, $g, $h, $a, $b, $c, $d, $e, $f, schedule(&mut $w, r + 2).add(Word::splat(K[r + 2])));
+        round!($bc, $f, $g, $h, $a, $b, $c, $d, $e, schedule(&mut $w, r + 3).add(Word::splat(K[r + 3])));
+        round!($bc, $e, $f, $g, $h, $a, $b, $c, $d, schedule(&mut $w, r + 4).add(Word::splat(K[r + 4])));
+        round!($bc, $d, $e, $f, $g, $h, $a, $b, $c, schedule(&mut $w, r + 5).add(Word::splat(K[r + 5])));
+        round!($bc, $c, $d, $e, $f, $g, $h, $a, $b, schedule(&mut $w, r + 6).add(Word::splat(K[r + 6])));
+        round!($bc, $b, $c, $d, $e, $f, $g, $h, $a, schedule(&mut $w, r + 7).add(Word::splat(K[r + 7])));
     };
 }
 
@@ -394,13 +411,51 @@ fn schedule<W: Word>(w: &mut [W; 16], t: usize) -> W {
     v
 }
 
+/// Message schedule words `t` and `t + 1` (`t` even, 16..80) for one message, two at a
+/// time in one 128-bit vector (the most the recurrence allows: word `t + 2` needs word
+/// `t`), written as W + K into `wk`. `x` holds the previous sixteen words as eight pairs,
+/// `x[0]` = words `t - 16`, `t - 15`, and moves on by one pair.
+///
+/// σ0 and σ1 are spelled as shifts, the two left shifts xored together first: written as
+/// rotations (or with a left shift next to its right shift, which LLVM turns back into
+/// one) they are rotations of a two-lane vector, which AVX-512F alone cannot do, and
+/// LLVM then computes the whole schedule in scalar registers (measured: a third slower).
+#[inline(always)]
+fn schedule_pair(x: &mut [Lane<2>; 8], wk: &mut [u64; 80], t: usize) {
+    let w15 = Lane([x[0].0[1], x[1].0[0]]);
+    let w7 = Lane([x[4].0[1], x[5].0[0]]);
+    let w2 = x[7];
+    let s0 = w15
+        .shr(1)
+        .xor(w15.shr(7))
+        .xor(w15.shr(8))
+        .xor(w15.shl(63).xor(w15.shl(56)));
+    let s1 = w2
+        .shr(19)
+        .xor(w2.shr(61))
+        .xor(w2.shr(6))
+        .xor(w2.shl(45).xor(w2.shl(3)));
+    let v = x[0].add(s0).add(w7).add(s1);
+    *x = [x[1], x[2], x[3], x[4], x[5], x[6], x[7], v];
+    wk[t] = v.0[0].wrapping_add(K[t]);
+    wk[t + 1] = v.0[1].wrapping_add(K[t + 1]);
+}
+
 /// Big-endian word `i` of a block.
 #[inline(always)]
 fn word(block: &[u8; BLOCK], i: usize) -> u64 {
-    let (w, _) = block[i * 8..]
-        .split_first_chunk::<8>()
-        .unwrap_or((&[0; 8], &[]));
-    u64::from_be_bytes(*w)
+    word_at(block, i * 8)
+}
+
+/// The big-endian word at byte `at` of `msg` (zero past its end).
+#[inline(always)]
+fn word_at(msg: &[u8], at: usize) -> u64 {
+    let w = msg
+        .get(at..)
+        .and_then(|m| m.first_chunk::<8>())
+        .copied()
+        .unwrap_or_default();
+    u64::from_be_bytes(w)
 }
 
 /// Work the caller interleaves with the SHA-512 rounds ([`MacKey::tag_interleaved`]).
@@ -412,26 +467,54 @@ pub(crate) trait Interleave {
     fn step(&mut self);
 }
 
-/// The SHA-512 compression function, with `work.step()` after each of the first eight
-/// groups of eight rounds. Fully unrolled, so the schedule's indices are constants and
-/// its words stay in registers (a loop measured at half the speed).
+/// The SHA-512 compression function of message words `w`, with `work.step()` after
+/// each of the first eight groups of eight rounds.
+///
+/// The schedule runs in vector registers ([`schedule_pair`]), one pair of words ahead
+/// of every two rounds, so the out-of-order core overlaps it with the scalar rounds; the
+/// rounds read W + K from memory (`black_box` keeps the array there: promoted to
+/// registers, LLVM moves the schedule back into scalar code). Fully unrolled: its
+/// indices are constants.
 #[inline(always)]
-fn compress_interleaved<I: Interleave>(state: &mut [u64; 8], block: &[u8; BLOCK], work: &mut I) {
-    let mut w: [u64; 16] = core::array::from_fn(|i| word(block, i));
+fn compress_interleaved<I: Interleave>(state: &mut [u64; 8], w: &[u64; 16], work: &mut I) {
+    let mut x: [Lane<2>; 8] = core::array::from_fn(|i| Lane([w[2 * i], w[2 * i + 1]]));
+    let mut wk_mem = [0u64; 80];
+    let wk = core::hint::black_box(&mut wk_mem);
+    for ((o, &v), &k) in wk.iter_mut().zip(w).zip(&K) {
+        *o = v.wrapping_add(k);
+    }
     let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *state;
+    let mut bc = b ^ c;
+    macro_rules! two_rounds {
+        ($r:expr, $a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident, $ahead:expr) => {
+            if $ahead {
+                schedule_pair(&mut x, wk, $r + 16);
+            }
+            round!(bc, $a, $b, $c, $d, $e, $f, $g, $h, wk[$r]);
+            round!(bc, $h, $a, $b, $c, $d, $e, $f, $g, wk[$r + 1]);
+        };
+    }
+    macro_rules! eight {
+        ($r:expr, $ahead:expr) => {
+            two_rounds!($r, a, b, c, d, e, f, g, h, $ahead);
+            two_rounds!($r + 2, g, h, a, b, c, d, e, f, $ahead);
+            two_rounds!($r + 4, e, f, g, h, a, b, c, d, $ahead);
+            two_rounds!($r + 6, c, d, e, f, g, h, a, b, $ahead);
+        };
+    }
     macro_rules! groups_then_step {
         ($($r:literal)*) => {$(
-            eight_rounds!(w, $r, a, b, c, d, e, f, g, h);
+            eight!($r, true);
             work.step();
         )*};
     }
     groups_then_step!(0 8 16 24 32 40 48 56);
-    eight_rounds!(w, 64, a, b, c, d, e, f, g, h);
-    eight_rounds!(w, 72, a, b, c, d, e, f, g, h);
+    eight!(64, false);
+    eight!(72, false);
     for (s, v) in state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
         *s = s.wrapping_add(v);
     }
-    w.zeroize();
+    wk.zeroize();
 }
 
 /// The SHA-512 compression function on `N` lanes, lane `l` compressing `blocks[l]`.
@@ -441,8 +524,9 @@ fn compress_interleaved<I: Interleave>(state: &mut [u64; 8], block: &[u8; BLOCK]
 fn compress_lanes<const N: usize>(state: &mut [Lane<N>; 8], blocks: [&[u8; BLOCK]; N]) {
     let mut w: [Lane<N>; 16] = core::array::from_fn(|i| Lane(blocks.map(|b| word(b, i))));
     let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *state;
+    let mut bc = b.xor(c);
     for r in (0..80).step_by(8) {
-        eight_rounds!(w, r, a, b, c, d, e, f, g, h);
+        eight_rounds!(bc, w, r, a, b, c, d, e, f, g, h);
     }
     for (s, v) in state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
         *s = s.add(v);

@@ -510,7 +510,9 @@ fn compress_interleaved<I: Interleave>(state: &mut [u64; 8], w: &[u64; 16], work
     }
     groups_then_step!(0 8 16 24 32 40 48 56);
     eight!(64, false);
+    work.step();
     eight!(72, false);
+    work.step();
     for (s, v) in state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
         *s = s.wrapping_add(v);
     }

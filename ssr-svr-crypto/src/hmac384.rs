@@ -293,11 +293,11 @@ impl Word for u64 {
     // is bound by how many instructions the core can issue, not by this chain's latency.
     #[inline(always)]
     fn big_sigma0(self) -> Self {
-        ((self.rotate_right(5) ^ self).rotate_right(6) ^ self).rotate_right(28)
+        self.rotate_right(28) ^ self.rotate_right(34) ^ self.rotate_right(39)
     }
     #[inline(always)]
     fn big_sigma1(self) -> Self {
-        ((self.rotate_right(23) ^ self).rotate_right(4) ^ self).rotate_right(14)
+        self.rotate_right(14) ^ self.rotate_right(18) ^ self.rotate_right(41)
     }
 }
 
@@ -496,19 +496,21 @@ fn compress_interleaved<I: Interleave>(state: &mut [u64; 8], w: &[u64; 16], work
     }
     macro_rules! eight {
         ($r:expr, $ahead:expr) => {
-            two_rounds!($r, a, b, c, d, e, f, g, h, $ahead);
-            two_rounds!($r + 2, g, h, a, b, c, d, e, f, $ahead);
-            two_rounds!($r + 4, e, f, g, h, a, b, c, d, $ahead);
-            two_rounds!($r + 6, c, d, e, f, g, h, a, b, $ahead);
+            let r8 = $r;
+            two_rounds!(r8, a, b, c, d, e, f, g, h, $ahead);
+            two_rounds!(r8 + 2, g, h, a, b, c, d, e, f, $ahead);
+            two_rounds!(r8 + 4, e, f, g, h, a, b, c, d, $ahead);
+            two_rounds!(r8 + 6, c, d, e, f, g, h, a, b, $ahead);
         };
     }
-    macro_rules! groups_then_step {
-        ($($r:literal)*) => {$(
-            eight!($r, true);
-            work.step();
-        )*};
+    let mut r = 0;
+    while r < 64 {
+        eight!(r, true);
+        work.step();
+        eight!(r + 8, true);
+        work.step();
+        r += 16;
     }
-    groups_then_step!(0 8 16 24 32 40 48 56);
     eight!(64, false);
     work.step();
     eight!(72, false);

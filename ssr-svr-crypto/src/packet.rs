@@ -294,25 +294,30 @@ impl cipher::BlockCipherEncClosure for SealOne<'_> {
             pt,
             packet,
         } = self;
-        let body = packet.len() - TAG_LEN;
+        let body_len = packet.len() - TAG_LEN;
+        let (body, tag_out) = packet.split_at_mut(body_len);
+        // The plaintext and its PKCS#7 padding go into the packet first and the CBC chain
+        // encrypts them in place: the producer then needs one buffer and no padding
+        // branch, which keeps its state in registers beside the SHA-512 rounds'.
+        let (text, pad) = body[HEADER_LEN..].split_at_mut(pt.len());
+        text.copy_from_slice(pt);
+        pad.fill(pad.len() as u8);
         let mut cbc = CbcProducer {
             backend,
             chain,
-            pt,
-            body: &mut packet[..body],
+            body,
             done: HEADER_LEN,
         };
-        let tag = mac.tag_interleaved(body, &mut cbc);
-        packet[body..].copy_from_slice(&tag[..TAG_LEN]);
+        let tag = mac.tag_interleaved(body_len, &mut cbc);
+        tag_out.copy_from_slice(&tag[..TAG_LEN]);
     }
 }
 
 /// The CBC chain of one packet as the MAC's message producer: `body` is the packet
-/// without its tag, final up to `done`.
+/// without its tag, ciphertext up to `done`, padded plaintext after it.
 struct CbcProducer<'a, B> {
     backend: &'a B,
     chain: Block,
-    pt: &'a [u8],
     body: &'a mut [u8],
     done: usize,
 }
@@ -321,23 +326,14 @@ impl<B: cipher::BlockCipherEncBackend<BlockSize = cipher::consts::U16>> CbcProdu
     /// Encrypts the next block, if any is left.
     #[inline(always)]
     fn next_block(&mut self) {
-        let off = self.done - HEADER_LEN;
-        let Some(out) = self.body.get_mut(self.done..self.done + 16) else {
+        let Some(block) = self.body.get_mut(self.done..self.done + 16) else {
             return;
         };
-        let last;
-        let p = match self.pt.get(off..off + 16) {
-            Some(p) => p,
-            None => {
-                last = pad_block(self.pt.get(off..).unwrap_or_default());
-                &last
-            }
-        };
-        for (x, y) in self.chain.iter_mut().zip(p) {
+        for (x, y) in self.chain.iter_mut().zip(block.iter()) {
             *x ^= y;
         }
         self.backend.encrypt_block_inplace(&mut self.chain);
-        out.copy_from_slice(&self.chain);
+        block.copy_from_slice(&self.chain);
         self.done += 16;
     }
 }

@@ -421,10 +421,11 @@ fn schedule<W: Word>(w: &mut [W; 16], t: usize) -> W {
 /// one) they are rotations of a two-lane vector, which AVX-512F alone cannot do, and
 /// LLVM then computes the whole schedule in scalar registers (measured: a third slower).
 #[inline(always)]
-fn schedule_pair(x: &mut [Lane<2>; 8], wk: &mut [u64; 80], t: usize) {
-    let w15 = Lane([x[0].0[1], x[1].0[0]]);
-    let w7 = Lane([x[4].0[1], x[5].0[0]]);
-    let w2 = x[7];
+fn schedule_pair(wp: &mut [Lane<2>; 40], wk: &mut [u64; 80], t: usize) {
+    let p = t / 2;
+    let w15 = Lane([wp[p - 8].0[1], wp[p - 7].0[0]]);
+    let w7 = Lane([wp[p - 4].0[1], wp[p - 3].0[0]]);
+    let w2 = wp[p - 1];
     let s0 = w15
         .shr(1)
         .xor(w15.shr(7))
@@ -435,8 +436,8 @@ fn schedule_pair(x: &mut [Lane<2>; 8], wk: &mut [u64; 80], t: usize) {
         .xor(w2.shr(61))
         .xor(w2.shr(6))
         .xor(w2.shl(45).xor(w2.shl(3)));
-    let v = x[0].add(s0).add(w7).add(s1);
-    *x = [x[1], x[2], x[3], x[4], x[5], x[6], x[7], v];
+    let v = wp[p - 8].add(s0).add(w7).add(s1);
+    wp[p] = v;
     wk[t] = v.0[0].wrapping_add(K[t]);
     wk[t + 1] = v.0[1].wrapping_add(K[t + 1]);
 }
@@ -477,9 +478,12 @@ pub(crate) trait Interleave {
 /// indices are constants.
 #[inline(always)]
 fn compress_interleaved<I: Interleave>(state: &mut [u64; 8], w: &[u64; 16], work: &mut I) {
-    let mut x: [Lane<2>; 8] = core::array::from_fn(|i| Lane([w[2 * i], w[2 * i + 1]]));
+    let mut w_mem = [Lane([0u64; 2]); 40];
     let mut wk_mem = [0u64; 80];
-    let wk = core::hint::black_box(&mut wk_mem);
+    let (x, wk) = core::hint::black_box((&mut w_mem, &mut wk_mem));
+    for (i, p) in x.iter_mut().take(8).enumerate() {
+        *p = Lane([w[2 * i], w[2 * i + 1]]);
+    }
     for ((o, &v), &k) in wk.iter_mut().zip(w).zip(&K) {
         *o = v.wrapping_add(k);
     }
@@ -488,7 +492,7 @@ fn compress_interleaved<I: Interleave>(state: &mut [u64; 8], w: &[u64; 16], work
     macro_rules! two_rounds {
         ($r:expr, $a:ident, $b:ident, $c:ident, $d:ident, $e:ident, $f:ident, $g:ident, $h:ident, $ahead:expr) => {
             if $ahead {
-                schedule_pair(&mut x, wk, $r + 16);
+                schedule_pair(x, wk, $r + 16);
             }
             round!(bc, $a, $b, $c, $d, $e, $f, $g, $h, wk[$r]);
             round!(bc, $h, $a, $b, $c, $d, $e, $f, $g, wk[$r + 1]);

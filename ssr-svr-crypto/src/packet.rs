@@ -150,14 +150,11 @@ impl CbcHmacSealer {
         let seq = self.take_seq()?;
         let out = &mut out[..n];
         out[..SEQ_LEN].copy_from_slice(&seq.to_be_bytes());
-        let mut chain = iv_input(seq);
-        self.aes.encrypt_block(&mut chain);
-        out[SEQ_LEN..HEADER_LEN].copy_from_slice(&chain);
-        // One backend call for the whole packet: the CBC chain runs interleaved with the
-        // MAC's SHA-512 rounds.
+        // One backend call for the whole packet: the IV, then the CBC chain interleaved
+        // with the MAC's SHA-512 rounds.
         self.aes.encrypt_with_backend(SealOne {
             mac: &self.mac,
-            chain,
+            iv_input: iv_input(seq),
             pt: plaintext,
             packet: out,
         });
@@ -268,12 +265,12 @@ const WIDE_MIN: usize = 3;
 
 const _: () = assert!(LANES == WAYS, "one seal_lanes call fills the HMAC lanes");
 
-/// Seals one packet whose sequence number and IV are in place: CBC encryption stitched
-/// with the HMAC ([`MacKey::tag_interleaved`]).
+/// Seals one packet whose sequence number is in place: the IV, then CBC encryption
+/// stitched with the HMAC ([`MacKey::tag_interleaved`]).
 struct SealOne<'a> {
     mac: &'a MacKey,
-    /// The IV.
-    chain: Block,
+    /// What the IV is encrypted from ([`iv_input`]).
+    iv_input: Block,
     pt: &'a [u8],
     /// The whole packet, [`sealed_len`] long.
     packet: &'a mut [u8],
@@ -290,10 +287,12 @@ impl cipher::BlockCipherEncClosure for SealOne<'_> {
     fn call<B: cipher::BlockCipherEncBackend<BlockSize = Self::BlockSize>>(self, backend: &B) {
         let Self {
             mac,
-            chain,
+            iv_input: mut chain,
             pt,
             packet,
         } = self;
+        backend.encrypt_block_inplace(&mut chain);
+        packet[SEQ_LEN..HEADER_LEN].copy_from_slice(&chain);
         let body_len = packet.len() - TAG_LEN;
         let (body, tag_out) = packet.split_at_mut(body_len);
         // The plaintext and its PKCS#7 padding go into the packet first and the CBC chain

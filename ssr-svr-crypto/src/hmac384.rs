@@ -1,15 +1,19 @@
-//! HMAC-SHA-384 (RFC 2104, FIPS 198-1) for the packet path, one message at a time or
-//! eight at once.
+//! HMAC-SHA-384 (RFC 2104, FIPS 198-1) for the packet path, in three shapes:
 //!
-//! One message: RustCrypto `sha2`'s SHA-512 compression function (AVX2 where the CPU
-//! has it). Eight messages: a SHA-512 compression over eight 64-bit lanes written in
-//! plain Rust ([`MacKey::tag_lanes`]); every lane operation is a loop over eight `u64`s
-//! that LLVM turns into vector instructions (one 512-bit or two 256-bit) when the caller
-//! is compiled with AVX-512 or AVX2. The batch sealer calls it inside the AES backend's
-//! call (`encrypt_with_backend`), whose target features (VAES with AVX-512 or AVX2 on
-//! current x86) the inlined code inherits, so no `unsafe` and no CPU detection of our own
-//! is needed; on a CPU without them the same code runs in narrower registers, slower but
-//! with identical results.
+//! * A message known in full ([`MacKey::tag`], `open`): RustCrypto `sha2`'s SHA-512
+//!   compression function (AVX2 where the CPU has it).
+//! * A message produced while it is hashed ([`MacKey::tag_interleaved`], `seal`): our
+//!   own compression, scalar rounds with the message schedule two words at a time in
+//!   vector registers, calling the producer (one CBC block) between groups of rounds
+//!   so the out-of-order core overlaps the latency-bound CBC chain with the hash.
+//! * Eight messages at once ([`MacKey::tag_lanes`], `seal_batch`): a compression over
+//!   eight 64-bit lanes, every lane operation a loop over eight `u64`s that LLVM turns
+//!   into vector instructions (one 512-bit or two 256-bit).
+//!
+//! The last two run inside the AES backend's call (`encrypt_with_backend`), whose
+//! target features (VAES with AVX-512 or AVX2 on current x86) the inlined code
+//! inherits, so no `unsafe` and no CPU detection of our own is needed; on a CPU without
+//! them the same code runs in narrower registers, slower but with identical results.
 //!
 //! The key is kept only as the two SHA-384 midstates after the `key ⊕ ipad` and
 //! `key ⊕ opad` blocks (what RFC 2104 §4 suggests precomputing), zeroized on drop.

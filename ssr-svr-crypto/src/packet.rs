@@ -26,9 +26,10 @@
 //! ```
 //! Nonce = 4-byte salt (bytes 32..36 of the key material) | seq; AAD = the seq field.
 //!
-//! AES-256-CBC comes from RustCrypto `aes`, HMAC-SHA-384 from our `hmac384` module (over
-//! RustCrypto `sha2`, stitched with the CBC chain for one packet, eight lanes wide for batches), AES-256-GCM from `ring`
-//! (BoringSSL's assembly: GCM with CTR and GHASH stitched in one pass).
+//! AES-256-CBC comes from RustCrypto `aes`, HMAC-SHA-384 from our `hmac384` module
+//! (RustCrypto `sha2` to open; our SHA-512 stitched with the CBC chain to seal one
+//! packet, eight lanes wide for batches), AES-256-GCM from `ring` (BoringSSL's
+//! assembly: GCM with CTR and GHASH stitched in one pass).
 
 use aes::Aes256;
 use cipher::{Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};

@@ -405,13 +405,13 @@ fn schedule<W: Word>(w: &mut [W; 16], t: usize) -> W {
 /// Message schedule words `t` and `t + 1` (`t` even, 16..80) for one message, two at a
 /// time in one 128-bit vector (the most the recurrence allows: word `t + 2` needs word
 /// `t`), into `wp` (the schedule as pairs: `wp[p]` = words `2p`, `2p + 1`) and, as
-/// W + K, into `wk`. Both stay in memory: as a ring of vector registers the schedule
-/// leaves too few registers for the rounds beside it (measured slower).
+/// W + K, into `wk`. Both stay in memory: as a ring of eight vector registers the
+/// schedule leaves too few registers for the rounds beside it (measured 2% slower).
 ///
 /// σ0 and σ1 are spelled as shifts, the two left shifts xored together first: written as
 /// rotations (or with a left shift next to its right shift, which LLVM turns back into
 /// one) they are rotations of a two-lane vector, which AVX-512F alone cannot do, and
-/// LLVM then computes the whole schedule in scalar registers (measured: a third slower).
+/// LLVM then computes most of the schedule in scalar registers (measured slower).
 #[inline(always)]
 fn schedule_pair(sc: &mut Scratch, t: usize) {
     let Scratch { k, w: wp, wk } = sc;

@@ -114,12 +114,38 @@ fn sealed_packet_matches_openssl_enc_and_dgst() {
     let key = material(3);
     let mut sealer = CbcHmacSealer::new(&key);
     let dir = tempfile::tempdir().unwrap();
-    for len in [0usize, 1, 15, 16, 17, 100, 1400] {
+    // Lengths around the SHA-512 block and padding boundaries of the stitched MAC
+    // (header 24 bytes, 128-byte blocks, one- or two-block tails) and long packets.
+    for len in [
+        0usize, 1, 15, 16, 17, 87, 88, 100, 103, 104, 231, 232, 1400, 1401, 2047, 9000, 65000,
+    ] {
         let pt: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+        let seq = sealer.next_seq();
         let mut out = vec![0u8; sealed_len(len)];
         let n = sealer.seal(&pt, &mut out).unwrap();
         assert_eq!(n, sealed_len(len));
+        assert_eq!(&out[..8], &seq.to_be_bytes());
         let iv = &out[8..HEADER_LEN];
+        // The IV is AES-K(seq | 0x80 | 0…), as the wire format says.
+        let mut iv_in = [0u8; 16];
+        iv_in[..8].copy_from_slice(&seq.to_be_bytes());
+        iv_in[8] = 0x80;
+        let ivf = dir.path().join("iv_in");
+        std::fs::write(&ivf, iv_in).unwrap();
+        let ecb = Command::new("openssl")
+            .args([
+                "enc",
+                "-aes-256-ecb",
+                "-nopad",
+                "-K",
+                &hex::encode(&key.secret_bytes()[..32]),
+                "-in",
+            ])
+            .arg(&ivf)
+            .output()
+            .unwrap();
+        assert!(ecb.status.success());
+        assert_eq!(ecb.stdout, iv, "IV for seq {seq}");
         let ct = &out[HEADER_LEN..n - TAG_LEN];
         let ptf = dir.path().join("pt");
         std::fs::write(&ptf, &pt).unwrap();

@@ -1,28 +1,31 @@
-//! Two SVR peers over UDP on loopback: certificates, signed key exchange, metadata keys,
-//! then data packets (some deliberately replayed or tampered) and a manual metadata-key
-//! regenerate.
+//! Two SVR peers over UDP on loopback: certificates (X.509 from a throwaway authority,
+//! validated by ssr-pki), signed key exchange, metadata keys, then data packets (some
+//! deliberately replayed or tampered) and a manual metadata-key regenerate.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use p256::ecdsa::SigningKey;
+use p256::pkcs8::DecodePrivateKey;
+use ssr_pki::Certificate;
 use ssr_svr_crypto::Error;
-use ssr_svr_crypto::kex::{KexAlgorithm, StaticAuthenticator};
+use ssr_svr_crypto::kex::KexAlgorithm;
 use ssr_svr_crypto::peer::{
     FailMode, KeyManager, LocalIdentity, Peer, RekeyInterval, SecurityConfig, SecurityState,
 };
+use ssr_svr_crypto::pki::PkiAuthenticator;
 
 const CONTROL: u8 = 0;
 const DATA: u8 = 1;
 
-struct Node {
+struct Node<'a> {
     sock: UdpSocket,
     to: std::net::SocketAddr,
-    peer: Peer<StaticAuthenticator>,
+    peer: Peer<&'a PkiAuthenticator>,
     km: KeyManager,
 }
 
-impl Node {
+impl Node<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         while let Some(m) = self.peer.poll_transmit() {
             let mut d = vec![CONTROL];
@@ -42,7 +45,7 @@ struct Counts {
 }
 
 fn pump(
-    nodes: &mut [Node; 2],
+    nodes: &mut [Node<'_>; 2],
     counts: &mut Counts,
     rng: &mut impl rand::CryptoRng,
     wait: Duration,
@@ -87,6 +90,47 @@ fn pump(
     Ok(())
 }
 
+/// A router's signing key and its certificate (DER).
+type Identity = (SigningKey, Vec<u8>);
+
+/// A throwaway authority (a self-signed P-256 CA) and, for each of `names`, a fresh
+/// P-256 key with a certificate whose commonName is that name; the authenticator
+/// trusts the authority.
+fn authority(
+    names: &[&str],
+) -> Result<(PkiAuthenticator, Vec<Identity>), Box<dyn std::error::Error>> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "demo SVR authority");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate()?;
+    let root = Certificate::from_der(ca.self_signed(&ca_key)?.der())?;
+    let issuer = Issuer::new(ca, ca_key);
+    let mut routers = Vec::new();
+    for name in names {
+        let mut leaf = CertificateParams::new(Vec::<String>::new())?;
+        leaf.distinguished_name.push(DnType::CommonName, *name);
+        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        leaf.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        leaf.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let cert = leaf.signed_by(&key, &issuer)?;
+        routers.push((
+            SigningKey::from_pkcs8_der(&key.serialize_der())?,
+            cert.der().to_vec(),
+        ));
+    }
+    Ok((PkiAuthenticator::new(vec![root], Vec::new()), routers))
+}
+
 /// Runs two peers with key exchange `alg`, sends `packets` data packets from
 /// router-east to router-west (every 50th also replayed, every 50th preceded by a
 /// forged copy), regenerates the metadata key half-way, and returns a JSON summary.
@@ -104,17 +148,7 @@ pub fn run(
         FailMode::FailSoft,
     )?;
     let names = ["router-east", "router-west"];
-    let keys: Vec<SigningKey> = (0..2)
-        .map(|_| <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng))
-        .collect();
-    let certs: Vec<Vec<u8>> = names
-        .iter()
-        .map(|n| format!("demo certificate {n}").into_bytes())
-        .collect();
-    let mut auth = StaticAuthenticator::new();
-    for i in 0..2 {
-        auth.trust(&certs[i], names[i], *keys[i].verifying_key());
-    }
+    let (auth, routers) = authority(&names)?;
     let socks = [
         UdpSocket::bind("127.0.0.1:0")?,
         UdpSocket::bind("127.0.0.1:0")?,
@@ -125,8 +159,8 @@ pub fn run(
     let [s0, s1] = socks;
     let mk = |i: usize, sock: UdpSocket, rng: &mut rand::rngs::ThreadRng| {
         let me = LocalIdentity {
-            cert_der: certs[i].clone(),
-            signing_key: keys[i].clone(),
+            cert_der: routers[i].1.clone(),
+            signing_key: routers[i].0.clone(),
             common_name: names[i].into(),
         };
         let km = KeyManager::new(rng, now);
@@ -134,7 +168,7 @@ pub fn run(
             cfg.clone(),
             me,
             names[1 - i],
-            auth.clone(),
+            &auth,
             Duration::ZERO,
             now,
             unix,
@@ -198,6 +232,7 @@ pub fn run(
         pump(&mut nodes, &mut counts, &mut rng, Duration::from_millis(10))?;
     }
     let st = nodes[1].peer.status();
+    let refused = auth.counters();
     Ok(serde_json::json!({
             "algorithm": alg.name(),
             "converge_ms": converge_ms,
@@ -210,5 +245,8 @@ pub fn run(
             "peer_key_exchanges": st.peer_rekey_count,
             "router_west_key_index": st.key_index,
             "router_east_key_index": st.peer_key_index,
+            "peer_certificates_refused": refused.peer_certificate_invalid
+                + refused.peer_certificate_expired
+                + refused.peer_certificate_revoked,
     }))
 }

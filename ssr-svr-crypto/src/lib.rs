@@ -6,6 +6,8 @@ mod hmac384;
 pub mod kex;
 pub mod packet;
 pub mod peer;
+#[cfg(feature = "pki")]
+pub mod pki;
 pub mod replay;
 pub mod secret;
 pub mod tlv;

@@ -110,23 +110,10 @@ impl TestPki {
         let intermediate = Issuer::new(inter_params, inter_key);
 
         let leaf_cn = "6f1c2a3e-8d4b-4c5a-9e7f-0123456789ab".to_owned();
-        let mut leaf = CertificateParams::default();
-        leaf.distinguished_name = rcgen::DistinguishedName::new();
-        leaf.distinguished_name.push(DnType::CommonName, &leaf_cn);
-        leaf.serial_number = Some(SerialNumber::from(LEAF_SERIAL));
-        leaf.not_before = date_time_ymd(2024, 1, 1);
-        leaf.not_after = date_time_ymd(2025, 1, 1);
-        leaf.subject_alt_names = vec![SanType::DnsName(
-            "router.example".try_into().expect("DNS name"),
-        )];
-        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        leaf.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        leaf.use_authority_key_identifier_extension = true;
         let leaf_key = key_pair(kind);
-        let leaf_cert = leaf.signed_by(&leaf_key, &intermediate).expect("leaf");
+        let leaf_cert = leaf_params(&leaf_cn, LEAF_SERIAL, (2024, 2025))
+            .signed_by(&leaf_key, &intermediate)
+            .expect("leaf");
 
         Self {
             root_pem: root_cert.pem(),
@@ -136,6 +123,22 @@ impl TestPki {
             root,
             intermediate,
         }
+    }
+
+    /// A leaf like [`TestPki::leaf_pem`] for `key`, with commonName `cn`, serial `serial`,
+    /// valid from January 1st of `from` to January 1st of `to`, signed by the
+    /// intermediate; PEM.
+    pub fn issue_leaf(
+        &self,
+        cn: &str,
+        serial: u64,
+        key: &KeyPair,
+        (from, to): (i32, i32),
+    ) -> String {
+        leaf_params(cn, serial, (from, to))
+            .signed_by(key, &self.intermediate)
+            .expect("leaf")
+            .pem()
     }
 
     /// A CRL signed by the root revoking `serials`, PEM.
@@ -153,6 +156,27 @@ impl TestPki {
     pub fn intermediate_crl_issued(&self, (year, month, day): (i32, u8, u8)) -> String {
         crl_issued(&self.intermediate, &[], (year, month, day))
     }
+}
+
+/// An end-entity certificate's parameters: CN `cn`, SAN DNS `router.example`, digital
+/// signature, EKU server + client authentication.
+fn leaf_params(cn: &str, serial: u64, (from, to): (i32, i32)) -> CertificateParams {
+    let mut leaf = CertificateParams::default();
+    leaf.distinguished_name = rcgen::DistinguishedName::new();
+    leaf.distinguished_name.push(DnType::CommonName, cn);
+    leaf.serial_number = Some(SerialNumber::from(serial));
+    leaf.not_before = date_time_ymd(from, 1, 1);
+    leaf.not_after = date_time_ymd(to, 1, 1);
+    leaf.subject_alt_names = vec![SanType::DnsName(
+        "router.example".try_into().expect("DNS name"),
+    )];
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    leaf.use_authority_key_identifier_extension = true;
+    leaf
 }
 
 fn crl(issuer: &Issuer<'static, KeyPair>, serials: &[u64]) -> String {

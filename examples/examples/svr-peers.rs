@@ -6,11 +6,17 @@
 
 use ssr_svr_crypto::kex::KexAlgorithm;
 
-const USAGE: &str =
-    "usage: svr-peers [ffdh4096|ecdh-p256|mlkem768-ffdh4096|mlkem768-ecdh-p256] [packets]";
+const USAGE: &str = "usage: svr-peers [ffdh4096|ecdh-p256|mlkem768-ffdh4096|mlkem768-ecdh-p256] \
+     [packets (0..=10000000, default 1000)]";
+
+/// Enough for minutes of loopback traffic; more is a typo, not a demo.
+const MAX_PACKETS: u64 = 10_000_000;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
+    if args.len() > 3 {
+        return Err(format!("unexpected argument {:?}; {USAGE}", args[3]).into());
+    }
     let alg = match args.get(1).map(String::as_str) {
         Some("-h" | "--help") => {
             println!("{USAGE}");
@@ -24,7 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let packets: u64 = match args.get(2) {
         Some(s) => s
             .parse()
-            .map_err(|_| format!("packets: not a number: {s:?}; {USAGE}"))?,
+            .ok()
+            .filter(|n| *n <= MAX_PACKETS)
+            .ok_or_else(|| format!("packets: not a number in 0..={MAX_PACKETS}: {s:?}; {USAGE}"))?,
         None => 1000,
     };
     println!("{}", examples::svr::run(alg, packets)?);

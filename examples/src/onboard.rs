@@ -39,17 +39,9 @@ pub struct Summary {
 /// A throwaway CA and a conductor certificate for 127.0.0.1 signed by it, written as
 /// `ca.pem`, `conductor.pem` and `conductor-key.pem` in `dir`.
 fn conductor_pki(dir: &Path) -> Result<()> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "demo conductor CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate()?;
-    fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key)?.pem())?;
-    let issuer = Issuer::new(ca, ca_key);
+    use rcgen::{CertificateParams, DnType, KeyPair};
+    let (ca, issuer) = crate::throwaway_ca("demo conductor CA")?;
+    fs::write(dir.join("ca.pem"), ca.pem())?;
     let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])?;
     leaf.distinguished_name
         .push(DnType::CommonName, "conductor-1");

@@ -107,18 +107,9 @@ type Identity = (SigningKey, Vec<u8>);
 fn authority(
     names: &[&str],
 ) -> Result<(PkiAuthenticator, Vec<Identity>), Box<dyn std::error::Error>> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "demo SVR authority");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate()?;
-    let root = Certificate::from_der(ca.self_signed(&ca_key)?.der())?;
-    let issuer = Issuer::new(ca, ca_key);
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+    let (ca, issuer) = crate::throwaway_ca("demo SVR authority")?;
+    let root = Certificate::from_der(ca.der())?;
     let mut routers = Vec::new();
     for name in names {
         let mut leaf = CertificateParams::new(Vec::<String>::new())?;

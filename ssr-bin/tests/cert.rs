@@ -104,10 +104,14 @@ fn ca_params(cn: &str) -> CertificateParams {
 }
 
 fn pki() -> Pki {
-    let root_params = ca_params("CLI Test Root CA");
+    pki_named("CLI Test Root CA", "CLI Test Issuing CA")
+}
+
+fn pki_named(root: &str, issuing: &str) -> Pki {
+    let root_params = ca_params(root);
     let root_key = KeyPair::generate().unwrap();
     let root_pem = root_params.self_signed(&root_key).unwrap().pem();
-    let mut ica_params = ca_params("CLI Test Issuing CA");
+    let mut ica_params = ca_params(issuing);
     ica_params.use_authority_key_identifier_extension = true;
     let ica_key = KeyPair::generate().unwrap();
     let ica_pem = ica_params
@@ -521,4 +525,95 @@ fn errors_are_one_line() {
     for (args, code, needle) in cases {
         fails(ssr(args), code, needle);
     }
+}
+
+#[test]
+fn import_without_a_trust_bundle_is_refused_unless_no_chain_check_audited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = dir.join("store");
+    let store_s = store.to_str().unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    // Any issuer at all: nothing is installed to say whom to trust.
+    let pki = pki();
+    ok(ssr(&["cert", "keygen", "--store", store_s]));
+    ok(ssr(&[
+        "cert",
+        "csr",
+        "--store",
+        store_s,
+        "--uuid",
+        UUID,
+        "--out",
+        &path("router.csr"),
+    ]));
+    pki.sign(
+        dir,
+        "router.csr",
+        0x77,
+        "http://127.0.0.1:9/x.crl",
+        "router.pem",
+    );
+
+    let err = fails(
+        ssr(&["cert", "import", "--store", store_s, &path("router.pem")]),
+        1,
+        "no trusted CA bundle is installed",
+    );
+    assert!(err.contains("--no-chain-check"), "{err}");
+    assert!(!store.join("router.pem").exists(), "nothing imported");
+    let audit = std::fs::read_to_string(store.join("audit.jsonl")).unwrap();
+    assert!(audit.contains("system.reject_certificate"), "{audit}");
+    assert!(!audit.contains("import_without_chain_check"), "{audit}");
+
+    // The operator's explicit choice imports it, and the choice is audited first.
+    let o = ssr(&[
+        "cert",
+        "import",
+        "--store",
+        store_s,
+        "--no-chain-check",
+        &path("router.pem"),
+    ]);
+    let out = ok(o);
+    assert!(out.contains("imported"), "{out}");
+    assert!(store.join("router.pem").exists());
+    let audit = std::fs::read_to_string(store.join("audit.jsonl")).unwrap();
+    let skipped = audit
+        .lines()
+        .position(|l| l.contains("\"system.import_without_chain_check\""))
+        .expect("the skipped chain check is audited");
+    let ingest = audit
+        .lines()
+        .position(|l| l.contains("\"system.ingest_certificate\""))
+        .expect("ingested");
+    assert!(skipped < ingest, "{audit}");
+    let line = audit.lines().nth(skipped).unwrap();
+    assert!(line.contains("CLI Test Issuing CA"), "{line}");
+    assert!(line.contains("\"trusted_certificates\":0"), "{line}");
+
+    // Once a bundle is installed, a plain import checks the chain again: a stranger's
+    // certificate is refused.
+    std::fs::write(dir.join("bundle.pem"), pki.bundle()).unwrap();
+    ok(install_ca(store_s, "strict", &[], &path("bundle.pem")));
+    let stranger = pki_named("Stranger Root", "Stranger Issuing CA");
+    stranger.sign(
+        dir,
+        "router.csr",
+        0x78,
+        "http://127.0.0.1:9/x.crl",
+        "stranger.pem",
+    );
+    fails(
+        ssr(&["cert", "import", "--store", store_s, &path("stranger.pem")]),
+        1,
+        "issuer",
+    );
+    ok(ssr(&[
+        "cert",
+        "import",
+        "--store",
+        store_s,
+        &path("router.pem"),
+    ]));
 }

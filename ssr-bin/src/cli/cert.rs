@@ -17,7 +17,7 @@ use ssr_pki::audit::{AuditEvent, Counter, fingerprint_hex};
 use ssr_pki::crl_manager::{CrlManager, Output};
 use ssr_pki::csr::{Csr, RouterUuid};
 use ssr_pki::http::{FetchOptions, drive};
-use ssr_pki::import::{ImportPolicy, import_certificate};
+use ssr_pki::import::{ChainCheck, ImportPolicy, import_certificate};
 use ssr_pki::keys::PrivateKey;
 use ssr_pki::store::{DEFAULT_DIR, Store};
 use ssr_pki::trust::{TrustBundle, ValidationMode};
@@ -74,11 +74,20 @@ pub enum CertCmd {
     /// Import the router's certificate after the three checks (no private key in the
     /// file; valid leaf that chains to an installed CA and carries the router key; not
     /// on a known CRL).
+    ///
+    /// With no trusted CA bundle installed (`ssr cert install-ca`) the chain check
+    /// cannot be met and the import is refused, unless `--no-chain-check` is given: the
+    /// certificate is then imported without checking its issuer, and the choice is
+    /// written to the audit log (`system.import_without_chain_check`).
     Import {
         #[command(flatten)]
         store: StoreArg,
         #[command(flatten)]
         at: AtArg,
+        /// Import without verifying the chain to a trusted CA (audited). The other checks
+        /// (no private key, validity and role, router key, CRLs) still run.
+        #[arg(long)]
+        no_chain_check: bool,
         /// PEM file: the certificate, optionally followed by its chain.
         file: PathBuf,
     },
@@ -266,7 +275,12 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
             print!("{pem}");
             Ok(())
         }
-        CertCmd::Import { store, at, file } => {
+        CertCmd::Import {
+            store,
+            at,
+            no_chain_check,
+            file,
+        } => {
             let store = open_store(&store)?;
             let text = read_text(&file)?;
             let now = at.unix();
@@ -280,10 +294,15 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
                     crls: &crls,
                     trusted: &trusted,
                     router_key: key.as_ref().map(|k| k.verifying_key()),
+                    chain_check: if no_chain_check {
+                        ChainCheck::SkippedByOperator
+                    } else {
+                        ChainCheck::Required
+                    },
                 };
-                import_certificate(&text, &policy)
+                import_certificate(&text, &policy).map(|i| (i, trusted.len()))
             })();
-            let imported = match result {
+            let (imported, trusted_certificates) = match result {
                 Ok(i) => i,
                 Err(e) => {
                     note(store.count(Counter::ImportFailure));
@@ -305,6 +324,22 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
                 }
             };
             let cert = &imported.certificate;
+            if no_chain_check {
+                // The operator's choice is on record before the certificate is stored.
+                store
+                    .audit(&AuditEvent::ImportWithoutChainCheck {
+                        time: unix_now(),
+                        subject: cert.subject(),
+                        issuer: cert.issuer(),
+                        fingerprint: fingerprint_hex(&cert.fingerprint_sha256()),
+                        trusted_certificates,
+                    })
+                    .map_err(|e| Failure::general(format!("audit: {e}")))?;
+                eprintln!(
+                    "ssr: warning: {} imported WITHOUT a chain check (--no-chain-check, audited)",
+                    cert.subject()
+                );
+            }
             let mut pem = cert.to_pem();
             for c in &imported.chain {
                 pem.push_str(&c.to_pem());

@@ -14,7 +14,6 @@ use serde_json::json;
 use ssr_onboard::config::{ConductorConfig, OnboardingConfig};
 use ssr_onboard::https::{ConductorServer, conductor_policy, join};
 use ssr_onboard::ssh::Ed25519SshKey;
-use ssr_onboard::tpm::TpmSigner;
 use ssr_onboard::{Psk, RouterSigner, SoftwareSigner};
 
 type Result<T> = std::result::Result<T, Box<dyn StdError>>;
@@ -87,7 +86,11 @@ pub fn run(dir: &Path, tpm_tcti: Option<&str>) -> Result<Summary> {
 
     // Router key: in the TPM when there is one.
     let signer: Box<dyn RouterSigner> = match tpm_tcti {
-        Some(tcti) => Box::new(TpmSigner::open(tcti)?),
+        // The key store entry `router` of ssr-tpm, as `ssr cert keygen --tpm` makes it.
+        Some(tcti) => Box::new(ssr_onboard::tpm::open_router_key(
+            tcti,
+            &dir.join("tpm-keys"),
+        )?),
         None => Box::new(SoftwareSigner::generate(&mut rng)),
     };
     let spki = signer.public_key_spki()?;

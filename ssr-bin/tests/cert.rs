@@ -246,7 +246,7 @@ fn provisioning_import_show_verify_and_crls() {
         ])
         .output()
         .unwrap();
-    assert!(verify.status.success());
+    assert!(verify.status.success() && stderr(&verify).contains("verify OK"));
     assert!(String::from_utf8_lossy(&verify.stdout).contains(&format!("subject=CN={UUID}")));
 
     // 3. The CA signs it (openssl); the trust bundle is installed strictly.
@@ -616,4 +616,157 @@ fn import_without_a_trust_bundle_is_refused_unless_no_chain_check_audited() {
         store_s,
         &path("router.pem"),
     ]));
+}
+
+#[test]
+fn tpm_router_key_signs_the_csr_and_is_the_imported_certificates_key() {
+    let swtpm = ssr_testkit::Swtpm::start().expect("swtpm");
+    let tcti = swtpm.tcti();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = dir.join("store");
+    let store_s = store.to_str().unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let pki = pki();
+
+    // keygen --tpm: the key store entry, no software key; never silently replaced,
+    // neither by another TPM key nor by a software key.
+    let out = ok(ssr(&[
+        "cert", "keygen", "--tpm", "--tcti", &tcti, "--store", store_s,
+    ]));
+    assert!(out.contains("router key created in the TPM"), "{out}");
+    let public = &out[out.find("-----BEGIN PUBLIC KEY-----").expect("public key")..];
+    assert!(store.join("tpm-keys/router.key").exists());
+    assert!(!store.join("router.key").exists());
+    fails(
+        ssr(&[
+            "cert", "keygen", "--tpm", "--tcti", &tcti, "--store", store_s,
+        ]),
+        1,
+        "exists already",
+    );
+    fails(
+        ssr(&["cert", "keygen", "--store", store_s]),
+        1,
+        "exists already (in the TPM",
+    );
+
+    // The CSR is signed inside the TPM: openssl verifies it, and its key is the
+    // TPM key keygen printed.
+    let csr = path("router.csr");
+    ok(ssr(&[
+        "cert", "csr", "--tcti", &tcti, "--store", store_s, "--uuid", UUID, "--out", &csr,
+    ]));
+    let verify = Command::new("openssl")
+        .args(["req", "-in", &csr, "-noout", "-verify", "-pubkey"])
+        .output()
+        .unwrap();
+    // openssl 3.0 may exit 0 on a verify failure: the verdict is its message.
+    assert!(
+        verify.status.success() && stderr(&verify).contains("verify OK"),
+        "{}",
+        stderr(&verify)
+    );
+    assert_eq!(String::from_utf8_lossy(&verify.stdout), public);
+    let audit = std::fs::read_to_string(store.join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"key\":\"ecdsa-p256-tpm\""), "{audit}");
+    // A tampered CSR fails the same oracle (the check is not vacuous).
+    let mut der = {
+        let pem = std::fs::read_to_string(&csr).unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-in",
+                "router.csr",
+                "-outform",
+                "DER",
+                "-out",
+                "csr.der",
+            ],
+        );
+        drop(pem);
+        std::fs::read(dir.join("csr.der")).unwrap()
+    };
+    let n = der.len();
+    der[n - 10] ^= 1;
+    std::fs::write(dir.join("bad.der"), &der).unwrap();
+    let bad = Command::new("openssl")
+        .args([
+            "req", "-inform", "DER", "-in", "bad.der", "-noout", "-verify",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(!stderr(&bad).contains("verify OK"), "{}", stderr(&bad));
+    assert!(
+        !bad.status.success() || stderr(&bad).contains("verify failure"),
+        "{}",
+        stderr(&bad)
+    );
+
+    // Without the TPM the CSR cannot be made (the key is not in software).
+    let gone = ssr_testkit::Swtpm::start().expect("swtpm 2");
+    let gone_tcti = gone.tcti();
+    drop(gone);
+    fails(
+        ssr(&[
+            "cert", "csr", "--tcti", &gone_tcti, "--store", store_s, "--uuid", UUID,
+        ]),
+        1,
+        "TPM router key",
+    );
+
+    // The certificate for the TPM key is imported; one for another key is refused.
+    std::fs::write(dir.join("bundle.pem"), pki.bundle()).unwrap();
+    ok(install_ca(store_s, "strict", &[], &path("bundle.pem")));
+    pki.sign(
+        dir,
+        "router.csr",
+        0x51,
+        "http://127.0.0.1:9/x.crl",
+        "router.pem",
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-subj",
+            "/CN=other",
+            "-out",
+            "other.csr",
+        ],
+    );
+    pki.sign(
+        dir,
+        "other.csr",
+        0x52,
+        "http://127.0.0.1:9/x.crl",
+        "other.pem",
+    );
+    fails(
+        ssr(&["cert", "import", "--store", store_s, &path("other.pem")]),
+        1,
+        "not the router's key",
+    );
+    ok(ssr(&[
+        "cert",
+        "import",
+        "--store",
+        store_s,
+        &path("router.pem"),
+    ]));
+
+    // --force to software: one router key remains.
+    ok(ssr(&["cert", "keygen", "--force", "--store", store_s]));
+    assert!(store.join("router.key").exists());
+    assert!(!store.join("tpm-keys/router.key").exists());
 }

@@ -12,6 +12,7 @@
 //!   "conductor-certificate": "/etc/128technology/sco/conductor.pem",
 //!   "pre-shared-key": "<48 letters and digits>",
 //!   "tpm-tcti": "device:/dev/tpmrm0",
+//!   "tpm-key-store": "/var/lib/ssr/pki/tpm-keys",
 //!   "ssh-dir": "/etc/128technology/sco/ssh",
 //!   "audit-log": "/var/log/128technology/sco-audit.jsonl",
 //!   "secure-conductor-onboarding": true
@@ -29,6 +30,7 @@
 //! | `pre-shared-key` | yes | the router-level PSK, exactly 48 ASCII letters and digits |
 //! | `router-key` | no | PKCS#8 PEM P-256 key for routers without a TPM (otherwise the TPM-held key is used) |
 //! | `tpm-tcti` | no | the TPM holding the router key (default `device:/dev/tpmrm0`); ignored with `router-key` |
+//! | `tpm-key-store` | no | ssr-tpm key store holding the router key, entry `router` (default `/var/lib/ssr/pki/tpm-keys`, where `ssr cert keygen --tpm` puts it); created there if absent; ignored with `router-key` |
 //! | `ssh-dir` | yes | where the router's SSH key and the conductor's `known_hosts` entry are written |
 //! | `audit-log` | no | JSON-lines audit file |
 //! | `secure-conductor-onboarding` | no | default true; when true, legacy asset-id onboarding is refused |
@@ -83,6 +85,8 @@ pub struct OnboardingConfig {
     pub router_key: Option<PathBuf>,
     /// `tpm-tcti` (default `device:/dev/tpmrm0`).
     pub tpm_tcti: String,
+    /// `tpm-key-store` (default [`DEFAULT_TPM_KEY_STORE`]).
+    pub tpm_key_store: PathBuf,
     /// `ssh-dir`.
     pub ssh_dir: PathBuf,
     /// `audit-log`.
@@ -213,6 +217,10 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// Where `ssr cert keygen --tpm` keeps the router key (the `tpm-keys` key store of the
+/// default PKI store `/var/lib/ssr/pki`).
+pub const DEFAULT_TPM_KEY_STORE: &str = "/var/lib/ssr/pki/tpm-keys";
+
 impl OnboardingConfig {
     /// Parses `onboarding-config.json`.
     pub fn parse(bytes: &[u8]) -> Result<OnboardingConfig, Error> {
@@ -231,6 +239,7 @@ impl OnboardingConfig {
                 "pre-shared-key",
                 "router-key",
                 "tpm-tcti",
+                "tpm-key-store",
                 "ssh-dir",
                 "audit-log",
                 "secure-conductor-onboarding",
@@ -251,6 +260,9 @@ impl OnboardingConfig {
                 .opt_str("tpm-tcti")?
                 .unwrap_or("device:/dev/tpmrm0")
                 .to_owned(),
+            tpm_key_store: f
+                .opt_path("tpm-key-store")?
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_TPM_KEY_STORE)),
             ssh_dir: f.path("ssh-dir")?,
             audit_log: f.opt_path("audit-log")?,
             sco_enabled: f.bool_or("secure-conductor-onboarding", true)?,

@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use getrandom::SysRng;
+use p256::ecdsa::VerifyingKey;
 use rand_core::UnwrapErr;
 use ssr_pki::alarm::{Condition, FailMode, decide};
 use ssr_pki::audit::{AuditEvent, Counter, fingerprint_hex};
@@ -18,13 +19,17 @@ use ssr_pki::crl_manager::{CrlManager, Output};
 use ssr_pki::csr::{Csr, RouterUuid};
 use ssr_pki::http::{FetchOptions, drive};
 use ssr_pki::import::{ChainCheck, ImportPolicy, import_certificate};
-use ssr_pki::keys::PrivateKey;
+use ssr_pki::keys::{PrivateKey, verifying_key_from_der};
 use ssr_pki::store::{DEFAULT_DIR, Store};
+use ssr_pki::tpm::ROUTER_KEY_NAME;
 use ssr_pki::trust::{TrustBundle, ValidationMode};
 use ssr_pki::{
     Certificate, ChainOptions, Crl, Error, PemItem, Role, check_certificate, parse_pem_bundle,
     verify_chain,
 };
+use ssr_tpm::esapi::TpmKey;
+use ssr_tpm::identity::DEFAULT_MASTER_KEY_HANDLE;
+use ssr_tpm::keystore::KeyStore;
 
 use super::{CmdResult, Failure};
 
@@ -50,20 +55,48 @@ impl AtArg {
     }
 }
 
+/// The TPM holding the router key.
+#[derive(Debug, Clone, Args)]
+pub struct TctiArg {
+    /// TCTI of the TPM holding the router key (`device:/dev/tpmrm0`,
+    /// `swtpm:host=127.0.0.1,port=2321`); default: $TPM2TOOLS_TCTI, else
+    /// device:/dev/tpmrm0. Used only when the router key is in the TPM.
+    #[arg(long)]
+    pub tcti: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CertCmd {
-    /// Generate the router's P-256 private key (written 0600).
+    /// Generate the router's P-256 key: in the TPM with `--tpm`, else in software.
+    ///
+    /// `--tpm` creates the key through ssr-tpm's key store (entry `router` in
+    /// `<store>/tpm-keys`, wrapped by the TPM's master key at 0x81000101, which is
+    /// created first if absent): the private key never leaves the TPM. It is the one
+    /// router key (SPEC 3.4): `ssr cert csr` signs with it, `ssr onboard join` proves
+    /// possession of it (its `tpm-key-store` defaults to the same directory), and SVR
+    /// peer authentication uses the certificate issued for it. Without `--tpm`, a
+    /// software key is written 0600 to `<store>/router.key` (routers without a TPM).
+    /// An existing key of either kind is never replaced without `--force`; with
+    /// `--force` the other kind is removed so one router key remains.
     Keygen {
         #[command(flatten)]
         store: StoreArg,
         /// Replace an existing key.
         #[arg(long)]
         force: bool,
+        /// Create the key in the TPM (ssr-tpm key store) instead of in software.
+        #[arg(long)]
+        tpm: bool,
+        #[command(flatten)]
+        tcti: TctiArg,
     },
-    /// Build a PKCS#10 CSR with CN = the router UUID; prints it (PEM).
+    /// Build a PKCS#10 CSR with CN = the router UUID, signed by the router key (inside
+    /// the TPM when `ssr cert keygen --tpm` made it); prints it (PEM).
     Csr {
         #[command(flatten)]
         store: StoreArg,
+        #[command(flatten)]
+        tcti: TctiArg,
         /// The router UUID (8-4-4-4-12 hex).
         #[arg(long)]
         uuid: String,
@@ -228,30 +261,116 @@ fn note(result: Result<(), Error>) {
     }
 }
 
+/// The public key of the TPM-held router key, read from its key store entry (no TPM
+/// access needed).
+fn tpm_router_public_key(store: &Store) -> Result<Option<VerifyingKey>, Error> {
+    if !store.has_tpm_router_key() {
+        return Ok(None);
+    }
+    let entry = KeyStore::new(store.tpm_key_dir(), DEFAULT_MASTER_KEY_HANDLE)
+        .and_then(|ks| ks.load(ROUTER_KEY_NAME))
+        .map_err(|e| Error::InvalidKey {
+            reason: format!("TPM router key: {e}"),
+        })?;
+    verifying_key_from_der(entry.spki_der()).map(Some)
+}
+
+/// The router key's public half, wherever it is held.
+fn router_public_key(store: &Store) -> Result<Option<VerifyingKey>, Error> {
+    match tpm_router_public_key(store)? {
+        Some(k) => Ok(Some(k)),
+        None => Ok(store.load_private_key()?.map(|k| *k.verifying_key())),
+    }
+}
+
+fn public_pem(key: &VerifyingKey) -> Result<String, Failure> {
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+    key.to_public_key_pem(LineEnding::LF)
+        .map_err(|e| Failure::general(format!("public key: {e}")))
+}
+
+fn keygen(store: &Store, force: bool, tpm: bool, tcti: TctiArg) -> CmdResult {
+    let exists = |what: &str| {
+        Failure::general(format!(
+            "a router key exists already ({what}; use --force to replace it)"
+        ))
+    };
+    if tpm {
+        if !force && store.path("router.key").exists() {
+            return Err(exists("in software"));
+        }
+        let tcti = super::tpm::tcti_or_default(tcti.tcti);
+        let key = TpmKey::create(&tcti, &store.tpm_key_dir(), ROUTER_KEY_NAME, force).map_err(
+            |e| match e {
+                ssr_tpm::Error::KeyExists { .. } => exists("in the TPM"),
+                e => Failure::general(format!("TPM router key: {e}")),
+            },
+        )?;
+        // One router key: a replaced software key goes.
+        store.remove_private_key().map_err(Failure::general)?;
+        let vk = verifying_key_from_der(key.spki_der()).map_err(Failure::general)?;
+        println!(
+            "router key created in the TPM at {tcti} (key store entry {}, wrapped by the master key {DEFAULT_MASTER_KEY_HANDLE:#010x})",
+            store.tpm_key_dir().join("router.key").display()
+        );
+        print!("{}", public_pem(&vk)?);
+        return Ok(());
+    }
+    if !force && store.has_tpm_router_key() {
+        return Err(exists("in the TPM"));
+    }
+    let key = PrivateKey::generate(&mut UnwrapErr(SysRng));
+    let path = store
+        .save_private_key(&key, force)
+        .map_err(Failure::general)?;
+    if store.has_tpm_router_key() {
+        KeyStore::new(store.tpm_key_dir(), DEFAULT_MASTER_KEY_HANDLE)
+            .and_then(|ks| ks.delete(ROUTER_KEY_NAME))
+            .map_err(|e| Failure::general(format!("TPM router key: {e}")))?;
+    }
+    let public = key.public_key_pem().map_err(Failure::general)?;
+    println!("router key written to {} (mode 0600)", path.display());
+    print!("{public}");
+    Ok(())
+}
+
 pub fn run_cert(cmd: CertCmd) -> CmdResult {
     match cmd {
-        CertCmd::Keygen { store, force } => {
+        CertCmd::Keygen {
+            store,
+            force,
+            tpm,
+            tcti,
+        } => {
             let store = open_store(&store)?;
-            let key = PrivateKey::generate(&mut UnwrapErr(SysRng));
-            let path = store
-                .save_private_key(&key, force)
-                .map_err(Failure::general)?;
-            let public = key.public_key_pem().map_err(Failure::general)?;
-            println!("router key written to {} (mode 0600)", path.display());
-            print!("{public}");
-            Ok(())
+            keygen(&store, force, tpm, tcti)
         }
-        CertCmd::Csr { store, uuid, out } => {
+        CertCmd::Csr {
+            store,
+            tcti,
+            uuid,
+            out,
+        } => {
             let store = open_store(&store)?;
             let uuid = RouterUuid::parse(&uuid).map_err(Failure::usage)?;
             let result = (|| {
+                if store.has_tpm_router_key() {
+                    let tcti = super::tpm::tcti_or_default(tcti.tcti);
+                    let key = TpmKey::open(&tcti, &store.tpm_key_dir(), ROUTER_KEY_NAME).map_err(
+                        |e| Error::InvalidKey {
+                            reason: format!("TPM router key: {e}"),
+                        },
+                    )?;
+                    let csr = Csr::build(&key, &uuid)?;
+                    return Ok::<_, Error>((csr.to_pem()?, csr, "ecdsa-p256-tpm"));
+                }
                 let key = store.load_private_key()?.ok_or_else(|| Error::InvalidKey {
                     reason: "no router key in the store (run `ssr cert keygen` first)".into(),
                 })?;
                 let csr = Csr::build(&key, &uuid)?;
-                Ok::<_, Error>((csr.to_pem()?, csr))
+                Ok::<_, Error>((csr.to_pem()?, csr, "ecdsa-p256"))
             })();
-            let (pem, csr) = match result {
+            let (pem, csr, key_kind) = match result {
                 Ok(r) => r,
                 Err(e) => {
                     note(store.count(Counter::CsrFailure));
@@ -269,7 +388,7 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
             note(store.audit(&AuditEvent::GenerateCsr {
                 time: unix_now(),
                 common_name: uuid.to_string(),
-                key: "ecdsa-p256",
+                key: key_kind,
                 fingerprint: fingerprint_hex(&csr.fingerprint_sha256()),
             }));
             print!("{pem}");
@@ -285,7 +404,7 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
             let text = read_text(&file)?;
             let now = at.unix();
             let result = (|| {
-                let key = store.load_private_key()?;
+                let key = router_public_key(&store)?;
                 let crls = store.known_crls()?;
                 let trusted = store.trusted_certificates()?;
                 let policy = ImportPolicy {
@@ -293,7 +412,7 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
                     role: Role::Leaf,
                     crls: &crls,
                     trusted: &trusted,
-                    router_key: key.as_ref().map(|k| k.verifying_key()),
+                    router_key: key.as_ref(),
                     chain_check: if no_chain_check {
                         ChainCheck::SkippedByOperator
                     } else {

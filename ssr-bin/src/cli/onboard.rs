@@ -16,7 +16,6 @@ use getrandom::SysRng;
 use rand_core::UnwrapErr;
 use ssr_onboard::config::{ConductorConfig, OnboardingConfig};
 use ssr_onboard::https::{self, AuditLog, ConductorServer};
-use ssr_onboard::tpm::TpmSigner;
 use ssr_onboard::{Error, ErrorKind, Psk, RouterSigner, SoftwareSigner, Token};
 
 use super::{CmdResult, Failure};
@@ -224,7 +223,10 @@ pub fn run(cmd: Cmd) -> CmdResult {
                         .map_err(|_| Failure::usage("router-key: not a PEM file"))?;
                     Box::new(SoftwareSigner::from_pkcs8_pem(&pem).map_err(failure)?)
                 }
-                None => Box::new(TpmSigner::open(&cfg.tpm_tcti).map_err(failure)?),
+                None => Box::new(
+                    ssr_onboard::tpm::open_router_key(&cfg.tpm_tcti, &cfg.tpm_key_store)
+                        .map_err(failure)?,
+                ),
             };
             let out = https::join(&cfg, &t, signer.as_ref()).map_err(failure)?;
             println!(
@@ -292,7 +294,10 @@ mod tests {
                 .to_string()
         };
         let key_field = match tcti {
-            Some(t) => format!("\"tpm-tcti\":{t:?}"),
+            Some(t) => format!(
+                "\"tpm-tcti\":{t:?},\"tpm-key-store\":{:?}",
+                dir.join("tpm-keys")
+            ),
             None => format!("\"router-key\":{:?}", w(dir, "router-key.pem", &sk)),
         };
         let ssh = dir.join("ssh");
@@ -475,10 +480,11 @@ mod tests {
         let d = dir.path();
         let ident = ssr_testkit::http::TlsIdentity::generate(&["127.0.0.1"]).expect("tls");
         let (conductor, psk, port) = conductor_config(d, &ident);
-        // Bind the token to the TPM's key, exported as PEM.
+        let r = tempfile::tempdir().expect("router dir");
+        // Bind the token to the TPM's key (the key store entry `router`), exported as PEM.
         let spki = {
             use ssr_onboard::RouterSigner as _;
-            TpmSigner::open(&tpm.tcti())
+            ssr_onboard::tpm::open_router_key(&tpm.tcti(), &r.path().join("tpm-keys"))
                 .expect("tpm key")
                 .public_key_spki()
                 .expect("spki")
@@ -506,7 +512,6 @@ mod tests {
                 connections: Some(1),
             })
         });
-        let r = tempfile::tempdir().expect("router dir");
         let rc = router_config_with(
             r.path(),
             port,

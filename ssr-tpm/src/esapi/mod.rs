@@ -725,6 +725,7 @@ mod identity;
 mod keystore;
 
 pub use identity::IdentityConfig;
+pub use keystore::TpmKey;
 
 impl Tpm for EsapiTpm {
     fn fek_key_name(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error> {

@@ -551,7 +551,8 @@ fn import_without_a_trust_bundle_is_refused_unless_no_chain_check_audited() {
         dir,
         "router.csr",
         0x77,
-        "http://127.0.0.1:9/x.crl",
+        // Two distribution points: an ldap:// one (unsupported) before an http:// one.
+        "ldap://dir.test/cn=CA?certificateRevocationList,URI:http://127.0.0.1:9/x.crl",
         "router.pem",
     );
 
@@ -575,9 +576,23 @@ fn import_without_a_trust_bundle_is_refused_unless_no_chain_check_audited() {
         "--no-chain-check",
         &path("router.pem"),
     ]);
+    assert!(
+        stderr(&o).contains(
+            "CRL distribution point ldap://dir.test/cn=CA?certificateRevocationList not used"
+        ),
+        "{}",
+        stderr(&o)
+    );
     let out = ok(o);
     assert!(out.contains("imported"), "{out}");
     assert!(store.join("router.pem").exists());
+    // The ldap:// point is reported, the http:// point of the same certificate is kept.
+    let crl_config = std::fs::read_to_string(store.join("crl/config.json")).unwrap();
+    assert!(
+        crl_config.contains("http://127.0.0.1:9/x.crl"),
+        "{crl_config}"
+    );
+    assert!(!crl_config.contains("ldap"), "{crl_config}");
     let audit = std::fs::read_to_string(store.join("audit.jsonl")).unwrap();
     let skipped = audit
         .lines()

@@ -15,7 +15,7 @@ use p256::ecdsa::VerifyingKey;
 use rand_core::UnwrapErr;
 use ssr_pki::alarm::{Condition, FailMode, decide};
 use ssr_pki::audit::{AuditEvent, Counter, fingerprint_hex};
-use ssr_pki::crl_manager::{CrlManager, Output};
+use ssr_pki::crl_manager::{CrlManager, Output, split_supported};
 use ssr_pki::csr::{Csr, RouterUuid};
 use ssr_pki::http::{FetchOptions, drive};
 use ssr_pki::import::{ChainCheck, ImportPolicy, import_certificate};
@@ -334,6 +334,27 @@ fn keygen(store: &Store, force: bool, tpm: bool, tcti: TctiArg) -> CmdResult {
     Ok(())
 }
 
+/// CRL discovery: adds a certificate's `http(s)://` distribution points to the CRL
+/// configuration. Other points (`ldap://`, …) are reported, one line each, and skipped;
+/// they never cost the usable points of the same certificate.
+fn discover_crl_urls(store: &Store, urls: &[String]) -> Result<(), Error> {
+    let (supported, unsupported) = split_supported(urls);
+    for (url, why) in &unsupported {
+        eprintln!("ssr: warning: CRL distribution point {url} not used: {why}");
+    }
+    let mut settings = store.crl_settings()?;
+    let before = settings.urls.len();
+    for u in supported {
+        if !settings.urls.contains(&u) {
+            settings.urls.push(u);
+        }
+    }
+    if settings.urls.len() != before {
+        store.save_crl_settings(&settings)?;
+    }
+    Ok(())
+}
+
 pub fn run_cert(cmd: CertCmd) -> CmdResult {
     match cmd {
         CertCmd::Keygen {
@@ -468,15 +489,7 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
                 .map_err(Failure::general)?;
             // CRL discovery: the certificate's distribution points join the CRL list.
             let urls = cert.crl_distribution_points();
-            let mut settings = store.crl_settings().map_err(Failure::general)?;
-            for u in &urls {
-                if !settings.urls.contains(u) {
-                    settings.urls.push(u.clone());
-                }
-            }
-            if settings.to_config().is_ok() {
-                note(store.save_crl_settings(&settings));
-            }
+            note(discover_crl_urls(&store, &urls));
             note(store.count(Counter::ImportSuccess));
             note(store.audit(&AuditEvent::IngestCertificate {
                 time: unix_now(),

@@ -785,3 +785,242 @@ fn tpm_router_key_signs_the_csr_and_is_the_imported_certificates_key() {
     assert!(store.join("router.key").exists());
     assert!(!store.join("tpm-keys/router.key").exists());
 }
+
+/// A running `ssr crl watch`: its stdout and stderr lines arrive on one channel; killed
+/// (SIGKILL, no chance to tidy up) on drop.
+struct Watch {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watch {
+    fn start(args: &[&str]) -> Watch {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ssr"))
+            .args(["crl", "watch"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ssr crl watch");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for reader in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err) as Box<dyn std::io::Read + Send>,
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(reader)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Watch {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a line containing `needle`; returns it.
+    #[track_caller]
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn status_json(store: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(store.join("crl/status.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn crl_watch_keeps_crls_fresh_and_a_restart_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = dir.join("store");
+    let store_s = store.to_str().unwrap();
+    let pki = pki();
+    std::fs::write(dir.join("bundle.pem"), pki.bundle()).unwrap();
+    ok(install_ca(
+        store_s,
+        "strict",
+        &[],
+        dir.join("bundle.pem").to_str().unwrap(),
+    ));
+
+    // A serves a CRL revoking 0x31; B is down until told otherwise, then revokes 0x32.
+    let files = StaticFiles::new();
+    files.insert("/a.crl", pki.crl(&[0x31]));
+    let a = HttpServer::start(files.clone()).unwrap();
+    let files_b = StaticFiles::new();
+    files_b.insert("/b.crl", pki.crl(&[0x32]));
+    let b = HttpServer::start(files_b).unwrap();
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = down.clone();
+    b.set_faults(move |_r, _n| {
+        flag.load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(Fault::Status(503))
+    });
+    let (url_a, url_b) = (format!("{}/a.crl", a.url()), format!("{}/b.crl", b.url()));
+
+    // First run: A ingested and published; B fails, its alarm is raised once, and it is
+    // retried on the doubling backoff (1 s, 2 s, …).
+    let mut w = Watch::start(&[
+        "--store",
+        store_s,
+        "--url",
+        &url_a,
+        "--url",
+        &url_b,
+        "--backoff-secs",
+        "1",
+        "--polling-hours",
+        "1",
+    ]);
+    w.wait_for(&format!("{url_a}: ingested"));
+    w.wait_for("published 1 revoked");
+    w.wait_for(&format!("alarm raised: CRL {url_b}"));
+    w.wait_for(&format!("CRL {url_b}: attempt failed (2 consecutive)"));
+    // A crash (SIGKILL) right after: the state on disk is whole.
+    drop(w);
+    let st = status_json(&store);
+    let sa = st
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["url"] == url_a)
+        .unwrap();
+    let sb = st
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["url"] == url_b)
+        .unwrap();
+    assert_eq!(sa["alarm"], false);
+    assert_eq!(sb["alarm"], true);
+    let failures = sb["consecutive_failures"].as_u64().unwrap();
+    assert!(failures >= 2, "{st}");
+    // A is next due a polling interval after its success.
+    assert!(
+        sa["next_fetch"].as_i64().unwrap() > unix_now() + 3000,
+        "{st}"
+    );
+    let master = std::fs::read_to_string(store.join("crl/master.json")).unwrap();
+    assert!(master.contains("\"31\""), "{master}");
+    let out = ok(ssr(&["crl", "status", "--store", store_s]));
+    assert!(out.contains(&format!("{url_b}: ALARM")), "{out}");
+    assert_eq!(a.stats().requests, 1);
+
+    // Restart: B's failure count continues (its alarm is not raised a second time), A
+    // is not refetched before its schedule.
+    let mut w = Watch::start(&["--store", store_s]);
+    w.wait_for(&format!("{url_a}: next fetch at"));
+    w.wait_for(&format!(
+        "CRL {url_b}: attempt failed ({} consecutive)",
+        failures + 1
+    ));
+    // B comes back: its next try ingests it, the alarm clears, the merged list holds both.
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    w.wait_for(&format!("alarm cleared: CRL {url_b}"));
+    w.wait_for("published 2 revoked");
+    assert!(
+        !w.seen.iter().any(|l| l.contains("alarm raised")),
+        "{:#?}",
+        w.seen
+    );
+    drop(w);
+    assert_eq!(a.stats().requests, 1, "A was not refetched at the restart");
+    let master = std::fs::read_to_string(store.join("crl/master.json")).unwrap();
+    assert!(
+        master.contains("\"31\"") && master.contains("\"32\""),
+        "{master}"
+    );
+    let st = status_json(&store);
+    assert!(
+        st.as_array().unwrap().iter().all(|s| s["alarm"] == false),
+        "{st}"
+    );
+    let out = ok(ssr(&["crl", "status", "--store", store_s]));
+    assert!(!out.contains("ALARM"), "{out}");
+    let counters = std::fs::read_to_string(store.join("counters.json")).unwrap();
+    assert!(counters.contains("\"crl_fetch_failure\": "), "{counters}");
+}
+
+#[test]
+fn crl_watch_once_fetches_what_is_due_and_exits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = dir.join("store");
+    let store_s = store.to_str().unwrap();
+    let pki = pki();
+    std::fs::write(dir.join("bundle.pem"), pki.bundle()).unwrap();
+    ok(install_ca(
+        store_s,
+        "strict",
+        &[],
+        dir.join("bundle.pem").to_str().unwrap(),
+    ));
+    let files = StaticFiles::new();
+    files.insert("/a.crl", pki.crl(&[0x41]));
+    let a = HttpServer::start(files).unwrap();
+    let url = format!("{}/a.crl", a.url());
+    let out = ok(ssr(&[
+        "crl", "watch", "--once", "--store", store_s, "--url", &url,
+    ]));
+    assert!(out.contains("published 1 revoked"), "{out}");
+    // Nothing is due at the second run: no request.
+    let out = ok(ssr(&["crl", "watch", "--once", "--store", store_s]));
+    assert!(out.contains("next fetch at"), "{out}");
+    assert_eq!(a.stats().requests, 1);
+}
+
+#[test]
+fn the_crl_watch_unit_runs_the_watch_command() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd/crl-watch.service"),
+    )
+    .unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/bin/ssr"));
+    let args: Vec<&str> = words.collect();
+    assert_eq!(&args[..2], ["crl", "watch"]);
+    // The unit's arguments parse (with --help, nothing runs).
+    let help = ok(ssr(&[&args[..], &["--help"]].concat()));
+    assert!(help.contains("--once"), "{help}");
+    let store = args
+        .iter()
+        .position(|a| *a == "--store")
+        .and_then(|i| args.get(i + 1))
+        .expect("--store");
+    assert!(unit.contains(&format!("ReadWritePaths={store}")), "{unit}");
+}

@@ -632,6 +632,12 @@ impl CrlManager {
         &self.counters
     }
 
+    /// The counters counted since the last call (or since the start), reset to zero:
+    /// a long-running caller adds them to its stored counters after each round.
+    pub fn take_counters(&mut self) -> Counters {
+        std::mem::take(&mut self.counters)
+    }
+
     fn in_flight(&self, url: &str) -> Option<usize> {
         self.sources
             .iter()

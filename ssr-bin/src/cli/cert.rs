@@ -7,7 +7,7 @@
 //! fetched); 2 bad input (arguments, unreadable files, invalid UUID).
 
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use getrandom::SysRng;
@@ -17,10 +17,10 @@ use ssr_pki::alarm::{Condition, FailMode, decide};
 use ssr_pki::audit::{AuditEvent, Counter, fingerprint_hex};
 use ssr_pki::crl_manager::{CrlManager, Output, split_supported};
 use ssr_pki::csr::{Csr, RouterUuid};
-use ssr_pki::http::{FetchOptions, drive};
+use ssr_pki::http::{FetchOptions, drive, fetch};
 use ssr_pki::import::{ChainCheck, ImportPolicy, import_certificate};
 use ssr_pki::keys::{PrivateKey, verifying_key_from_der};
-use ssr_pki::store::{DEFAULT_DIR, Store};
+use ssr_pki::store::{CrlSettings, DEFAULT_DIR, Store};
 use ssr_pki::tpm::ROUTER_KEY_NAME;
 use ssr_pki::trust::{TrustBundle, ValidationMode};
 use ssr_pki::{
@@ -187,6 +187,43 @@ pub enum CrlCmd {
         /// Per-fetch time limit (seconds).
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
+    },
+    /// Keep the CRLs fresh: a long-running CRL manager on the wall clock.
+    ///
+    /// Every configured CRL URL (`crl/config.json`, plus `--url`, plus the `http(s)://`
+    /// distribution points of the imported router certificate; `ldap://` and other
+    /// points are reported and skipped) is fetched on its schedule: `polling-interval`
+    /// after a success, or the CRL's nextUpdate when sooner; after a failure
+    /// `backoff-interval`, doubling up to the polling interval. Each CRL must be signed
+    /// by an installed trusted CA and not be older than the one held. A failure, or a CRL
+    /// whose nextUpdate has passed, raises the URL's alarm (stderr `alarm raised: …`,
+    /// audit `system.crl_update`, `ssr crl status` shows ALARM) until a current CRL is
+    /// ingested. The merged master list (`crl/master.json`), each CRL, the per-URL state
+    /// with its next due time (`crl/status.json`) and the counters are replaced
+    /// atomically after every fetch, so a restart (or a crash) continues the schedule,
+    /// the failure count and the alarms where they were. `https://` points are handed to
+    /// the shared HTTP client (TLS) like `http://` ones. Runs until stopped (`--once`: until the
+    /// fetches due now are done, for a systemd timer). URLs added to `crl/config.json`
+    /// while it runs are picked up within a minute. Packaged as
+    /// `packaging/systemd/crl-watch.service`.
+    Watch {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Add this CRL URL to the configuration (repeatable).
+        #[arg(long)]
+        url: Vec<String>,
+        /// Set `polling-interval` (hours).
+        #[arg(long)]
+        polling_hours: Option<u32>,
+        /// Set `backoff-interval` (seconds).
+        #[arg(long)]
+        backoff_secs: Option<u32>,
+        /// Per-fetch time limit (seconds).
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+        /// Do the fetches due now, persist, and exit (for a systemd timer).
+        #[arg(long)]
+        once: bool,
     },
     /// Show each CRL URL's state, its alarm, and the master list.
     Status {
@@ -639,8 +676,219 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
     }
 }
 
+/// `crl/config.json` with the command line's additions, saved; the router
+/// certificate's supported distribution points are added too.
+fn crl_settings_with(
+    store: &Store,
+    url: Vec<String>,
+    polling_hours: Option<u32>,
+    backoff_secs: Option<u32>,
+) -> Result<CrlSettings, Failure> {
+    if let Some(cert) = store.load_certificate().ok().flatten() {
+        note(discover_crl_urls(store, &cert.crl_distribution_points()));
+    }
+    let mut settings = store.crl_settings().map_err(Failure::general)?;
+    for u in url {
+        if !settings.urls.contains(&u) {
+            settings.urls.push(u);
+        }
+    }
+    if let Some(h) = polling_hours {
+        settings.polling_hours = h;
+    }
+    if let Some(s) = backoff_secs {
+        settings.backoff_secs = s;
+    }
+    settings.to_config().map_err(Failure::usage)?;
+    store
+        .save_crl_settings(&settings)
+        .map_err(Failure::general)?;
+    if settings.urls.is_empty() {
+        return Err(Failure::usage(
+            "no CRL URL configured (add one with --url, or import a certificate with CRL distribution points)",
+        ));
+    }
+    Ok(settings)
+}
+
+/// Writes what a round changed: each CRL held, the per-URL state (with next due
+/// times), the counters. Every file is replaced atomically.
+fn persist_crl_state(store: &Store, manager: &mut CrlManager) {
+    for (u, crl) in manager.crls() {
+        note(store.save_crl(u, crl));
+    }
+    note(store.save_crl_status(&manager.status()));
+    note(store.add_counters(&manager.take_counters()));
+}
+
+/// Acts on the manager's outputs until none is left; fetches synchronously. Returns
+/// whether anything happened.
+fn crl_round(store: &Store, manager: &mut CrlManager, options: &FetchOptions) -> bool {
+    let mut any = false;
+    while let Some(output) = manager.poll_output() {
+        any = true;
+        match output {
+            Output::Fetch { url } => match fetch(&url, options) {
+                Ok(body) => {
+                    manager.handle_fetched(&url, &body, Instant::now());
+                    // On disk before anything is reported.
+                    persist_crl_state(store, manager);
+                }
+                Err(e) => {
+                    let reason = match &e {
+                        Error::Fetch { reason, .. } => reason.clone(),
+                        other => other.to_string(),
+                    };
+                    manager.handle_fetch_failed(&url, &reason, Instant::now());
+                    persist_crl_state(store, manager);
+                    if let Some(s) = manager.status().iter().find(|s| s.url == url) {
+                        eprintln!(
+                            "ssr: CRL {url}: attempt failed ({} consecutive): {reason}; next try at {}",
+                            s.consecutive_failures,
+                            s.next_fetch.map_or_else(|| "?".into(), utc)
+                        );
+                    }
+                }
+            },
+            Output::Publish(list) => match store.publish_master_list(&list) {
+                Ok(path) => println!(
+                    "published {} revoked certificate(s) to {}",
+                    list.entries.len(),
+                    path.display()
+                ),
+                Err(e) => eprintln!("ssr: warning: {e}"),
+            },
+            Output::Alarm {
+                url,
+                raised,
+                reason,
+            } => {
+                if raised {
+                    eprintln!("ssr: alarm raised: CRL {url}: {reason}");
+                } else {
+                    println!("alarm cleared: CRL {url}");
+                }
+            }
+            Output::Audit(e) => {
+                if let AuditEvent::CrlUpdate {
+                    crl_url,
+                    success: true,
+                    total_entries,
+                    ..
+                } = &e
+                {
+                    println!("{crl_url}: ingested, {total_entries} entr(y/ies)");
+                }
+                note(store.audit(&e));
+            }
+            _ => {}
+        }
+    }
+    any
+}
+
+fn watch(store: &Store, settings: CrlSettings, timeout_secs: u64, once: bool) -> CmdResult {
+    let timeout = timeout_secs.clamp(1, 3600);
+    let config = settings
+        .to_config()
+        .and_then(|c| c.with_fetch_timeout_secs(u32::try_from(timeout).unwrap_or(30)))
+        .map_err(Failure::usage)?;
+    let trusted = store.trusted_certificates().map_err(Failure::general)?;
+    if trusted.is_empty() {
+        eprintln!(
+            "ssr: warning: no trusted CA installed: every CRL will be refused (ssr cert install-ca)"
+        );
+    }
+    let t0 = Instant::now();
+    let mut manager = CrlManager::new(config, trusted, t0, unix_now());
+    for u in &settings.urls {
+        if let Ok(Some(der)) = store.load_crl_bytes(u) {
+            // A stored CRL that no longer verifies (CA replaced) is just not reused.
+            let _ = manager.restore(u, &der);
+        }
+    }
+    // Continue where the last run (or `ssr crl fetch`) left off.
+    for saved in store.crl_status().unwrap_or_default() {
+        manager.restore_status(&saved, t0);
+    }
+    // A crash between a CRL's save and the master list's leaves the list behind the
+    // CRLs held: republish it from them.
+    let merged = manager.master_list(unix_now());
+    let published = store.master_list().ok().flatten();
+    if manager.crls().next().is_some() && published.is_none_or(|p| p.entries != merged.entries) {
+        match store.publish_master_list(&merged) {
+            Ok(path) => println!(
+                "published {} revoked certificate(s) to {} (from the CRLs held)",
+                merged.entries.len(),
+                path.display()
+            ),
+            Err(e) => eprintln!("ssr: warning: {e}"),
+        }
+    }
+    for s in manager.status() {
+        println!(
+            "{}: {}next fetch at {}",
+            s.url,
+            if s.alarm { "ALARM, " } else { "" },
+            s.next_fetch.map_or_else(|| "?".into(), utc)
+        );
+    }
+    let options = FetchOptions {
+        timeout: Duration::from_secs(timeout),
+        ..FetchOptions::default()
+    };
+    let mut known = settings;
+    loop {
+        let now = Instant::now();
+        manager.handle_timeout(now);
+        if crl_round(store, &mut manager, &options) {
+            // Timeouts and other state changes without a fetch.
+            persist_crl_state(store, &mut manager);
+        }
+        if once && !manager.is_fetching() {
+            let due_now = manager.poll_timeout().is_some_and(|t| t <= Instant::now());
+            if !due_now {
+                return Ok(());
+            }
+            continue;
+        }
+        // Sleep until the next timer, waking at least once a minute for URLs added to
+        // the configuration meanwhile.
+        let wake = manager
+            .poll_timeout()
+            .map_or(Duration::from_secs(60), |t| {
+                t.saturating_duration_since(Instant::now())
+            })
+            .min(Duration::from_secs(60));
+        std::thread::sleep(wake);
+        if let Ok(fresh) = store.crl_settings()
+            && fresh.urls != known.urls
+        {
+            for u in fresh.urls.iter().filter(|u| !known.urls.contains(u)) {
+                match manager.add_url(u, Instant::now()) {
+                    Ok(()) => println!("{u}: added"),
+                    Err(e) => eprintln!("ssr: warning: {e}"),
+                }
+            }
+            known = fresh;
+        }
+    }
+}
+
 pub fn run_crl(cmd: CrlCmd) -> CmdResult {
     match cmd {
+        CrlCmd::Watch {
+            store,
+            url,
+            polling_hours,
+            backoff_secs,
+            timeout_secs,
+            once,
+        } => {
+            let store = open_store(&store)?;
+            let settings = crl_settings_with(&store, url, polling_hours, backoff_secs)?;
+            watch(&store, settings, timeout_secs, once)
+        }
         CrlCmd::Fetch {
             store,
             url,
@@ -649,27 +897,8 @@ pub fn run_crl(cmd: CrlCmd) -> CmdResult {
             timeout_secs,
         } => {
             let store = open_store(&store)?;
-            let mut settings = store.crl_settings().map_err(Failure::general)?;
-            for u in url {
-                if !settings.urls.contains(&u) {
-                    settings.urls.push(u);
-                }
-            }
-            if let Some(h) = polling_hours {
-                settings.polling_hours = h;
-            }
-            if let Some(s) = backoff_secs {
-                settings.backoff_secs = s;
-            }
+            let settings = crl_settings_with(&store, url, polling_hours, backoff_secs)?;
             let config = settings.to_config().map_err(Failure::usage)?;
-            store
-                .save_crl_settings(&settings)
-                .map_err(Failure::general)?;
-            if settings.urls.is_empty() {
-                return Err(Failure::usage(
-                    "no CRL URL configured (add one with --url, or import a certificate with CRL distribution points)",
-                ));
-            }
             let timeout = u32::try_from(timeout_secs.clamp(1, 3600)).unwrap_or(30);
             let config = config
                 .with_fetch_timeout_secs(timeout)

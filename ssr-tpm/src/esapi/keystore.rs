@@ -274,10 +274,11 @@ impl TpmKey {
     pub fn create(tcti: &str, dir: &Path, name: &str, replace: bool) -> Result<TpmKey, Error> {
         let store = KeyStore::new(dir, DEFAULT_MASTER_KEY_HANDLE)?;
         let mut tpm = EsapiTpm::connect(tcti)?;
+        // The TPM answers and has its master key before an old entry is given up.
+        tpm.ensure_master_key(DEFAULT_MASTER_KEY_HANDLE)?;
         if replace && store.list()?.iter().any(|n| n == name) {
             store.delete(name)?;
         }
-        tpm.ensure_master_key(DEFAULT_MASTER_KEY_HANDLE)?;
         let entry = store.generate(&mut tpm, name)?;
         Ok(TpmKey {
             tpm: Mutex::new(tpm),

@@ -935,6 +935,7 @@ fn crl_watch_keeps_crls_fresh_and_a_restart_continues() {
     assert!(master.contains("\"31\""), "{master}");
     let out = ok(ssr(&["crl", "status", "--store", store_s]));
     assert!(out.contains(&format!("{url_b}: ALARM")), "{out}");
+    assert!(out.contains(", next fetch 20"), "{out}");
     assert_eq!(a.stats().requests, 1);
 
     // Restart: B's failure count continues (its alarm is not raised a second time), A

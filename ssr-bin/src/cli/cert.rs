@@ -1007,6 +1007,9 @@ pub fn run_crl(cmd: CrlCmd) -> CmdResult {
                         if let Some(t) = s.next_update {
                             line.push_str(&format!(", next update {}", utc(t)));
                         }
+                        if let Some(t) = s.next_fetch {
+                            line.push_str(&format!(", next fetch {}", utc(t)));
+                        }
                         if let Some(e) = &s.last_error {
                             line.push_str(&format!(
                                 ", {} failure(s), last error: {e}",

@@ -11,6 +11,10 @@ use crate::{Error, Fek, KeyInfo, PcrSelection, Tpm};
 struct FakeKey {
     secret: [u8; 32],
     pcrs: PcrSelection,
+    /// Put there by someone else: a public area unlike ours (`Some(why)`).
+    foreign: Option<&'static str>,
+    /// An authorisation value (invisible in the public area): decryption fails.
+    password: bool,
 }
 
 /// A fake TPM: persistent keys in a map, a deterministic "random" stream.
@@ -36,6 +40,20 @@ impl FakeTpm {
             locked_out: false,
             calls: Vec::new(),
         }
+    }
+
+    /// Puts a key this crate did not make at `handle`: with a public area unlike ours
+    /// (`foreign`), or like ours but with a password.
+    pub(crate) fn plant(&mut self, handle: u32, foreign: Option<&'static str>, password: bool) {
+        self.keys.insert(
+            handle,
+            FakeKey {
+                secret: [0x5a; 32],
+                pcrs: PcrSelection::NONE,
+                foreign,
+                password,
+            },
+        );
     }
 
     fn key(&self, handle: u32) -> Result<&FakeKey, Error> {
@@ -77,11 +95,39 @@ impl Tpm for FakeTpm {
         }))
     }
 
+    fn our_fek_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<Option<KeyInfo>, Error> {
+        self.calls.push("ours");
+        let Some(key) = self.keys.get(&handle) else {
+            return Ok(None);
+        };
+        if let Some(why) = key.foreign {
+            return Err(Error::ForeignKey {
+                handle,
+                reason: why.into(),
+            });
+        }
+        if key.pcrs != pcrs {
+            return Err(Error::ForeignKey {
+                handle,
+                reason: "its auth policy differs".into(),
+            });
+        }
+        self.read_fek_key(handle)
+    }
+
     fn create_fek_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
         self.calls.push("create");
         let mut secret = [self.seed; 32];
         secret[0] ^= handle as u8;
-        self.keys.insert(handle, FakeKey { secret, pcrs });
+        self.keys.insert(
+            handle,
+            FakeKey {
+                secret,
+                pcrs,
+                foreign: None,
+                password: false,
+            },
+        );
         self.read_fek_key(handle)?
             .ok_or(Error::KeyMissing { handle })
     }
@@ -114,6 +160,12 @@ impl Tpm for FakeTpm {
         self.calls.push("decrypt");
         let changed = self.pcrs_changed;
         let key = self.key(handle)?;
+        if key.password {
+            return Err(Error::Tpm {
+                op: "RSA_Decrypt",
+                reason: "authorization failure".into(),
+            });
+        }
         if !key.pcrs.is_empty() && (changed || pcrs != key.pcrs) {
             return Err(Error::PcrMismatch { handle });
         }

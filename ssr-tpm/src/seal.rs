@@ -127,8 +127,17 @@ pub trait Tpm {
     fn fek_key_name(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error>;
 
     /// The key persisted at `handle`, or `None` when the handle is empty. A key that
-    /// is not an RSA-2048 OAEP-SHA-256 decryption key is an error.
+    /// is not an RSA-2048 OAEP-SHA-256 decryption key is an error. (For reports; to
+    /// decide whether a key may be reused, see [`Tpm::our_fek_key`].)
     fn read_fek_key(&mut self, handle: u32) -> Result<Option<KeyInfo>, Error>;
+
+    /// The key persisted at `handle` when its public area is exactly what
+    /// [`Tpm::create_fek_key`] makes for `pcrs` (type, name algorithm, every attribute
+    /// including fixedTPM, fixedParent, sensitiveDataOrigin, noDA and userWithAuth, the
+    /// auth policy — empty, or PolicyPCR over the current values of `pcrs` — and the
+    /// RSA-2048 OAEP-SHA-256 parameters; only the public key itself may differ);
+    /// `None` when the handle is empty; [`Error::ForeignKey`] otherwise.
+    fn our_fek_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<Option<KeyInfo>, Error>;
 
     /// Creates the sealing key (RSA-2048, decrypt, OAEP SHA-256, fixedTPM, noDA) under
     /// an owner storage primary and persists it at `handle`; with PCRs, the key is
@@ -154,34 +163,46 @@ pub trait Tpm {
 }
 
 /// Makes a new FEK and seals it: creates and persists the sealing key if the handle
-/// is empty (reuses it otherwise), draws 32 bytes from TPM2_GetRandom, encrypts them
-/// inside the TPM. Write the [`SealedFek`] with [`SealedFek::write_atomic`].
+/// is empty, reuses it only when it is exactly the key this crate creates
+/// ([`Tpm::our_fek_key`]; anything else is [`Error::ForeignKey`] and nothing is
+/// changed), draws 32 bytes from TPM2_GetRandom, encrypts them inside the TPM, and
+/// unseals the result once to check that the TPM gives the same FEK back (a key with
+/// an authorisation value its public area does not show fails here, again
+/// [`Error::ForeignKey`]). Write the [`SealedFek`] with [`SealedFek::write_atomic`].
 pub fn seal_new_fek(tpm: &mut impl Tpm, cfg: &SealConfig) -> Result<(Fek, SealedFek), Error> {
     check_owner_handle("FEK key", cfg.key_handle)?;
-    let key = match tpm.read_fek_key(cfg.key_handle)? {
-        Some(key) => {
-            if key.policy_bound == cfg.pcrs.is_empty() {
-                return Err(Error::InvalidConfig {
-                    reason: format!(
-                        "the key at {:#010x} is {}PCR-bound but the configuration says {}; evict it first",
-                        cfg.key_handle,
-                        if key.policy_bound { "" } else { "not " },
-                        if cfg.pcrs.is_empty() {
-                            "unbound"
-                        } else {
-                            "PCR-bound"
-                        },
-                    ),
-                });
-            }
-            key
-        }
+    let key = match tpm.our_fek_key(cfg.key_handle, cfg.pcrs)? {
+        Some(key) => key,
         None => tpm.create_fek_key(cfg.key_handle, cfg.pcrs)?,
     };
     let fek = tpm.random_fek(cfg.key_handle)?;
     let ciphertext = tpm.rsa_encrypt_fek(cfg.key_handle, &fek)?;
     let sealed = SealedFek::new(cfg.key_handle, key.name_digest, cfg.pcrs, ciphertext)?;
+    verify_round_trip(tpm, &fek, &sealed)?;
     Ok((fek, sealed))
+}
+
+/// Unseals the file bytes of a freshly sealed FEK once and compares: a FEK that the
+/// TPM cannot give back must never encrypt a directory.
+fn verify_round_trip(tpm: &mut impl Tpm, fek: &Fek, sealed: &SealedFek) -> Result<(), Error> {
+    let handle = sealed.key_handle();
+    let foreign = |reason: String| Error::ForeignKey { handle, reason };
+    let back = match unseal_fek(tpm, &SealedFek::parse(&sealed.to_bytes())?) {
+        Ok(back) => back,
+        Err(e @ (Error::NoTpm { .. } | Error::LockedOut)) => return Err(e),
+        Err(e) => {
+            return Err(foreign(format!(
+                "the FEK it sealed does not unseal ({e}): it has an authorisation this code does not know"
+            )));
+        }
+    };
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        &back.secret_bytes()[..],
+        &fek.secret_bytes()[..],
+    )) {
+        return Err(foreign("it unseals another value than it sealed".into()));
+    }
+    Ok(())
 }
 
 /// Unseals a FEK: checks that the key at the recorded handle is the one that sealed

@@ -13,7 +13,12 @@ fn sealed_on(tpm: &mut FakeTpm) -> (Fek, SealedFek) {
 fn seal_then_unseal_gives_the_same_fek() {
     let mut tpm = FakeTpm::new(1);
     let (fek, sealed) = sealed_on(&mut tpm);
-    assert_eq!(tpm.calls, ["read", "create", "read", "random", "encrypt"]);
+    assert_eq!(
+        tpm.calls,
+        [
+            "ours", "create", "read", "random", "encrypt", "name", "decrypt"
+        ]
+    );
     let again = unseal_fek(&mut tpm, &sealed).unwrap();
     assert_eq!(fek.secret_bytes(), again.secret_bytes());
     assert_eq!(sealed.key_handle(), DEFAULT_FEK_KEY_HANDLE);
@@ -105,8 +110,29 @@ fn pcr_binding_must_match_an_existing_key() {
     };
     assert!(matches!(
         seal_new_fek(&mut tpm, &cfg),
-        Err(Error::InvalidConfig { .. })
+        Err(Error::ForeignKey { .. })
     ));
+}
+
+#[test]
+fn a_foreign_key_at_the_handle_is_refused_and_left_alone() {
+    let mut tpm = FakeTpm::new(1);
+    tpm.plant(DEFAULT_FEK_KEY_HANDLE, Some("it has an auth policy"), false);
+    let err = seal_new_fek(&mut tpm, &SealConfig::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::ForeignKey { reason, .. } if reason.contains("auth policy")),
+        "{err:?}"
+    );
+    assert!(!tpm.calls.contains(&"create"));
+    assert!(!tpm.calls.contains(&"random"));
+    // Same public area as ours, but a password: sealing works, the check unseal fails.
+    let mut tpm = FakeTpm::new(1);
+    tpm.plant(DEFAULT_FEK_KEY_HANDLE, None, true);
+    let err = seal_new_fek(&mut tpm, &SealConfig::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::ForeignKey { reason, .. } if reason.contains("does not unseal")),
+        "{err:?}"
+    );
 }
 
 #[test]

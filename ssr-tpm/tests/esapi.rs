@@ -133,9 +133,15 @@ fn the_clear_fek_never_crosses_the_bus_and_an_unlock_is_four_commands() {
         }
         seen.push(cc);
     }
+    // Sealing unseals once to check the round trip, then the unlock.
     assert_eq!(
         seen,
-        [TPM_CC_GET_RANDOM, TPM_CC_RSA_ENCRYPT, TPM_CC_RSA_DECRYPT]
+        [
+            TPM_CC_GET_RANDOM,
+            TPM_CC_RSA_ENCRYPT,
+            TPM_CC_RSA_DECRYPT,
+            TPM_CC_RSA_DECRYPT
+        ]
     );
     let salted = all
         .iter()
@@ -143,8 +149,8 @@ fn the_clear_fek_never_crosses_the_bus_and_an_unlock_is_four_commands() {
         .filter(|f| u32::from_be_bytes(f.bytes[10..14].try_into().unwrap()) != TPM_RH_NULL)
         .count();
     assert_eq!(
-        salted, 3,
-        "GetRandom, RSA_Encrypt and RSA_Decrypt sessions are salted"
+        salted, 4,
+        "GetRandom, RSA_Encrypt and both RSA_Decrypt sessions are salted"
     );
 
     // The check above can fail: GetRandom without a session shows its bytes in the log.
@@ -286,4 +292,103 @@ fn a_tpm_that_goes_away_is_no_tpm() {
     drop(swtpm);
     let err = unseal_fek(&mut tpm, &sealed).unwrap_err();
     assert!(matches!(err, Error::NoTpm { .. }), "{err:?}");
+}
+
+/// Puts a key made by tpm2-tools (not by this crate) at 0x81000100: RSA-2048 OAEP
+/// SHA-256 under an owner primary, with `extra` arguments to `tpm2_create`. The tools
+/// leave transient objects behind on a raw TPM; they are flushed after each step.
+fn plant_foreign_key(swtpm: &Swtpm, dir: &std::path::Path, attributes: &str, extra: &[&str]) {
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let (prim, public, private, key) = (p("prim.ctx"), p("k.pub"), p("k.priv"), p("k.ctx"));
+    tpm2(swtpm, &["tpm2_createprimary", "-Q", "-C", "o", "-c", &prim]);
+    tpm2(swtpm, &["tpm2_flushcontext", "-t"]);
+    let mut create = vec![
+        "tpm2_create",
+        "-Q",
+        "-C",
+        &prim,
+        "-G",
+        "rsa2048:oaep-sha256:null",
+        "-a",
+        attributes,
+        "-u",
+        &public,
+        "-r",
+        &private,
+    ];
+    create.extend_from_slice(extra);
+    tpm2(swtpm, &create);
+    tpm2(swtpm, &["tpm2_flushcontext", "-t"]);
+    tpm2(
+        swtpm,
+        &[
+            "tpm2_load",
+            "-Q",
+            "-C",
+            &prim,
+            "-u",
+            &public,
+            "-r",
+            &private,
+            "-c",
+            &key,
+        ],
+    );
+    tpm2(
+        swtpm,
+        &[
+            "tpm2_evictcontrol",
+            "-Q",
+            "-C",
+            "o",
+            "-c",
+            &key,
+            "0x81000100",
+        ],
+    );
+    tpm2(swtpm, &["tpm2_flushcontext", "-t"]);
+}
+
+/// A key at the handle that this crate did not create is never reused: one with a
+/// password (its public area is exactly ours; only the check unseal finds it) and one
+/// with an auth policy. Each is refused with `ForeignKey`, and nothing changes in the
+/// TPM: the same object stays at the handle, no other is persisted.
+#[test]
+fn a_foreign_key_at_the_handle_is_refused_and_nothing_is_touched() {
+    const OURS: &str = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|decrypt";
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.dat");
+    std::fs::write(&policy, [0x42u8; 32]).unwrap();
+    let cases: [(&str, Vec<&str>, &str); 3] = [
+        (OURS, vec!["-p", "secret"], "does not unseal"),
+        (OURS, vec!["-L", policy.to_str().unwrap()], "auth policy"),
+        (
+            "fixedtpm|fixedparent|sensitivedataorigin|noda|decrypt",
+            vec!["-L", policy.to_str().unwrap()],
+            "attributes",
+        ),
+    ];
+    for (attributes, extra, want) in cases {
+        let swtpm = Swtpm::start().unwrap();
+        plant_foreign_key(&swtpm, dir.path(), attributes, &extra);
+        let mut tpm = connect(&swtpm);
+        let before = tpm.handles_in_use(0x8100_0000, 0x8100_ffff).unwrap();
+        assert_eq!(before, [0x8100_0100]);
+        let name = ssr_tpm::Tpm::fek_key_name(&mut tpm, 0x8100_0100).unwrap();
+        let err = seal_new_fek(&mut tpm, &SealConfig::default()).unwrap_err();
+        assert!(
+            matches!(&err, Error::ForeignKey { handle: 0x8100_0100, reason } if reason.contains(want)),
+            "{extra:?}: {err:?}"
+        );
+        assert!(err.to_string().contains("nothing was changed"));
+        let mut tpm = connect(&swtpm);
+        assert_eq!(
+            tpm.handles_in_use(0x8100_0000, 0x8100_ffff).unwrap(),
+            before
+        );
+        assert_eq!(
+            ssr_tpm::Tpm::fek_key_name(&mut tpm, 0x8100_0100).unwrap(),
+            name
+        );
+    }
 }

@@ -170,6 +170,111 @@ fn ecc_public(
         .map_err(|e| tpm_err(what, e))
 }
 
+/// The type, name algorithm, attributes, auth policy and parameters of a public
+/// area: everything but the unique field (the public key itself).
+fn template_parts(p: &Public) -> (&'static str, ObjectAttributes, HashingAlgorithm, &Digest) {
+    match p {
+        Public::Rsa {
+            object_attributes,
+            name_hashing_algorithm,
+            auth_policy,
+            ..
+        } => (
+            "RSA",
+            *object_attributes,
+            *name_hashing_algorithm,
+            auth_policy,
+        ),
+        Public::KeyedHash {
+            object_attributes,
+            name_hashing_algorithm,
+            auth_policy,
+            ..
+        } => (
+            "keyed-hash",
+            *object_attributes,
+            *name_hashing_algorithm,
+            auth_policy,
+        ),
+        Public::Ecc {
+            object_attributes,
+            name_hashing_algorithm,
+            auth_policy,
+            ..
+        } => (
+            "ECC",
+            *object_attributes,
+            *name_hashing_algorithm,
+            auth_policy,
+        ),
+        Public::SymCipher {
+            object_attributes,
+            name_hashing_algorithm,
+            auth_policy,
+            ..
+        } => (
+            "symmetric",
+            *object_attributes,
+            *name_hashing_algorithm,
+            auth_policy,
+        ),
+    }
+}
+
+/// Why `actual` is not an object made from the template `expected` (all of the public
+/// area but the unique field), or `None` when it is.
+fn template_mismatch(actual: &Public, expected: &Public, pcrs: PcrSelection) -> Option<String> {
+    let (kind, attrs, name_alg, policy) = template_parts(actual);
+    let (want_kind, want_attrs, want_name_alg, want_policy) = template_parts(expected);
+    if kind != want_kind {
+        return Some(format!("it is a {kind} object, not {want_kind}"));
+    }
+    if attrs != want_attrs {
+        return Some(format!(
+            "its attributes are {:#010x}, expected {:#010x} (fixedTPM, fixedParent, sensitiveDataOrigin, noDA{}, ...)",
+            tss_esapi::tss2_esys::TPMA_OBJECT::from(attrs),
+            tss_esapi::tss2_esys::TPMA_OBJECT::from(want_attrs),
+            if pcrs.is_empty() {
+                ", userWithAuth"
+            } else {
+                ""
+            },
+        ));
+    }
+    if name_alg != want_name_alg {
+        return Some("its name algorithm is not SHA-256".into());
+    }
+    if policy.value() != want_policy.value() {
+        return Some(if pcrs.is_empty() {
+            "it has an auth policy; ours has none".into()
+        } else {
+            "its auth policy is not PolicyPCR over the configured PCRs at their current values"
+                .into()
+        });
+    }
+    let params_equal = match (actual, expected) {
+        (Public::Rsa { parameters: a, .. }, Public::Rsa { parameters: b, .. }) => {
+            // An exponent of 0 means the default, 65537 (TPM 2.0 part 2, 12.2.3.5).
+            let e = |p: &tss_esapi::structures::PublicRsaParameters| match p.exponent().value() {
+                0 => 65537,
+                v => v,
+            };
+            a.symmetric_definition_object() == b.symmetric_definition_object()
+                && a.rsa_scheme() == b.rsa_scheme()
+                && a.key_bits() == b.key_bits()
+                && e(a) == e(b)
+        }
+        (Public::KeyedHash { parameters: a, .. }, Public::KeyedHash { parameters: b, .. }) => {
+            a == b
+        }
+        _ => false,
+    };
+    if !params_equal {
+        return Some(format!("its {kind} parameters differ from ours"));
+    }
+    None
+}
+
 impl EsapiTpm {
     /// Connects to the TPM at `tcti` (`device:/dev/tpmrm0`, `swtpm:host=…,port=…`,
     /// `mssim:…`). [`Error::NoTpm`] when nothing answers.
@@ -677,6 +782,36 @@ impl EsapiTpm {
         }))
     }
 
+    fn our_fek_key_impl(
+        &mut self,
+        handle: u32,
+        pcrs: PcrSelection,
+    ) -> Result<Option<KeyInfo>, Error> {
+        check_owner_handle("FEK key", handle)?;
+        if !self.is_persisted(handle)? {
+            return Ok(None);
+        }
+        let Some(name_digest) = self.fek_key_name_impl(handle)? else {
+            return Ok(None);
+        };
+        let obj = self
+            .persistent(handle)?
+            .ok_or(Error::KeyMissing { handle })?;
+        self.count(1);
+        let (public, _, _) = self
+            .ctx
+            .execute_without_session(|c| c.read_public(KeyHandle::from(obj)))
+            .map_err(|e| tpm_err("ReadPublic", e))?;
+        let expected = self.fek_key_template(pcrs)?;
+        if let Some(reason) = template_mismatch(&public, &expected, pcrs) {
+            return Err(Error::ForeignKey { handle, reason });
+        }
+        Ok(Some(KeyInfo {
+            name_digest,
+            policy_bound: !pcrs.is_empty(),
+        }))
+    }
+
     fn create_fek_key_impl(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
         check_owner_handle("FEK key", handle)?;
         let public = self.fek_key_template(pcrs)?;
@@ -734,6 +869,11 @@ impl Tpm for EsapiTpm {
 
     fn read_fek_key(&mut self, handle: u32) -> Result<Option<KeyInfo>, Error> {
         let r = self.read_fek_key_impl(handle);
+        self.lost_tpm(r)
+    }
+
+    fn our_fek_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<Option<KeyInfo>, Error> {
+        let r = self.our_fek_key_impl(handle, pcrs);
         self.lost_tpm(r)
     }
 

@@ -761,3 +761,105 @@ fn other_tpm_is_an_integrity_event_that_blocks_the_network() {
     system.ok(&["start"]);
     system.assert_files_read_back();
 }
+
+/// Runs a tool (tpm2-tools get `tpm` as their TCTI), asserting success.
+fn tool(tpm: Option<&Swtpm>, program: &str, args: &[&str]) {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    if let Some(tpm) = tpm {
+        cmd.env("TPM2TOOLS_TCTI", tpm.tcti());
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{program} {args:?}: {}", stderr(&out));
+}
+
+/// Replaces the ciphertext of the sealed FEK and fixes its checksum (a forger with
+/// write access to the state directory can do both).
+fn with_ciphertext(sealed: &[u8], ct: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut bytes = sealed.to_vec();
+    bytes[50..306].copy_from_slice(ct);
+    let n = bytes.len() - 32;
+    let sum = sha2::Sha256::digest(&bytes[..n]);
+    bytes[n..].copy_from_slice(&sum);
+    bytes
+}
+
+/// A sealed FEK forged with the public sealing key (`openssl pkeyutl`, OAEP SHA-256)
+/// is an integrity event: the TPM's HMAC does not vouch for it. A version-1 file (an
+/// earlier release) still unlocks and is upgraded to an authenticated one; a
+/// version-1 file is never resumed from.
+#[test]
+fn a_forged_sealed_fek_is_an_integrity_event_and_a_version_1_file_is_upgraded() {
+    let Some((_fs, tpm, mut system)) = system_on_ext4(32) else {
+        return;
+    };
+    system.onboard_with_files_locked();
+    let genuine = fs::read(system.sealed_fek()).unwrap();
+    assert_eq!(genuine[4], 2, "version 2 written");
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    tool(
+        Some(&tpm),
+        "tpm2_readpublic",
+        &["-Q", "-c", "0x81000100", "-f", "pem", "-o", &p("key.pem")],
+    );
+    fs::write(p("fek.bin"), [0x33u8; 32]).unwrap();
+    tool(
+        None,
+        "openssl",
+        &[
+            "pkeyutl",
+            "-encrypt",
+            "-pubin",
+            "-inkey",
+            &p("key.pem"),
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha256",
+            "-pkeyopt",
+            "rsa_mgf1_md:sha256",
+            "-in",
+            &p("fek.bin"),
+            "-out",
+            &p("ct.bin"),
+        ],
+    );
+    let forged = with_ciphertext(&genuine, &fs::read(p("ct.bin")).unwrap());
+    fs::write(system.sealed_fek(), &forged).unwrap();
+    let out = system.start_is_integrity_event();
+    assert_stderr_contains(&out, "not authenticated by the TPM's HMAC key");
+    assert_eq!(fs::read(system.sealed_fek()).unwrap(), forged);
+    system.assert_locked();
+
+    // The genuine file as version 1 (what an earlier release wrote): unlocks, and is
+    // rewritten as version 2.
+    use sha2::Digest as _;
+    let mut v1 = genuine[..306].to_vec();
+    v1[4] = 1;
+    let sum = sha2::Sha256::digest(&v1);
+    v1.extend_from_slice(&sum);
+    fs::write(system.sealed_fek(), &v1).unwrap();
+    let out = system.run(&["start"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_stderr_contains(&out, "upgraded to version 2");
+    system.assert_files_read_back();
+    let upgraded = fs::read(system.sealed_fek()).unwrap();
+    assert_eq!(upgraded.len(), genuine.len());
+    assert_eq!(upgraded[4], 2);
+    system.lock_and_unlock();
+
+    // Without the onboarding record (an interrupted onboarding), a version-1 file
+    // is not resumed from, even a genuine one: it is set aside.
+    let fresh = System::new(&system.root.join("fresh"), &tpm.tcti());
+    fs::create_dir_all(fresh.state_dir()).unwrap();
+    fs::write(fresh.sealed_fek(), &v1).unwrap();
+    let out = fresh.run(&["start"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_stderr_contains(&out, "version 1 (not authenticated by the TPM)");
+    assert_eq!(
+        fs::read(fresh.state_dir().join("sealed-fek.unusable-1")).unwrap(),
+        v1
+    );
+}

@@ -48,6 +48,16 @@ pub enum Error {
         /// What differs.
         reason: String,
     },
+    /// The TPM's HMAC key does not vouch for the sealed-FEK file: it was forged
+    /// (anyone can RSA-encrypt a FEK of their choice to the public sealing key) or
+    /// damaged. Nothing was decrypted.
+    #[error(
+        "sealed FEK is not authenticated by the TPM's HMAC key {handle:#010x}: forged or damaged"
+    )]
+    NotAuthentic {
+        /// The persistent handle of the HMAC key.
+        handle: u32,
+    },
     /// A sealed-FEK file or key-store entry does not parse or its checksum is wrong.
     #[error("corrupt {what}: {reason}")]
     Corrupt {

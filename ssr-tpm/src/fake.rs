@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::{Error, Fek, KeyInfo, PcrSelection, Tpm};
+use crate::{Error, Fek, FileMac, KeyInfo, PcrSelection, Tpm};
 
 #[derive(Debug)]
 struct FakeKey {
@@ -15,6 +15,8 @@ struct FakeKey {
     foreign: Option<&'static str>,
     /// An authorisation value (invisible in the public area): decryption fails.
     password: bool,
+    /// An HMAC key (not an RSA sealing key).
+    mac: bool,
 }
 
 /// A fake TPM: persistent keys in a map, a deterministic "random" stream.
@@ -52,6 +54,7 @@ impl FakeTpm {
                 pcrs: PcrSelection::NONE,
                 foreign,
                 password,
+                mac: false,
             },
         );
     }
@@ -100,7 +103,7 @@ impl Tpm for FakeTpm {
         let Some(key) = self.keys.get(&handle) else {
             return Ok(None);
         };
-        if let Some(why) = key.foreign {
+        if let Some(why) = key.foreign.or(key.mac.then_some("it is an HMAC key")) {
             return Err(Error::ForeignKey {
                 handle,
                 reason: why.into(),
@@ -126,10 +129,83 @@ impl Tpm for FakeTpm {
                 pcrs,
                 foreign: None,
                 password: false,
+                mac: false,
             },
         );
         self.read_fek_key(handle)?
             .ok_or(Error::KeyMissing { handle })
+    }
+
+    fn our_mac_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<Option<KeyInfo>, Error> {
+        self.calls.push("ours-mac");
+        let Some(key) = self.keys.get(&handle) else {
+            return Ok(None);
+        };
+        if !key.mac || key.pcrs != pcrs {
+            return Err(Error::ForeignKey {
+                handle,
+                reason: "not our HMAC key".into(),
+            });
+        }
+        self.read_fek_key(handle)
+    }
+
+    fn create_mac_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
+        self.calls.push("create-mac");
+        let mut secret = [self.seed ^ 0x77; 32];
+        secret[0] ^= handle as u8;
+        self.keys.insert(
+            handle,
+            FakeKey {
+                secret,
+                pcrs,
+                foreign: None,
+                password: false,
+                mac: true,
+            },
+        );
+        self.read_fek_key(handle)?
+            .ok_or(Error::KeyMissing { handle })
+    }
+
+    fn hmac(
+        &mut self,
+        salt_key: u32,
+        mac_handle: u32,
+        pcrs: PcrSelection,
+        data: &[u8],
+    ) -> Result<[u8; 32], Error> {
+        self.calls.push("hmac");
+        let changed = self.pcrs_changed;
+        self.key(salt_key)?;
+        let key = self.key(mac_handle)?;
+        if !key.mac {
+            return Err(Error::Tpm {
+                op: "HMAC",
+                reason: "not an HMAC key".into(),
+            });
+        }
+        if !key.pcrs.is_empty() && (changed || pcrs != key.pcrs) {
+            return Err(Error::PcrMismatch { handle: mac_handle });
+        }
+        Ok(FakeTpm::tag(&key.secret, data))
+    }
+
+    fn rsa_decrypt_fek_authenticated(
+        &mut self,
+        handle: u32,
+        mac: &FileMac,
+        pcrs: PcrSelection,
+        data: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Fek, Error> {
+        let tag = self.hmac(handle, mac.key_handle, pcrs, data)?;
+        if tag != mac.tag {
+            return Err(Error::NotAuthentic {
+                handle: mac.key_handle,
+            });
+        }
+        self.rsa_decrypt_fek(handle, pcrs, ciphertext)
     }
 
     fn random_fek(&mut self, salt_key: u32) -> Result<Fek, Error> {

@@ -19,6 +19,7 @@ pub const DEFAULT_JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// block-network-on-event = true
 /// # optional
 /// key-handle = 0x81000100
+/// mac-key-handle = 0x81000110
 /// journal-socket = "/run/systemd/journal/socket"
 /// nft = "nft"
 /// ```
@@ -36,6 +37,10 @@ pub struct Config {
     /// The persistent handle of the TPM sealing key (default: ssr-tpm's).
     #[serde(default)]
     pub key_handle: Option<u32>,
+    /// The persistent handle of the TPM HMAC key that authenticates the sealed FEK
+    /// (default: ssr-tpm's).
+    #[serde(default)]
+    pub mac_key_handle: Option<u32>,
     /// journald's native socket; records are sent there and to stderr.
     #[serde(default = "default_journal_socket")]
     pub journal_socket: PathBuf,

@@ -28,7 +28,7 @@ use tss_esapi::structures::{
 use tss_esapi::tcti_ldr::TctiNameConf;
 
 use crate::seal::check_owner_handle;
-use crate::{Error, Fek, KeyInfo, PcrSelection, Tpm};
+use crate::{Error, Fek, FileMac, KeyInfo, PcrSelection, Tpm};
 
 /// A connection to a TPM through tss-esapi.
 pub struct EsapiTpm {
@@ -666,41 +666,75 @@ impl EsapiTpm {
         pcrs: PcrSelection,
         f: impl FnOnce(&mut Context, KeyHandle) -> tss_esapi::Result<T>,
     ) -> Result<T, Error> {
-        let key = self
-            .persistent(handle)?
-            .ok_or(Error::KeyMissing { handle })?;
+        self.in_salted_session(handle, pcrs, |this, session, key| {
+            this.policy_pcr_step(session, pcrs, handle)?;
+            this.run_in_session(op, handle, session, |c| f(c, KeyHandle::from(key)))
+        })
+    }
+
+    /// Starts a session salted with the sealing key at `salt_handle` (a policy session
+    /// when `pcrs` is not empty), runs `f` with it and the key's ESYS object, then
+    /// flushes the session.
+    fn in_salted_session<T>(
+        &mut self,
+        salt_handle: u32,
+        pcrs: PcrSelection,
+        f: impl FnOnce(&mut Self, AuthSession, ObjectHandle) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let key = self.persistent(salt_handle)?.ok_or(Error::KeyMissing {
+            handle: salt_handle,
+        })?;
         let session_type = if pcrs.is_empty() {
             SessionType::Hmac
         } else {
             SessionType::Policy
         };
         let session = self.salted_session(key, session_type)?;
-        let result = (|| {
-            if !pcrs.is_empty() {
-                let list = pcr_list(pcrs)?;
-                let policy =
-                    PolicySession::try_from(session).map_err(|e| tpm_err("policy session", e))?;
-                self.count(1);
-                self.ctx
-                    .execute_without_session(|c| c.policy_pcr(policy, Digest::default(), list))
-                    .map_err(|e| match kind(&e) {
-                        Some(
-                            Tss2ResponseCodeKind::Value
-                            | Tss2ResponseCodeKind::PolicyFail
-                            | Tss2ResponseCodeKind::PcrChanged,
-                        ) => Error::PcrMismatch { handle },
-                        _ => tpm_err("PolicyPCR", e),
-                    })?;
-            }
-            self.count(1);
-            Ok(self
-                .ctx
-                .execute_with_session(Some(session), |c| f(c, KeyHandle::from(key))))
-        })();
+        let result = f(self, session, key);
         self.flush_session(session);
-        match result {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(match kind(&e) {
+        result
+    }
+
+    /// TPM2_PolicyPCR over the current values of `pcrs` in a policy session (nothing
+    /// when `pcrs` is empty); needed again before each use, since a policy session
+    /// resets after authorising a command. `handle` names the key in errors.
+    fn policy_pcr_step(
+        &mut self,
+        session: AuthSession,
+        pcrs: PcrSelection,
+        handle: u32,
+    ) -> Result<(), Error> {
+        if pcrs.is_empty() {
+            return Ok(());
+        }
+        let list = pcr_list(pcrs)?;
+        let policy = PolicySession::try_from(session).map_err(|e| tpm_err("policy session", e))?;
+        self.count(1);
+        self.ctx
+            .execute_without_session(|c| c.policy_pcr(policy, Digest::default(), list))
+            .map_err(|e| match kind(&e) {
+                Some(
+                    Tss2ResponseCodeKind::Value
+                    | Tss2ResponseCodeKind::PolicyFail
+                    | Tss2ResponseCodeKind::PcrChanged,
+                ) => Error::PcrMismatch { handle },
+                _ => tpm_err("PolicyPCR", e),
+            })
+    }
+
+    /// One command authorised by `session` for the key at `handle`, its errors mapped
+    /// to the variants the unlock path tells apart.
+    fn run_in_session<T>(
+        &mut self,
+        op: &'static str,
+        handle: u32,
+        session: AuthSession,
+        f: impl FnOnce(&mut Context) -> tss_esapi::Result<T>,
+    ) -> Result<T, Error> {
+        self.count(1);
+        self.ctx
+            .execute_with_session(Some(session), f)
+            .map_err(|e| match kind(&e) {
                 Some(
                     Tss2ResponseCodeKind::PolicyFail
                     | Tss2ResponseCodeKind::PcrChanged
@@ -713,7 +747,7 @@ impl EsapiTpm {
                     Tss2ResponseCodeKind::Value
                     | Tss2ResponseCodeKind::Size
                     | Tss2ResponseCodeKind::Integrity,
-                ) => Error::WrongTpm {
+                ) if op == "RSA_Decrypt" => Error::WrongTpm {
                     handle,
                     reason: "the TPM cannot decrypt this blob",
                 },
@@ -724,9 +758,92 @@ impl EsapiTpm {
                     reason: "the TPM cannot decrypt this blob",
                 },
                 _ => tpm_err(op, e),
-            }),
-            Err(e) => Err(e),
+            })
+    }
+
+    /// TPM2_HMAC (SHA-256) of `data` by the key at `mac_handle`, authorised by
+    /// `session`.
+    fn hmac_in_session(
+        &mut self,
+        session: AuthSession,
+        mac_handle: u32,
+        pcrs: PcrSelection,
+        data: &[u8],
+    ) -> Result<[u8; 32], Error> {
+        let mac = self
+            .persistent(mac_handle)?
+            .ok_or(Error::KeyMissing { handle: mac_handle })?;
+        let buffer = tss_esapi::structures::MaxBuffer::try_from(data.to_vec())
+            .map_err(|e| tpm_err("HMAC", e))?;
+        self.policy_pcr_step(session, pcrs, mac_handle)?;
+        let digest = self.run_in_session("HMAC", mac_handle, session, |c| {
+            c.hmac(mac, buffer, HashingAlgorithm::Sha256)
+        })?;
+        <[u8; 32]>::try_from(digest.value()).map_err(|_| Error::UnexpectedAnswer {
+            op: "HMAC",
+            reason: "not 32 bytes",
+        })
+    }
+
+    /// The HMAC key template (keyed hash, HMAC-SHA-256, sign only, fixedTPM,
+    /// fixedParent, sensitiveDataOrigin, noDA; the sealing key's auth policy).
+    fn mac_key_template(&mut self, pcrs: PcrSelection) -> Result<Public, Error> {
+        let policy = if pcrs.is_empty() {
+            Digest::default()
+        } else {
+            self.pcr_policy_digest(pcrs)?
+        };
+        let attrs = tpm_bound_key_attributes()
+            .with_user_with_auth(pcrs.is_empty())
+            .with_sign_encrypt(true)
+            .with_decrypt(false)
+            .with_restricted(false)
+            .build()
+            .map_err(|e| tpm_err("HMAC key template", e))?;
+        PublicBuilder::new()
+            .with_public_algorithm(PublicAlgorithm::KeyedHash)
+            .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+            .with_object_attributes(attrs)
+            .with_auth_policy(policy)
+            .with_keyed_hash_parameters(tss_esapi::structures::PublicKeyedHashParameters::new(
+                tss_esapi::structures::KeyedHashScheme::HMAC_SHA_256,
+            ))
+            .with_keyed_hash_unique_identifier(Digest::default())
+            .build()
+            .map_err(|e| tpm_err("HMAC key template", e))
+    }
+
+    /// The key at `handle` when its public area matches `expected` but for the unique
+    /// field; `None` when the handle is empty; [`Error::ForeignKey`] otherwise.
+    fn our_key_impl(
+        &mut self,
+        handle: u32,
+        pcrs: PcrSelection,
+        expected: impl FnOnce(&mut Self) -> Result<Public, Error>,
+    ) -> Result<Option<KeyInfo>, Error> {
+        check_owner_handle("key", handle)?;
+        if !self.is_persisted(handle)? {
+            return Ok(None);
         }
+        let Some(name_digest) = self.fresh_name_digest("key", handle)? else {
+            return Ok(None);
+        };
+        let obj = self
+            .persistent(handle)?
+            .ok_or(Error::KeyMissing { handle })?;
+        self.count(1);
+        let (public, _, _) = self
+            .ctx
+            .execute_without_session(|c| c.read_public(KeyHandle::from(obj)))
+            .map_err(|e| tpm_err("ReadPublic", e))?;
+        let expected = expected(self)?;
+        if let Some(reason) = template_mismatch(&public, &expected, pcrs) {
+            return Err(Error::ForeignKey { handle, reason });
+        }
+        Ok(Some(KeyInfo {
+            name_digest,
+            policy_bound: !pcrs.is_empty(),
+        }))
     }
 }
 
@@ -787,29 +904,66 @@ impl EsapiTpm {
         handle: u32,
         pcrs: PcrSelection,
     ) -> Result<Option<KeyInfo>, Error> {
-        check_owner_handle("FEK key", handle)?;
-        if !self.is_persisted(handle)? {
-            return Ok(None);
-        }
-        let Some(name_digest) = self.fek_key_name_impl(handle)? else {
-            return Ok(None);
-        };
-        let obj = self
-            .persistent(handle)?
-            .ok_or(Error::KeyMissing { handle })?;
-        self.count(1);
-        let (public, _, _) = self
-            .ctx
-            .execute_without_session(|c| c.read_public(KeyHandle::from(obj)))
-            .map_err(|e| tpm_err("ReadPublic", e))?;
-        let expected = self.fek_key_template(pcrs)?;
-        if let Some(reason) = template_mismatch(&public, &expected, pcrs) {
-            return Err(Error::ForeignKey { handle, reason });
-        }
-        Ok(Some(KeyInfo {
-            name_digest,
-            policy_bound: !pcrs.is_empty(),
-        }))
+        self.our_key_impl(handle, pcrs, |this| this.fek_key_template(pcrs))
+    }
+
+    fn our_mac_key_impl(
+        &mut self,
+        handle: u32,
+        pcrs: PcrSelection,
+    ) -> Result<Option<KeyInfo>, Error> {
+        self.our_key_impl(handle, pcrs, |this| this.mac_key_template(pcrs))
+    }
+
+    fn create_mac_key_impl(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
+        check_owner_handle("HMAC key", handle)?;
+        let public = self.mac_key_template(pcrs)?;
+        self.create_persistent(handle, public)?;
+        self.our_mac_key_impl(handle, pcrs)?
+            .ok_or(Error::KeyMissing { handle })
+    }
+
+    fn hmac_impl(
+        &mut self,
+        salt_key: u32,
+        mac_handle: u32,
+        pcrs: PcrSelection,
+        data: &[u8],
+    ) -> Result<[u8; 32], Error> {
+        self.in_salted_session(salt_key, pcrs, |this, session, _| {
+            this.hmac_in_session(session, mac_handle, pcrs, data)
+        })
+    }
+
+    fn rsa_decrypt_fek_authenticated_impl(
+        &mut self,
+        handle: u32,
+        mac: &FileMac,
+        pcrs: PcrSelection,
+        data: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Fek, Error> {
+        let ct = PublicKeyRsa::try_from(ciphertext.to_vec()).map_err(|_| Error::Corrupt {
+            what: "sealed FEK",
+            reason: "ciphertext too long",
+        })?;
+        // One session for both: HMAC check, then the decryption.
+        let clear = self.in_salted_session(handle, pcrs, |this, session, key| {
+            let tag = this.hmac_in_session(session, mac.key_handle, pcrs, data)?;
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(&tag[..], &mac.tag[..])) {
+                return Err(Error::NotAuthentic {
+                    handle: mac.key_handle,
+                });
+            }
+            this.policy_pcr_step(session, pcrs, handle)?;
+            this.run_in_session("RSA_Decrypt", handle, session, |c| {
+                c.rsa_decrypt(KeyHandle::from(key), ct, oaep(), Data::default())
+            })
+        })?;
+        Fek::from_slice(clear.value()).map_err(|_| Error::WrongTpm {
+            handle,
+            reason: "decrypted value is not a 32-byte FEK",
+        })
     }
 
     fn create_fek_key_impl(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
@@ -874,6 +1028,39 @@ impl Tpm for EsapiTpm {
 
     fn our_fek_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<Option<KeyInfo>, Error> {
         let r = self.our_fek_key_impl(handle, pcrs);
+        self.lost_tpm(r)
+    }
+
+    fn our_mac_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<Option<KeyInfo>, Error> {
+        let r = self.our_mac_key_impl(handle, pcrs);
+        self.lost_tpm(r)
+    }
+
+    fn create_mac_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
+        let r = self.create_mac_key_impl(handle, pcrs);
+        self.lost_tpm(r)
+    }
+
+    fn hmac(
+        &mut self,
+        salt_key: u32,
+        mac_handle: u32,
+        pcrs: PcrSelection,
+        data: &[u8],
+    ) -> Result<[u8; 32], Error> {
+        let r = self.hmac_impl(salt_key, mac_handle, pcrs, data);
+        self.lost_tpm(r)
+    }
+
+    fn rsa_decrypt_fek_authenticated(
+        &mut self,
+        handle: u32,
+        mac: &FileMac,
+        pcrs: PcrSelection,
+        data: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Fek, Error> {
+        let r = self.rsa_decrypt_fek_authenticated_impl(handle, mac, pcrs, data, ciphertext);
         self.lost_tpm(r)
     }
 

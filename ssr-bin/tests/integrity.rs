@@ -863,3 +863,66 @@ fn a_forged_sealed_fek_is_an_integrity_event_and_a_version_1_file_is_upgraded() 
         v1
     );
 }
+
+/// Transient objects and sessions loaded in the TPM (tpm2_getcap), as a raw TPM keeps
+/// them after the process that loaded them died.
+fn tpm_loaded(tpm: &Swtpm) -> usize {
+    [
+        "handles-transient",
+        "handles-loaded-session",
+        "handles-saved-session",
+    ]
+    .iter()
+    .map(|what| {
+        let out = Command::new("tpm2_getcap")
+            .arg(what)
+            .env("TPM2TOOLS_TCTI", tpm.tcti())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.trim_start().starts_with("- 0x"))
+            .count()
+    })
+    .sum()
+}
+
+/// Onboarding SIGKILLed from outside at moments spread over its TPM work, again and
+/// again, without restarting the TPM (swtpm has no resource manager, like
+/// `/dev/tpm0`): each kill that lands mid-command leaves transient objects or sessions
+/// loaded. The next `start` flushes them and completes.
+#[test]
+fn onboarding_killed_mid_tpm_command_leaves_no_stale_tpm_objects_behind() {
+    let Some((_fs, tpm, mut system)) = system_on_ext4(32) else {
+        return;
+    };
+    let mut kills_that_left_objects = 0;
+    for attempt in 0..60u64 {
+        let mut child = system.command(&["start"]).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(15 + (attempt * 37) % 700));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if status.success() {
+            // Finished before the kill: start over on a fresh system.
+            system = System::new(&system.root.join(format!("again-{attempt}")), &tpm.tcti());
+            continue;
+        }
+        if tpm_loaded(&tpm) > 0 {
+            kills_that_left_objects += 1;
+            if kills_that_left_objects == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        kills_that_left_objects, 3,
+        "no kill landed while the TPM held an object or session"
+    );
+    let out = system.run(&["start"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_stderr_contains(&out, "stale transient object(s)/session(s)");
+    assert_eq!(tpm_loaded(&tpm), 0);
+    system.write_files();
+    system.lock_and_unlock();
+}

@@ -516,3 +516,73 @@ fn a_version_1_file_is_upgraded_to_an_authenticated_one() {
     .unwrap();
     assert_eq!(back.secret_bytes(), fek.secret_bytes());
 }
+
+/// A raw TPM keeps what a dead process left loaded (tpm2-tools leave their primary
+/// and sessions behind, as a killed process would): `flush_stale` clears transient
+/// objects, loaded and saved sessions, so sealing works again.
+#[test]
+fn stale_transient_objects_and_sessions_are_flushed() {
+    let swtpm = Swtpm::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        let ctx = dir.path().join(format!("p{i}.ctx"));
+        tpm2(
+            &swtpm,
+            &[
+                "tpm2_createprimary",
+                "-Q",
+                "-C",
+                "o",
+                "-c",
+                ctx.to_str().unwrap(),
+            ],
+        );
+    }
+    // The TPM is full: sealing fails.
+    let err = seal_new_fek(&mut connect(&swtpm), &SealConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("memory"), "{err:?}");
+    // Two sessions of a connection that goes away without flushing them.
+    let mut dead = connect(&swtpm);
+    for _ in 0..2 {
+        dead.context_mut()
+            .start_auth_session(
+                None,
+                None,
+                None,
+                tss_esapi::constants::SessionType::Hmac,
+                tss_esapi::structures::SymmetricDefinition::AES_128_CFB,
+                tss_esapi::interface_types::algorithm::HashingAlgorithm::Sha256,
+            )
+            .unwrap();
+    }
+    std::mem::forget(dead);
+    let mut tpm = connect(&swtpm);
+    assert_eq!(
+        tpm.handles_in_use(0x8000_0000, 0x80ff_ffff).unwrap().len(),
+        3
+    );
+    assert_eq!(
+        tpm.handles_in_use(0x0200_0000, 0x02ff_ffff).unwrap().len(),
+        2
+    );
+    assert_eq!(tpm.flush_stale().unwrap(), 5);
+    assert!(
+        tpm.handles_in_use(0x8000_0000, 0x80ff_ffff)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        tpm.handles_in_use(0x0200_0000, 0x02ff_ffff)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        tpm.handles_in_use(0x0300_0000, 0x03ff_ffff)
+            .unwrap()
+            .is_empty()
+    );
+    let (fek, sealed) = seal_new_fek(&mut tpm, &SealConfig::default()).unwrap();
+    let back = unseal_fek(&mut connect(&swtpm), &sealed).unwrap();
+    assert_eq!(back.secret_bytes(), fek.secret_bytes());
+    assert_eq!(connect(&swtpm).flush_stale().unwrap(), 0);
+}

@@ -74,9 +74,12 @@ impl StepHook {
 /// properties; the description names the manufacturer, firmware and sealing key.
 pub fn connect_esapi(cfg: &Config) -> std::result::Result<(EsapiTpm, String), ssr_tpm::Error> {
     let mut tpm = EsapiTpm::connect(&cfg.tcti)?;
+    // Without a resource manager, what a killed earlier run left loaded stays in
+    // the TPM: clear it before it fills the TPM's object and session slots.
+    let flushed = tpm.flush_stale()?;
     let handle = cfg.key_handle.unwrap_or(SealConfig::default().key_handle);
     let info = tpm.info_for(handle)?;
-    let description = format!(
+    let mut description = format!(
         "TPM 2.0 at {} answers: manufacturer {} {}, firmware {}.{}, spec revision {}.{:02}, sealing key {:#010x} {}",
         cfg.tcti,
         info.manufacturer,
@@ -92,6 +95,11 @@ pub fn connect_esapi(cfg: &Config) -> std::result::Result<(EsapiTpm, String), ss
             "not provisioned yet"
         },
     );
+    if flushed > 0 {
+        description.push_str(&format!(
+            "; flushed {flushed} stale transient object(s)/session(s) left by an earlier run"
+        ));
+    }
     Ok((tpm, description))
 }
 

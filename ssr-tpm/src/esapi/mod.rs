@@ -416,6 +416,56 @@ impl EsapiTpm {
         Ok(out)
     }
 
+    /// True when the TCTI goes through a resource manager (`device:/dev/tpmrm…`,
+    /// `tabrmd`), which flushes a client's transient objects and sessions when it goes
+    /// away and shows each client only its own.
+    pub fn behind_resource_manager(&self) -> bool {
+        let t = self.tcti.trim_start();
+        t.starts_with("device:/dev/tpmrm") || t.starts_with("tabrmd")
+    }
+
+    /// Flushes the transient objects and sessions left in a TPM reached *without* a
+    /// resource manager (`device:/dev/tpm0`, swtpm, mssim) by a process that died
+    /// before flushing them (a SIGKILL, a power cut of the service mid-command): a raw
+    /// TPM keeps them until its next TPM2_Startup(CLEAR), and three stale objects are
+    /// enough for TPM_RC_OBJECT_MEMORY. The raw device admits one open file at a time,
+    /// so whatever is loaded while this connection holds it belongs to no live user.
+    /// Nothing is done behind a resource manager. Returns how many were flushed.
+    pub fn flush_stale(&mut self) -> Result<usize, Error> {
+        let r = self.flush_stale_impl();
+        self.lost_tpm(r)
+    }
+
+    fn flush_stale_impl(&mut self) -> Result<usize, Error> {
+        if self.behind_resource_manager() {
+            return Ok(0);
+        }
+        // Transient objects, loaded sessions, saved (context-held) sessions.
+        let mut stale = self.handles_in_use(0x8000_0000, 0x80ff_ffff)?;
+        stale.extend(self.handles_in_use(0x0200_0000, 0x02ff_ffff)?);
+        stale.extend(self.handles_in_use(0x0300_0000, 0x03ff_ffff)?);
+        let mut flushed = 0;
+        for handle in stale {
+            let tpm_handle = TpmHandle::try_from(handle).map_err(|e| tpm_err("stale handle", e))?;
+            self.count(1);
+            let obj = match self
+                .ctx
+                .execute_without_session(|c| c.tr_from_tpm_public(tpm_handle))
+            {
+                Ok(obj) => obj,
+                // Gone in between (another flush): nothing to do.
+                Err(e) if kind(&e) == Some(Tss2ResponseCodeKind::Handle) => continue,
+                Err(e) => return Err(tpm_err("ReadPublic (stale handle)", e)),
+            };
+            self.count(1);
+            self.ctx
+                .flush_context(obj)
+                .map_err(|e| tpm_err("FlushContext (stale handle)", e))?;
+            flushed += 1;
+        }
+        Ok(flushed)
+    }
+
     /// True when an object is persisted at `handle` (one GetCapability).
     pub fn is_persisted(&mut self, handle: u32) -> Result<bool, Error> {
         Ok(self.handles_in_use(handle, handle)?.contains(&handle))

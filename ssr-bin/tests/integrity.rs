@@ -632,6 +632,66 @@ impl NetNs {
             .success()
     }
 
+    fn ping6(&self, addr: &str) -> bool {
+        self.exec("ping")
+            .args(["-6", "-c", "1", "-W", "1", addr])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    /// The handler's drop table is loaded in this namespace.
+    fn has_drop_table(&self) -> bool {
+        self.exec("nft")
+            .args(["list", "table", "inet", "integrity_handler"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    /// `integrity-handler … start` run inside the namespace.
+    fn start_handler(&self, system: &System) -> Output {
+        self.exec(env!("CARGO_BIN_EXE_integrity-handler"))
+            .arg("--config")
+            .arg(&system.config)
+            .arg("start")
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap()
+    }
+
+    /// swtpm inside the namespace on its loopback, port 2321/2322, over `state`.
+    fn swtpm(&self, state: &Path) -> Killed {
+        let child = self
+            .exec("swtpm")
+            .args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", state.display()))
+            .args([
+                "--server",
+                "type=tcp,port=2321,bindaddr=127.0.0.1",
+                "--ctrl",
+                "type=tcp,port=2322,bindaddr=127.0.0.1",
+                "--flags",
+                "not-need-init,startup-clear",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let killed = Killed(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.loopback_connects(2321) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "swtpm in the namespace did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        killed
+    }
+
     /// A TCP connection to 127.0.0.1:port inside the namespace succeeds.
     fn loopback_connects(&self, port: u16) -> bool {
         self.exec("bash")
@@ -925,4 +985,145 @@ fn onboarding_killed_mid_tpm_command_leaves_no_stale_tpm_objects_behind() {
     assert_eq!(tpm_loaded(&tpm), 0);
     system.write_files();
     system.lock_and_unlock();
+}
+
+/// Two namespaces joined by a veth pair, with IPv4 and IPv6 addresses: the handler's
+/// (`.0`, 192.0.2.1 / 2001:db8::1) and a peer (`.1`, 192.0.2.2 / 2001:db8::2).
+fn veth_pair() -> (NetNs, NetNs) {
+    let id = format!("{}-{}", std::process::id(), rand_suffix());
+    let host = NetNs::add(format!("ih-{id}-h"));
+    let peer = NetNs::add(format!("ih-{id}-p"));
+    host.ip(&[
+        "link", "add", "ih0", "type", "veth", "peer", "name", "ih1", "netns", &peer.0,
+    ]);
+    host.ip(&["addr", "add", "192.0.2.1/24", "dev", "ih0"]);
+    peer.ip(&["addr", "add", "192.0.2.2/24", "dev", "ih1"]);
+    host.ip(&["-6", "addr", "add", "2001:db8::1/64", "dev", "ih0", "nodad"]);
+    peer.ip(&["-6", "addr", "add", "2001:db8::2/64", "dev", "ih1", "nodad"]);
+    host.ip(&["link", "set", "ih0", "up"]);
+    peer.ip(&["link", "set", "ih1", "up"]);
+    (host, peer)
+}
+
+fn rand_suffix() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    t.subsec_nanos() ^ (t.as_secs() as u32)
+}
+
+/// Traffic in both directions, IPv4 and IPv6, between the two namespaces.
+fn traffic_flows(host: &NetNs, peer: &NetNs) -> [bool; 4] {
+    [
+        peer.ping("192.0.2.1"),
+        host.ping("192.0.2.2"),
+        peer.ping6("2001:db8::1"),
+        host.ping6("2001:db8::2"),
+    ]
+}
+
+/// An integrity event that goes away: the TPM does not answer (not started yet), so
+/// `start` is an integrity event that blocks IPv4 and IPv6 both ways; once the TPM
+/// answers, the next `start` unlocks, removes the drop table, says so in the journal,
+/// and traffic flows again.
+#[test]
+fn a_later_unlock_lifts_the_block_of_an_earlier_event_ipv4_and_ipv6() {
+    let Some((_fs, tpm, mut system)) = system_on_ext4(32) else {
+        return;
+    };
+    system.onboard_with_files_locked();
+    let state = tpm.stop().unwrap().expect("own state");
+    let (host, peer) = veth_pair();
+    // IPv6 with nodad is usable at once; give the link a moment anyway.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while traffic_flows(&host, &peer) != [true; 4] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "veth pair does not carry pings: {:?}",
+            traffic_flows(&host, &peer)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    system.configure("swtpm:host=127.0.0.1,port=2321", true);
+
+    let out = host.start_handler(&system);
+    assert_integrity_event(&mut system, &out);
+    assert_stderr_contains(&out, "no TPM at");
+    assert!(host.has_drop_table());
+    assert_eq!(
+        traffic_flows(&host, &peer),
+        [false; 4],
+        "IPv4 and IPv6 blocked both ways"
+    );
+    system.assert_locked();
+
+    // The TPM answers now (the same one, its state kept).
+    let _tpm = host.swtpm(state.path());
+    let out = host.start_handler(&system);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = system.journal_records();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["MESSAGE"].starts_with("network unblocked") && r["PRIORITY"] == "6"),
+        "{records:?}"
+    );
+    assert!(!host.has_drop_table());
+    assert_eq!(traffic_flows(&host, &peer), [true; 4]);
+    system.assert_files_read_back();
+    // Another start of the unlocked system says nothing about the network.
+    let out = host.start_handler(&system);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("network unblocked"));
+}
+
+/// A missing, unreadable or invalid configuration on a system whose state directory
+/// shows it onboarded is an integrity event (network blocked, emergency record), not
+/// a configuration error; on a system that is not onboarded it stays exit 2.
+#[test]
+fn a_broken_configuration_of_an_onboarded_system_is_an_integrity_event() {
+    let Some((_fs, _tpm, mut system)) = system_on_ext4(16) else {
+        return;
+    };
+    system.onboard_with_files_locked();
+    let good = fs::read(&system.config).unwrap();
+    let ns = NetNs::add(format!("ih-{}-{}-c", std::process::id(), rand_suffix()));
+    let start = |system: &System, state: &Path| {
+        ns.exec(env!("CARGO_BIN_EXE_integrity-handler"))
+            .arg("--config")
+            .arg(&system.config)
+            .arg("start")
+            .env_remove("JOURNAL_STREAM")
+            .env("INTEGRITY_HANDLER_STATE_DIR", state)
+            .env("INTEGRITY_HANDLER_JOURNAL_SOCKET", &system.journal.path)
+            .output()
+            .unwrap()
+    };
+    for (what, broken) in [
+        ("invalid", Some(&b"tcti = 7\n"[..])),
+        ("not TOML", Some(&b"\xff\xfe garbage"[..])),
+        ("missing", None),
+    ] {
+        match broken {
+            Some(text) => fs::write(&system.config, text).unwrap(),
+            None => fs::remove_file(&system.config).unwrap(),
+        }
+        let out = start(&system, &system.state_dir());
+        assert_integrity_event(&mut system, &out);
+        assert_stderr_contains(&out, "configuration");
+        assert!(ns.has_drop_table(), "{what}");
+        ns.exec("nft")
+            .args(["delete", "table", "inet", "integrity_handler"])
+            .status()
+            .unwrap();
+        // Not onboarded (an empty state directory): a configuration error.
+        let empty = tempfile::tempdir().unwrap();
+        let out = start(&system, empty.path());
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", stderr(&out));
+        assert!(!ns.has_drop_table());
+        system.journal_records();
+    }
+    fs::write(&system.config, good).unwrap();
+    system.ok(&["start"]);
+    system.assert_files_read_back();
 }

@@ -17,7 +17,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ssr_bin::integrity::downgrade::{self, Version};
 use ssr_bin::integrity::journal::Logger;
-use ssr_bin::integrity::{Config, Handler, StartError, Started, StepHook, connect_esapi};
+use ssr_bin::integrity::{
+    Config, Handler, StartError, Started, StepHook, config, connect_esapi, integrity_event,
+    state_shows_onboarded,
+};
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -54,14 +57,16 @@ enum Cmd {
     },
 }
 
+/// Overrides of the compiled-in state directory and journal socket, used only when
+/// the configuration cannot be loaded (tests; unusual installs). The unit sets none.
+const STATE_DIR_ENV: &str = "INTEGRITY_HANDLER_STATE_DIR";
+const JOURNAL_SOCKET_ENV: &str = "INTEGRITY_HANDLER_JOURNAL_SOCKET";
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let cfg = match Config::load(&args.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("integrity-handler: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(e) => return config_failure(&args.command, e),
     };
     let log = Logger::new(&cfg.journal_socket);
     let handler = Handler::new(&cfg, &log);
@@ -112,4 +117,28 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The configuration is missing, unreadable or invalid. On a system whose
+/// (compiled-in) state directory shows it onboarded, `start` cannot unlock: an
+/// integrity event (the network blocked with the default `nft`, the emergency record
+/// to the default journal socket). Otherwise a configuration error, exit 2.
+fn config_failure(command: &Cmd, e: ssr_bin::integrity::Error) -> ExitCode {
+    let state_dir = std::env::var_os(STATE_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIR));
+    if !matches!(command, Cmd::Start) || !state_shows_onboarded(&state_dir) {
+        eprintln!("integrity-handler: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let socket = std::env::var_os(JOURNAL_SOCKET_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_JOURNAL_SOCKET));
+    let log = Logger::new(&socket);
+    log.error(&format!(
+        "the state directory {} shows an onboarded system, but its configuration cannot be used",
+        state_dir.display()
+    ));
+    integrity_event(&log, Some(std::path::Path::new("nft")), e);
+    ExitCode::from(EXIT_INTEGRITY_EVENT)
 }

@@ -9,6 +9,11 @@ use super::error::{Error, Result};
 
 /// Where journald listens for native-protocol datagrams.
 pub const DEFAULT_JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+/// The state directory the packaged configuration names; compiled in so that a
+/// missing or broken configuration of an onboarded system is still recognised.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/integrity-handler";
+/// The onboarding record's name in the state directory.
+pub const RECORD_FILE: &str = "onboarded";
 
 /// The integrity handler's configuration.
 ///
@@ -84,7 +89,7 @@ impl Config {
 
     /// The onboarding record.
     pub fn record_path(&self) -> PathBuf {
-        self.state_dir.join("onboarded")
+        self.state_dir.join(RECORD_FILE)
     }
 
     fn validate(&self) -> std::result::Result<(), String> {

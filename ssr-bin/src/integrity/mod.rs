@@ -22,4 +22,7 @@ pub mod service;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use service::{Handler, StartError, Started, Status, StepHook, connect_esapi};
+pub use service::{
+    Handler, StartError, Started, Status, StepHook, connect_esapi, integrity_event,
+    state_shows_onboarded,
+};

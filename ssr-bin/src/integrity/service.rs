@@ -181,7 +181,10 @@ impl<'a> Handler<'a> {
                     record.key_identifier()
                 ));
                 match self.unlock(&record, connect) {
-                    Ok(key) => Ok(Started::Unlocked { key }),
+                    Ok(key) => {
+                        self.unblock_network();
+                        Ok(Started::Unlocked { key })
+                    }
                     Err(e) => Err(self.integrity_event(e)),
                 }
             }
@@ -602,18 +605,55 @@ impl<'a> Handler<'a> {
 
     /// Blocks the network (when configured) and emits the emergency line.
     fn integrity_event(&self, cause: Error) -> StartError {
-        self.log.error(&format!("unlock failed: {cause}"));
-        if self.cfg.block_network_on_event {
-            match nft::block_network(&self.cfg.nft) {
-                Ok(()) => self.log.warn(&format!(
-                    "network blocked: nftables table `{}` drops everything but loopback",
-                    nft::TABLE
-                )),
-                Err(e) => self.log.error(&format!("cannot block the network: {e}")),
-            }
+        integrity_event(
+            self.log,
+            self.cfg
+                .block_network_on_event
+                .then_some(self.cfg.nft.as_path()),
+            cause,
+        )
+    }
+
+    /// After a successful unlock: an earlier integrity event's drop table (a TPM that
+    /// answered late, a file put back) is removed, and the journal says so.
+    fn unblock_network(&self) {
+        match nft::unblock_network(&self.cfg.nft) {
+            Ok(true) => self.log.info(&format!(
+                "network unblocked: nftables table `{}` of an earlier integrity event removed after a successful unlock",
+                nft::TABLE
+            )),
+            Ok(false) => {}
+            Err(e) => self.log.error(&format!(
+                "unlocked, but the drop table of an earlier integrity event could not be removed: {e}"
+            )),
         }
-        self.log.integrity_event();
-        StartError::IntegrityEvent(cause)
+    }
+}
+
+/// An integrity event: logs the cause, loads the drop table with `nft` (when given),
+/// sends the emergency record.
+pub fn integrity_event(log: &Logger, block_with: Option<&Path>, cause: Error) -> StartError {
+    log.error(&format!("unlock failed: {cause}"));
+    if let Some(nft_program) = block_with {
+        match nft::block_network(nft_program) {
+            Ok(()) => log.warn(&format!(
+                "network blocked: nftables table `{}` drops everything but loopback",
+                nft::TABLE
+            )),
+            Err(e) => log.error(&format!("cannot block the network: {e}")),
+        }
+    }
+    log.integrity_event();
+    StartError::IntegrityEvent(cause)
+}
+
+/// True when the state directory shows an onboarded system: the onboarding record
+/// exists, or cannot be examined (conservative). Used when the configuration cannot
+/// be loaded, with the compiled-in state directory.
+pub fn state_shows_onboarded(state_dir: &Path) -> bool {
+    match std::fs::symlink_metadata(state_dir.join(super::config::RECORD_FILE)) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
     }
 }
 

@@ -1127,3 +1127,101 @@ fn a_broken_configuration_of_an_onboarded_system_is_an_integrity_event() {
     system.ok(&["start"]);
     system.assert_files_read_back();
 }
+
+/// Kernel status line `field` (e.g. `VmLck`) of a process, in kB, if it is running.
+fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .strip_prefix(':')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// Runs `program args` with an unlimited core size in `dir` (the kernel's
+/// core_pattern is `core`: a dump lands there), waits until it has locked memory (or
+/// `settle` has passed), sends SIGQUIT; returns whether a core was dumped and the
+/// VmLck it showed.
+fn quit_with_core_limit(dir: &Path, program: &Path, args: &[&str], settle: bool) -> (bool, u64) {
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg("ulimit -c unlimited; exec \"$@\"")
+        .arg("bash")
+        .arg(program)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("JOURNAL_STREAM")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut locked = 0;
+    loop {
+        if let Some(kb) = proc_status_kb(pid, "VmLck").filter(|&kb| kb > 0) {
+            locked = kb;
+            break;
+        }
+        if settle || std::time::Instant::now() > deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // It must still be running (mid-onboarding) for the test to mean anything.
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited before the signal"
+    );
+    // SIGQUIT: its default action dumps a core, and Rust's runtime does not catch it
+    // (it does catch SIGSEGV, for stack overflows).
+    ssr_testkit::run(Command::new("kill").args(["-QUIT", &pid.to_string()])).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(3), "{status:?}");
+    let cores = fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("core")
+        })
+        .count();
+    assert_eq!(
+        status.core_dumped(),
+        cores > 0,
+        "{status:?}, {cores} core files"
+    );
+    (status.core_dumped(), locked)
+}
+
+/// No core dump can carry the FEK: during onboarding the handler has locked its
+/// memory (`VmLck` in /proc/<pid>/status) and a SIGQUIT leaves no core, while the
+/// same signal under the same limits and core_pattern dumps a core of a plain
+/// process (the control that shows the test can fail).
+#[test]
+fn the_handler_is_not_dumpable_and_locks_its_memory_during_onboarding() {
+    let Some((_fs, _tpm, system)) = system_on_ext4(16) else {
+        return;
+    };
+    let pattern = fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    assert_eq!(pattern.trim(), "core", "the test needs core_pattern = core");
+    let control = tempfile::tempdir().unwrap();
+    let (dumped, _) = quit_with_core_limit(control.path(), Path::new("sleep"), &["30"], true);
+    assert!(dumped, "control: a plain process must dump a core here");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = system.config.to_str().unwrap().to_owned();
+    let (dumped, locked) = quit_with_core_limit(
+        dir.path(),
+        Path::new(env!("CARGO_BIN_EXE_integrity-handler")),
+        &["--config", &config, "start"],
+        false,
+    );
+    assert!(locked > 0, "VmLck stayed 0: memory not locked");
+    assert!(!dumped, "the handler dumped a core");
+}

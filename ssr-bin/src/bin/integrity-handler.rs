@@ -18,8 +18,8 @@ use clap::{Parser, Subcommand};
 use ssr_bin::integrity::downgrade::{self, Version};
 use ssr_bin::integrity::journal::Logger;
 use ssr_bin::integrity::{
-    Config, Handler, StartError, Started, StepHook, config, connect_esapi, integrity_event,
-    state_shows_onboarded,
+    Config, Handler, StartError, Started, StepHook, config, connect_esapi, hardening,
+    integrity_event, state_shows_onboarded,
 };
 
 const EXIT_FAILURE: u8 = 1;
@@ -63,12 +63,24 @@ const STATE_DIR_ENV: &str = "INTEGRITY_HANDLER_STATE_DIR";
 const JOURNAL_SOCKET_ENV: &str = "INTEGRITY_HANDLER_JOURNAL_SOCKET";
 
 fn main() -> ExitCode {
+    // First of all: no core dump, no swapped-out page may ever hold the FEK.
+    let hardening = hardening::harden_process();
     let args = Args::parse();
     let cfg = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => return config_failure(&args.command, e),
     };
     let log = Logger::new(&cfg.journal_socket);
+    if let Some(e) = &hardening.dumpable_error {
+        log.warn(&format!(
+            "prctl(PR_SET_DUMPABLE, 0) failed: {e}: a core dump could hold the FEK"
+        ));
+    }
+    if let Some(e) = &hardening.mlock_error {
+        log.warn(&format!(
+            "mlockall failed: {e}: pages holding the FEK could be swapped out (needs CAP_IPC_LOCK or LimitMEMLOCK=infinity)"
+        ));
+    }
     let handler = Handler::new(&cfg, &log);
     let connect = || connect_esapi(&cfg);
     match args.command {

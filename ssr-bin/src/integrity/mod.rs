@@ -9,11 +9,13 @@
 //! - [`nft`]: the drop-all-but-loopback ruleset loaded on an integrity event.
 //! - [`record`]: the onboarding record's strict file format.
 //! - [`downgrade`]: the installer's downgrade guard.
+//! - [`hardening`]: non-dumpable, memory locked (keys stay out of cores and swap).
 
 pub mod config;
 pub mod downgrade;
 mod error;
 mod fsutil;
+pub mod hardening;
 pub mod journal;
 pub mod nft;
 pub mod plan;

@@ -24,6 +24,9 @@ struct System {
     config: PathBuf,
     journal: Journal,
     dirs: Vec<PathBuf>,
+    /// More configuration lines (after the defaults above; a key given here must not
+    /// be among them).
+    extra_config: String,
 }
 
 /// A bound datagram socket standing in for journald, drained by a thread (the kernel
@@ -91,6 +94,7 @@ impl System {
             config: root.join("integrity-handler.toml"),
             journal,
             dirs,
+            extra_config: String::new(),
         };
         system.configure(tcti, false);
         system
@@ -106,9 +110,15 @@ impl System {
         fs::write(
             &self.config,
             format!(
-                "tcti = {tcti:?}\nstate-dir = {:?}\ndirectories = [{dirs}]\nblock-network-on-event = {block_network}\njournal-socket = {:?}\n",
+                "tcti = {tcti:?}\nstate-dir = {:?}\ndirectories = [{dirs}]\nblock-network-on-event = {block_network}\njournal-socket = {:?}\n{}{}",
                 self.state_dir().display().to_string(),
                 self.root.join("journal.sock").display().to_string(),
+                if self.extra_config.contains("tpm-wait-seconds") {
+                    ""
+                } else {
+                    "tpm-wait-seconds = 0\n"
+                },
+                self.extra_config,
             ),
         )
         .unwrap();
@@ -1224,4 +1234,89 @@ fn the_handler_is_not_dumpable_and_locks_its_memory_during_onboarding() {
     );
     assert!(locked > 0, "VmLck stayed 0: memory not locked");
     assert!(!dumped, "the handler dumped a core");
+}
+
+/// `pcrs = [7]`: the sealing keys are bound to PCR 7. Extending PCR 7 (as a changed
+/// Secure Boot state would) makes `start` an integrity event; the TPM rebooted
+/// (PCRs back to their boot values) unlocks again.
+#[test]
+fn pcr_binding_from_the_configuration() {
+    let Some((_fs, tpm, mut system)) = system_on_ext4(32) else {
+        return;
+    };
+    system.extra_config = "pcrs = [7]\n".into();
+    system.configure(&tpm.tcti(), false);
+    system.onboard_with_files_locked();
+    let sealed = fs::read(system.sealed_fek()).unwrap();
+    assert_eq!(&sealed[44..48], &0x80u32.to_be_bytes(), "PCR 7 in the file");
+    tool(
+        Some(&tpm),
+        "tpm2_pcrextend",
+        &[&format!("7:sha256={}", "ab".repeat(32))],
+    );
+    let out = system.start_is_integrity_event();
+    assert_stderr_contains(&out, "PCR policy");
+    system.assert_locked();
+
+    let state = tpm.stop().unwrap().expect("own state");
+    let rebooted = ssr_testkit::Swtpm::builder()
+        .state_dir(state.path())
+        .start()
+        .unwrap();
+    system.configure(&rebooted.tcti(), false);
+    system.ok(&["start"]);
+    system.assert_files_read_back();
+    drop(rebooted);
+}
+
+/// On an onboarded system a TPM that does not answer yet is waited for (bounded by
+/// `tpm-wait-seconds`): the TPM comes up a second after `start` and it unlocks.
+#[test]
+fn start_waits_for_a_late_tpm() {
+    let Some((_fs, tpm, mut system)) = system_on_ext4(32) else {
+        return;
+    };
+    system.onboard_with_files_locked();
+    let state = tpm.stop().unwrap().expect("own state");
+    let port = ssr_testkit::free_port_pair().unwrap();
+    system.extra_config = "tpm-wait-seconds = 30\n".into();
+    system.configure(&format!("swtpm:host=127.0.0.1,port={port}"), false);
+    let handler = system.command(&["start"]).output_later();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let _late = Killed(
+        Command::new("swtpm")
+            .args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", state.path().display()))
+            .arg("--server")
+            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+            .arg("--ctrl")
+            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+            .args(["--flags", "not-need-init,startup-clear"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = handler.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_stderr_contains(&out, "waiting up to 30 s");
+    assert_stderr_contains(&out, "the TPM answered after");
+    system.assert_files_read_back();
+    // Without the wait it is an integrity event at once.
+    system.extra_config = "tpm-wait-seconds = 0\n".into();
+    let absent = absent_tpm_tcti();
+    system.configure(&absent, false);
+    system.journal_records();
+    system.start_is_integrity_event();
+}
+
+trait OutputLater {
+    fn output_later(self) -> std::thread::JoinHandle<Output>;
+}
+
+impl OutputLater for Command {
+    /// Runs the command on a thread; join for its output.
+    fn output_later(mut self) -> std::thread::JoinHandle<Output> {
+        std::thread::spawn(move || self.output().unwrap())
+    }
 }

@@ -160,7 +160,7 @@ impl<'a> Handler<'a> {
     /// the TPM and describes it (for the real one: [`connect_esapi`]).
     pub fn start<T: Tpm>(
         &self,
-        connect: impl FnOnce() -> std::result::Result<(T, String), ssr_tpm::Error>,
+        connect: impl FnMut() -> std::result::Result<(T, String), ssr_tpm::Error>,
         hook: &mut StepHook,
     ) -> std::result::Result<Started, StartError> {
         let record_path = self.cfg.record_path();
@@ -296,7 +296,7 @@ impl<'a> Handler<'a> {
     fn unlock<T: Tpm>(
         &self,
         record: &Record,
-        connect: impl FnOnce() -> std::result::Result<(T, String), ssr_tpm::Error>,
+        connect: impl FnMut() -> std::result::Result<(T, String), ssr_tpm::Error>,
     ) -> Result<KeyIdentifier> {
         let sealed_path = self.cfg.sealed_fek_path();
         let sealed = SealedFek::read(&sealed_path).map_err(tpm_error)?;
@@ -305,7 +305,7 @@ impl<'a> Handler<'a> {
             sealed_path.display(),
             sealed.key_handle()
         ));
-        let (mut tpm, description) = connect().map_err(tpm_error)?;
+        let (mut tpm, description) = self.wait_for_tpm(connect).map_err(tpm_error)?;
         self.log.info(&format!("TPM status: {description}"));
         let fek = ssr_tpm::unseal_fek(&mut tpm, &sealed).map_err(tpm_error)?;
         if sealed.is_authenticated() {
@@ -376,6 +376,42 @@ impl<'a> Handler<'a> {
         Ok(id)
     }
 
+    /// Connects to the TPM of an onboarded system, retrying for up to
+    /// `tpm-wait-seconds` while nothing answers (the TPM driver may probe after the
+    /// service starts: systemd 252 has no tpm2.target to wait for).
+    fn wait_for_tpm<T>(
+        &self,
+        mut connect: impl FnMut() -> std::result::Result<(T, String), ssr_tpm::Error>,
+    ) -> std::result::Result<(T, String), ssr_tpm::Error> {
+        let wait = std::time::Duration::from_secs(self.cfg.tpm_wait_seconds);
+        let started = std::time::Instant::now();
+        let mut said = false;
+        loop {
+            match connect() {
+                Err(e @ ssr_tpm::Error::NoTpm { .. }) if started.elapsed() < wait => {
+                    if !said {
+                        self.log.warn(&format!(
+                            "the TPM does not answer yet ({e}): waiting up to {} s",
+                            wait.as_secs()
+                        ));
+                        said = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+                Ok(ok) => {
+                    if said {
+                        self.log.info(&format!(
+                            "the TPM answered after {} ms",
+                            started.elapsed().as_millis()
+                        ));
+                    }
+                    return Ok(ok);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Rewrites a genuine version-1 sealed FEK as a version-2 one (same ciphertext,
     /// tagged by the TPM's HMAC key). A failure leaves the version-1 file in place and
     /// is only a warning: it still unlocks this system.
@@ -403,6 +439,7 @@ impl<'a> Handler<'a> {
         if let Some(h) = self.cfg.mac_key_handle {
             seal.mac_key_handle = h;
         }
+        seal.pcrs = self.cfg.pcr_selection();
         seal
     }
 

@@ -367,14 +367,48 @@ fn onboards_locks_and_unlocks_with_files_intact() {
     system.ok(&["lock"]);
     system.assert_locked();
 
-    // The downgrade guard, onboarded.
+    // The downgrade guard, onboarded: --previous alone allows nothing.
     assert_eq!(system.check_target(&["7.1.2"]), Some(4));
     assert_eq!(
         system.check_target(&["7.1.2", "--previous", "7.1.2-R1"]),
-        Some(0)
+        Some(4)
     );
     assert_eq!(system.check_target(&["7.2.0"]), Some(0));
     assert_eq!(system.check_target(&["seven"]), Some(2));
+    // The installer of 7.1.3 recorded that it replaced 7.1.2: a rollback to it is
+    // allowed, unless the installer's claim contradicts the history.
+    system.ok(&["record-installed", "7.1.3-R1", "--previous", "7.1.2"]);
+    assert_eq!(
+        fs::read_to_string(system.state_dir().join("installed-versions")).unwrap(),
+        "integrity-handler installed versions v1\n7.1.2\n7.1.3\n"
+    );
+    assert_eq!(system.check_target(&["7.1.2"]), Some(0));
+    assert_eq!(
+        system.check_target(&["7.1.2", "--previous", "7.1.2"]),
+        Some(0)
+    );
+    assert_eq!(
+        system.check_target(&["7.1.2", "--previous", "7.1.1"]),
+        Some(4)
+    );
+    assert_eq!(
+        system.check_target(&["7.1.1", "--previous", "7.1.1"]),
+        Some(4)
+    );
+    // After an upgrade to 7.2.0 the previous version is 7.1.3: 7.1.2 is refused,
+    // whatever --previous says.
+    system.ok(&["record-installed", "7.2.0", "--previous", "7.1.2"]);
+    assert_eq!(
+        system.check_target(&["7.1.2", "--previous", "7.1.2"]),
+        Some(4)
+    );
+    assert_eq!(system.check_target(&["7.1.3"]), Some(0));
+    // A damaged history shows no previous version.
+    fs::write(system.state_dir().join("installed-versions"), "7.1.2\n").unwrap();
+    assert_eq!(
+        system.check_target(&["7.1.2", "--previous", "7.1.2"]),
+        Some(4)
+    );
 }
 
 #[test]

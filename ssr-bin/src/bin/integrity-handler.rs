@@ -5,6 +5,7 @@
 //! integrity-handler --config … lock
 //! integrity-handler --config … status
 //! integrity-handler --config … check-target VERSION [--previous VERSION]
+//! integrity-handler --config … record-installed VERSION [--previous VERSION]
 //! ```
 //!
 //! Exit codes: 0 success (including "no TPM 2.0: stays unencrypted"), 1 failure
@@ -47,11 +48,23 @@ enum Cmd {
     /// Onboarding state, each directory's key status, the TPM's state.
     Status,
     /// For installers: may VERSION be installed? Refuses versions without
-    /// Configuration Integrity once onboarded, except a rollback to --previous.
+    /// Configuration Integrity once onboarded, except a rollback to the version the
+    /// state directory's history shows installed before the current one.
     CheckTarget {
         /// The version to install (MAJOR.MINOR.PATCH[-suffix]).
         target: String,
-        /// The previously installed version (rollback is always allowed to it).
+        /// The previously installed version as the installer believes it: must agree
+        /// with the recorded history (it never allows anything on its own).
+        #[arg(long)]
+        previous: Option<String>,
+    },
+    /// For installers, after an install or rollback: records VERSION as installed
+    /// in the state directory's history.
+    RecordInstalled {
+        /// The version now installed.
+        version: String,
+        /// The version it replaced; recorded only when the history is empty (the
+        /// first install of a release with Configuration Integrity).
         #[arg(long)]
         previous: Option<String>,
     },
@@ -115,9 +128,14 @@ fn main() -> ExitCode {
                         return ExitCode::from(EXIT_USAGE);
                     }
                 };
-            // A damaged record still means onboarded: be conservative.
+            // A damaged record still means onboarded, a damaged history shows no
+            // previous version: be conservative.
             let onboarded = handler.is_onboarded().unwrap_or(true);
-            match downgrade::check_target(onboarded, target, previous) {
+            let history = handler.installed_history().unwrap_or_else(|e| {
+                eprintln!("integrity-handler: {e}");
+                downgrade::History::default()
+            });
+            match downgrade::check_target(onboarded, target, previous, &history) {
                 Ok(why) => {
                     println!("allowed: {target} ({why:?})");
                     ExitCode::SUCCESS
@@ -125,6 +143,24 @@ fn main() -> ExitCode {
                 Err(refused) => {
                     eprintln!("integrity-handler: {refused}");
                     ExitCode::from(EXIT_REFUSED)
+                }
+            }
+        }
+        Cmd::RecordInstalled { version, previous } => {
+            let parse = |s: &str| s.parse::<Version>();
+            let (version, previous) =
+                match (parse(&version), previous.as_deref().map(parse).transpose()) {
+                    (Ok(v), Ok(p)) => (v, p),
+                    (Err(e), _) | (_, Err(e)) => {
+                        eprintln!("integrity-handler: {e}");
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                };
+            match handler.record_installed(version, previous) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log.error(&format!("cannot record the installed version: {e}"));
+                    ExitCode::from(EXIT_FAILURE)
                 }
             }
         }

@@ -102,6 +102,11 @@ impl Config {
         self.state_dir.join("sealed-fek")
     }
 
+    /// The installed-version history of the downgrade guard.
+    pub fn history_path(&self) -> PathBuf {
+        self.state_dir.join("installed-versions")
+    }
+
     /// The onboarding record.
     pub fn record_path(&self) -> PathBuf {
         self.state_dir.join(RECORD_FILE)

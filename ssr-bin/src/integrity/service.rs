@@ -288,6 +288,42 @@ impl<'a> Handler<'a> {
         }
     }
 
+    /// The installed-version history of the state directory (empty when there is
+    /// none yet).
+    pub fn installed_history(&self) -> Result<super::downgrade::History> {
+        let path = self.cfg.history_path();
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() > 64 * 1024 => Err(Error::Version(format!(
+                "{}: larger than 64 KiB",
+                path.display()
+            ))),
+            Ok(bytes) => super::downgrade::History::parse(&String::from_utf8_lossy(&bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(Error::io("read", &path, e)),
+        }
+    }
+
+    /// Records an install of `installed` (replacing `before`, used only to start an
+    /// empty history) in the state directory, atomically.
+    pub fn record_installed(
+        &self,
+        installed: super::downgrade::Version,
+        before: Option<super::downgrade::Version>,
+    ) -> Result<super::downgrade::History> {
+        let mut history = self.installed_history()?;
+        history.record(installed, before);
+        std::fs::create_dir_all(&self.cfg.state_dir)
+            .map_err(|e| Error::io("create", &self.cfg.state_dir, e))?;
+        fsutil::write_atomic(&self.cfg.history_path(), history.to_text().as_bytes())?;
+        self.log.info(&format!(
+            "installed version {installed} recorded (previous: {})",
+            history
+                .previous()
+                .map_or_else(|| "none".to_string(), |v| v.to_string())
+        ));
+        Ok(history)
+    }
+
     /// Whether the onboarding record exists (for the downgrade guard).
     pub fn is_onboarded(&self) -> Result<bool> {
         Ok(Record::read(&self.cfg.record_path())?.is_some())

@@ -1354,3 +1354,93 @@ impl OutputLater for Command {
         std::thread::spawn(move || self.output().unwrap())
     }
 }
+
+/// Persistent handles in the TPM (tpm2_getcap).
+fn tpm_persistent(tpm: &Swtpm) -> Vec<String> {
+    let out = Command::new("tpm2_getcap")
+        .arg("handles-persistent")
+        .env("TPM2TOOLS_TCTI", tpm.tcti())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches(['-', ' ']).to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// A key at the sealing handle that this code did not create (one with a password,
+/// one with an auth policy, placed with tpm2_create + tpm2_evictcontrol): onboarding
+/// is refused with a clear error (exit 1) and nothing is touched: no state directory,
+/// no protected directory, no other TPM key.
+#[test]
+fn a_foreign_key_at_the_sealing_handle_refuses_onboarding_and_touches_nothing() {
+    if !ssr_testkit::require_root() {
+        return;
+    }
+    let ext4 = LoopExt4::create(16, 4096).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    fs::write(p("policy"), [0x42u8; 32]).unwrap();
+    let ours = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|decrypt";
+    for (i, extra) in [["-p", "secret"], ["-L", &p("policy")]].iter().enumerate() {
+        let tpm = Swtpm::start().unwrap();
+        let t = Some(&tpm);
+        tool(
+            t,
+            "tpm2_createprimary",
+            &["-Q", "-C", "o", "-c", &p("prim.ctx")],
+        );
+        tool(t, "tpm2_flushcontext", &["-t"]);
+        let (prim, public, private) = (p("prim.ctx"), p("k.pub"), p("k.priv"));
+        let mut create = vec![
+            "-Q",
+            "-C",
+            &prim,
+            "-G",
+            "rsa2048:oaep-sha256:null",
+            "-a",
+            ours,
+            "-u",
+            &public,
+            "-r",
+            &private,
+        ];
+        create.extend_from_slice(extra);
+        tool(t, "tpm2_create", &create);
+        tool(t, "tpm2_flushcontext", &["-t"]);
+        tool(
+            t,
+            "tpm2_load",
+            &[
+                "-Q",
+                "-C",
+                &p("prim.ctx"),
+                "-u",
+                &p("k.pub"),
+                "-r",
+                &p("k.priv"),
+                "-c",
+                &p("k.ctx"),
+            ],
+        );
+        tool(
+            t,
+            "tpm2_evictcontrol",
+            &["-Q", "-C", "o", "-c", &p("k.ctx"), "0x81000100"],
+        );
+        tool(t, "tpm2_flushcontext", &["-t"]);
+        let before = tpm_persistent(&tpm);
+        assert_eq!(before, ["0x81000100"]);
+
+        let system = System::new(&ext4.mount_point().join(format!("sys-{i}")), &tpm.tcti());
+        let out = system.run(&["start"]);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", stderr(&out));
+        assert_stderr_contains(&out, "is not this system's sealing key");
+        assert_stderr_contains(&out, "nothing was changed");
+        assert!(!system.state_dir().exists(), "{extra:?}");
+        assert!(system.dirs.iter().all(|d| !d.exists()), "{extra:?}");
+        assert_eq!(tpm_persistent(&tpm), before, "{extra:?}");
+    }
+}

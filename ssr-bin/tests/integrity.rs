@@ -1444,3 +1444,89 @@ fn a_foreign_key_at_the_sealing_handle_refuses_onboarding_and_touches_nothing() 
         assert_eq!(tpm_persistent(&tpm), before, "{extra:?}");
     }
 }
+
+/// The capabilities the unit keeps (`CapabilityBoundingSet=` of
+/// packaging/systemd/integrity-handler.service), as setpriv's `--bounding-set`.
+fn unit_bounding_set() -> String {
+    let unit = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/systemd/integrity-handler.service"),
+    )
+    .unwrap();
+    let caps = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet=");
+    let mut set = String::from("-all");
+    for cap in caps.split_whitespace() {
+        let name = cap.strip_prefix("CAP_").expect("CAP_ names");
+        set.push_str(&format!(",+{}", name.to_ascii_lowercase()));
+    }
+    set
+}
+
+/// The handler does its whole job with only the capabilities the unit leaves it:
+/// onboarding, lock, unlock (next to the test's swtpm), and an integrity event that
+/// loads the drop table (in a network namespace; the missing sealed FEK is found
+/// before any TPM is asked). Onboarding, lock and unlock also run as under
+/// `ProtectSystem=strict` + `ReadWritePaths=`: in a mount namespace where the file
+/// system is read-only but for the system's own directory (the fscrypt key ioctls
+/// go to the read-only mount point).
+#[test]
+fn the_handler_works_with_the_units_capability_bounding_set() {
+    let Some((fs, _tpm, mut system)) = system_on_ext4(16) else {
+        return;
+    };
+    let set = unit_bounding_set();
+    let ns = NetNs::add(format!("ih-{}-{}-k", std::process::id(), rand_suffix()));
+    let config = system.config.clone();
+    let limited = |mut cmd: Command, args: &[&str]| {
+        cmd.args(["--bounding-set", &set, "--"])
+            .arg(env!("CARGO_BIN_EXE_integrity-handler"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap()
+    };
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$2" && shift 2 && exec setpriv "$@""#)
+            .arg("sh")
+            .arg(&system.root)
+            .arg(fs.mount_point());
+        limited(cmd, args)
+    };
+    let out = run(&["start"]);
+    assert!(out.status.success(), "{set}: {}", stderr(&out));
+    assert_stderr_contains(&out, "onboarding recorded");
+    assert!(
+        !stderr(&out).contains("mlockall failed"),
+        "{}",
+        stderr(&out)
+    );
+    system.write_files();
+    let out = run(&["lock"]);
+    assert!(out.status.success(), "{set}: {}", stderr(&out));
+    system.assert_locked();
+    let out = run(&["start"]);
+    assert!(out.status.success(), "{set}: {}", stderr(&out));
+    system.assert_files_read_back();
+    assert!(run(&["lock"]).status.success());
+    system.journal_records();
+
+    let sealed = fs::read(system.sealed_fek()).unwrap();
+    fs::remove_file(system.sealed_fek()).unwrap();
+    system.configure(&absent_tpm_tcti(), true);
+    let out = limited(ns.exec("setpriv"), &["start"]);
+    assert_integrity_event(&mut system, &out);
+    assert!(
+        !stderr(&out).contains("cannot block the network"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(ns.has_drop_table(), "{}", stderr(&out));
+    fs::write(system.sealed_fek(), sealed).unwrap();
+}

@@ -1515,6 +1515,28 @@ fn the_handler_works_with_the_units_capability_bounding_set() {
     assert!(out.status.success(), "{set}: {}", stderr(&out));
     system.assert_files_read_back();
     assert!(run(&["lock"]).status.success());
+    // Without CAP_IPC_LOCK and with a small RLIMIT_MEMLOCK the handler must not lock
+    // (every later allocation would count against the limit): a warning, and it works.
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -l 64 && exec setpriv --bounding-set -ipc_lock -- \"$@\"",
+            "sh",
+        ])
+        .arg(env!("CARGO_BIN_EXE_integrity-handler"))
+        .arg("--config")
+        .arg(&config)
+        .arg("start")
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_stderr_contains(
+        &out,
+        "mlockall failed: CAP_IPC_LOCK is not in the effective set",
+    );
+    system.assert_files_read_back();
+    assert!(run(&["lock"]).status.success());
     system.journal_records();
 
     let sealed = fs::read(system.sealed_fek()).unwrap();

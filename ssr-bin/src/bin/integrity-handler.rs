@@ -89,7 +89,7 @@ fn main() -> ExitCode {
             "prctl(PR_SET_DUMPABLE, 0) failed: {e}: a core dump could hold the FEK"
         ));
     }
-    if let Some(e) = &hardening.mlock_error {
+    if let (Some(e), Cmd::Start) = (&hardening.mlock_error, &args.command) {
         log.warn(&format!(
             "mlockall failed: {e}: pages holding the FEK could be swapped out (needs CAP_IPC_LOCK or LimitMEMLOCK=infinity)"
         ));

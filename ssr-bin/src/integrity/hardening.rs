@@ -39,6 +39,13 @@ pub fn harden_process() -> Hardening {
     if rc != 0 {
         out.dumpable_error = Some(std::io::Error::last_os_error().to_string());
     }
+    // Without CAP_IPC_LOCK, MCL_FUTURE would count every later allocation against
+    // RLIMIT_MEMLOCK and make one fail (an abort) once the limit is reached: lock only
+    // with the capability (root has it; the unit keeps it).
+    if !has_cap_ipc_lock() {
+        out.mlock_error = Some("CAP_IPC_LOCK is not in the effective set".into());
+        return out;
+    }
     // SAFETY: mlockall takes a flag word and touches no memory of ours; it only pins
     // this process's pages (or fails with an errno).
     let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
@@ -46,4 +53,16 @@ pub fn harden_process() -> Hardening {
         out.mlock_error = Some(std::io::Error::last_os_error().to_string());
     }
     out
+}
+
+/// CAP_IPC_LOCK (bit 14) in `CapEff:` of /proc/self/status.
+fn has_cap_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }

@@ -45,6 +45,7 @@
 //!   "listen": "0.0.0.0:4443",
 //!   "certificate": "/etc/sco/conductor-chain.pem",
 //!   "private-key": "/etc/sco/conductor-key.pem",
+//!   "token-key": "/etc/sco/token-key.pem",
 //!   "routers": { "branch-router-1": "<48 letters and digits>" },
 //!   "used-tokens": "/var/lib/sco/used-tokens.jsonl",
 //!   "audit-log": "/var/log/sco-audit.jsonl",
@@ -53,8 +54,22 @@
 //!   "secure-conductor-onboarding": true
 //! }
 //! ```
-//! `listen` may use port 0 (an ephemeral port, for tests). `private-key` (PKCS#8 PEM, P-256) is the key of `certificate`'s leaf: it serves TLS
-//! and signs tokens.
+//!
+//! | field | required | meaning |
+//! |---|---|---|
+//! | `version` | yes | must be 1 |
+//! | `name` | yes | the conductor's name: the `iss` of its tokens |
+//! | `listen` | yes | `host:port` of the onboarding endpoint (port 0: an ephemeral port, for tests) |
+//! | `certificate` | yes | the TLS certificate chain (PEM), leaf first |
+//! | `private-key` | yes | the TLS key of `certificate`'s leaf (PKCS#8 PEM); it serves TLS only |
+//! | `token-key` | yes | the token-signing key (PKCS#8 PEM, P-256), a different key from `private-key` |
+//! | `routers` | yes | router name to its 48-character PSK |
+//! | `used-tokens` | one of these two | the file store of used token ids (JSON lines, 0600): one conductor node |
+//! | `used-tokens-database` | one of these two | PostgreSQL connection parameters (`host=… port=… user=… dbname=…` or a `postgresql://` URL): the store shared by all conductor nodes |
+//! | `audit-log` | yes | JSON-lines audit file |
+//! | `ssh-host-key` | yes | the conductor's SSH host public key (`ssh_host_ed25519_key.pub`) |
+//! | `authorized-keys` | yes | where onboarded routers' SSH keys are appended |
+//! | `secure-conductor-onboarding` | no | default true; when true, legacy asset-id onboarding is refused |
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -91,6 +106,25 @@ pub struct OnboardingConfig {
     pub sco_enabled: bool,
 }
 
+/// Where the conductor records used token ids.
+#[derive(Clone, PartialEq, Eq)]
+pub enum UsedTokensConfig {
+    /// `used-tokens`: the file store (one conductor node).
+    File(PathBuf),
+    /// `used-tokens-database`: PostgreSQL connection parameters (shared by the nodes).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for UsedTokensConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UsedTokensConfig::File(p) => f.debug_tuple("File").field(p).finish(),
+            // The parameters may hold a password.
+            UsedTokensConfig::Postgres(_) => f.write_str("Postgres([redacted])"),
+        }
+    }
+}
+
 /// A parsed conductor configuration.
 #[derive(Debug)]
 pub struct ConductorConfig {
@@ -100,12 +134,14 @@ pub struct ConductorConfig {
     pub listen: String,
     /// `certificate`.
     pub certificate: PathBuf,
-    /// `private-key`.
+    /// `private-key` (TLS only).
     pub private_key: PathBuf,
+    /// `token-key` (signs tokens).
+    pub token_key: PathBuf,
     /// `routers`: name → PSK.
     pub routers: BTreeMap<String, Psk>,
-    /// `used-tokens`.
-    pub used_tokens: PathBuf,
+    /// `used-tokens` or `used-tokens-database`.
+    pub used_tokens: UsedTokensConfig,
     /// `audit-log`.
     pub audit_log: PathBuf,
     /// `ssh-host-key`.
@@ -272,8 +308,10 @@ impl ConductorConfig {
                 "listen",
                 "certificate",
                 "private-key",
+                "token-key",
                 "routers",
                 "used-tokens",
+                "used-tokens-database",
                 "audit-log",
                 "ssh-host-key",
                 "authorized-keys",
@@ -301,13 +339,28 @@ impl ConductorConfig {
             None => return Err(f.err("routers", "missing")),
         }
         let (listen, _) = f.address("listen", true)?;
+        let used_tokens = match (
+            f.map.contains_key("used-tokens"),
+            f.opt_str("used-tokens-database")?,
+        ) {
+            (true, None) => UsedTokensConfig::File(f.path("used-tokens")?),
+            (false, Some(db)) => UsedTokensConfig::Postgres(db.to_owned()),
+            (true, Some(_)) => {
+                return Err(f.err(
+                    "used-tokens-database",
+                    "give either used-tokens (a file) or used-tokens-database, not both",
+                ));
+            }
+            (false, None) => return Err(f.err("used-tokens", "missing")),
+        };
         Ok(ConductorConfig {
             name: f.str("name")?.to_owned(),
             listen,
             certificate: f.path("certificate")?,
             private_key: f.path("private-key")?,
+            token_key: f.path("token-key")?,
             routers,
-            used_tokens: f.path("used-tokens")?,
+            used_tokens,
             audit_log: f.path("audit-log")?,
             ssh_host_key: f.path("ssh-host-key")?,
             authorized_keys: f.path("authorized-keys")?,
@@ -372,6 +425,55 @@ mod tests {
         let mut v = good();
         v["secure-conductor-onboarding"] = "yes".into();
         assert_eq!(field_of(&v), "secure-conductor-onboarding");
+        let e = OnboardingConfig::parse(b"{").unwrap_err();
+        assert!(e.to_string().contains("not valid JSON"), "{e}");
+    }
+
+    fn conductor() -> serde_json::Value {
+        serde_json::json!({
+            "version": 1,
+            "name": "c1",
+            "listen": "127.0.0.1:0",
+            "certificate": "/etc/c.pem",
+            "private-key": "/etc/c-key.pem",
+            "token-key": "/etc/t-key.pem",
+            "routers": {},
+            "used-tokens": "/var/lib/used.jsonl",
+            "audit-log": "/var/log/a.jsonl",
+            "ssh-host-key": "/etc/h.pub",
+            "authorized-keys": "/root/.ssh/authorized_keys",
+        })
+    }
+
+    fn conductor_field(v: &serde_json::Value) -> String {
+        match ConductorConfig::parse(v.to_string().as_bytes()) {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn conductor_stores_and_token_key() {
+        let c = ConductorConfig::parse(conductor().to_string().as_bytes()).expect("parse");
+        assert_eq!(
+            c.used_tokens,
+            UsedTokensConfig::File("/var/lib/used.jsonl".into())
+        );
+        assert_eq!(c.token_key, PathBuf::from("/etc/t-key.pem"));
+        let mut v = conductor();
+        v["used-tokens-database"] = "host=/run/postgresql password=s3cret".into();
+        assert_eq!(conductor_field(&v), "used-tokens-database");
+        v.as_object_mut().expect("obj").remove("used-tokens");
+        let c = ConductorConfig::parse(v.to_string().as_bytes()).expect("parse");
+        assert!(matches!(c.used_tokens, UsedTokensConfig::Postgres(_)));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        v.as_object_mut()
+            .expect("obj")
+            .remove("used-tokens-database");
+        assert_eq!(conductor_field(&v), "used-tokens");
+        let mut v = conductor();
+        v.as_object_mut().expect("obj").remove("token-key");
+        assert_eq!(conductor_field(&v), "token-key");
         let e = OnboardingConfig::parse(b"{").unwrap_err();
         assert!(e.to_string().contains("not valid JSON"), "{e}");
     }

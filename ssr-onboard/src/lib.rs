@@ -18,6 +18,8 @@ pub mod transcript;
 pub mod https;
 #[cfg(feature = "tpm")]
 pub mod tpm;
+#[cfg(feature = "https")]
+pub mod used_tokens;
 
 pub use error::{Error, ErrorKind};
 pub use psk::Psk;

@@ -9,6 +9,11 @@ use ssr_onboard::msg::RefusalCode;
 use ssr_onboard::ssh::SshPublicKey;
 use ssr_onboard::{Error, ErrorKind, RouterSigner, SoftwareSigner, Token};
 
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+}
+
 #[test]
 fn onboarding_succeeds_and_the_token_then_fails_even_after_a_restart() {
     let c = Conductor::start(2);
@@ -28,8 +33,15 @@ fn onboarding_succeeds_and_the_token_then_fails_even_after_a_restart() {
     let router_pub = std::fs::read_to_string(r.config.ssh_dir.join("id_ed25519.pub")).expect("pub");
     let ak = std::fs::read_to_string(c.path("authorized_keys")).expect("authorized_keys");
     let router_key = SshPublicKey::parse(router_pub.trim()).expect("router key");
-    assert!(ak.starts_with(&router_key.to_line()), "{ak}");
-    assert!(ak.contains("ssr-router:router-1"));
+    // Restricted to port forwarding, named after the router, private to its owner.
+    assert_eq!(
+        ak,
+        format!(
+            "restrict,port-forwarding {} ssr-router:router-1\n",
+            router_key.to_line()
+        )
+    );
+    assert_eq!(mode(&c.path("authorized_keys")), 0o600);
     // ssh-keygen, as an independent oracle, derives the same public key from the
     // private key file we wrote.
     let derived = std::process::Command::new("ssh-keygen")

@@ -196,19 +196,14 @@ pub fn run(cmd: Cmd) -> CmdResult {
             connections,
         } => {
             let cfg = ConductorConfig::parse(&read(&config)?).map_err(failure)?;
-            let mut server = ConductorServer::from_config(cfg).map_err(failure)?;
+            let server = ConductorServer::from_config(cfg).map_err(failure)?;
             let addr = server.local_addr().map_err(failure)?;
             println!("listening on {addr}");
-            let mut served = 0u64;
-            while connections.is_none_or(|n| served < n) {
-                match server.serve_one() {
-                    Ok(Some(o)) => println!("onboarded router {}", o.router),
-                    Ok(None) => {}
-                    Err(e) => eprintln!("ssr: onboard serve: {e}"),
-                }
-                served += 1;
-            }
-            Ok(())
+            server
+                .serve(connections, &mut |o| {
+                    println!("onboarded router {}", o.router);
+                })
+                .map_err(failure)
         }
         Cmd::Join { token, config } => {
             let cfg = OnboardingConfig::parse(&read(&config)?).map_err(failure)?;
@@ -319,8 +314,15 @@ mod tests {
         };
         let cert = w(d, "c.pem", ident.cert_pem());
         let key = w(d, "c-key.pem", ident.key_pem());
+        let token_key = w(
+            d,
+            "token-key.pem",
+            &rcgen::KeyPair::generate()
+                .expect("token key")
+                .serialize_pem(),
+        );
         let cfg = format!(
-            r#"{{"version":1,"name":"cond","listen":"127.0.0.1:{port}","certificate":{cert:?},"private-key":{key:?},"routers":{{"edge-1":"{psk}"}},"used-tokens":{u:?},"audit-log":{a:?},"ssh-host-key":{host_pub:?},"authorized-keys":{ak:?}}}"#,
+            r#"{{"version":1,"name":"cond","listen":"127.0.0.1:{port}","certificate":{cert:?},"private-key":{key:?},"token-key":{token_key:?},"routers":{{"edge-1":"{psk}"}},"used-tokens":{u:?},"audit-log":{a:?},"ssh-host-key":{host_pub:?},"authorized-keys":{ak:?}}}"#,
             u = d.join("used.jsonl"),
             a = d.join("audit.jsonl"),
             ak = d.join("authorized_keys"),

@@ -769,7 +769,9 @@ fn post(
     Ok(body)
 }
 
-fn write_private(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
+/// Writes `data` to `path` with `mode` (e.g. 0600) atomically: a fresh temporary file
+/// beside it, fsynced, then renamed over `path`.
+pub fn write_private(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
     let mut f = OpenOptions::new()

@@ -128,7 +128,11 @@ impl Fleet {
             ServerName::try_from("127.0.0.1").expect("name"),
         )
         .expect("client");
-        let mut s = rustls::StreamOwned::new(conn, connect_from(from, self.addr));
+        let tcp = connect_from(from, self.addr);
+        // A server that never answers fails the test instead of hanging it.
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut s = rustls::StreamOwned::new(conn, tcp);
         while s.conn.is_handshaking() {
             s.conn.complete_io(&mut s.sock).expect("TLS handshake");
         }

@@ -40,7 +40,11 @@ pub enum Cmd {
     /// Onboarding tokens (conductor).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// The conductor's token-signing key (separate from its TLS key).
+    #[command(subcommand)]
+    TokenKey(TokenKeyCmd),
     /// Run the conductor's onboarding endpoint.
+    #[command(long_about = SERVE_HELP)]
     Serve {
         /// The conductor configuration (JSON, see the ssr-onboard docs).
         #[arg(long)]
@@ -66,6 +70,37 @@ pub enum Cmd {
         /// onboarding-config.json.
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+/// `ssr onboard serve --help`.
+const SERVE_HELP: &str = "Run the conductor's onboarding endpoint (HTTPS, TLS 1.3).
+
+Connections are served concurrently. Limits: TLS handshake 10 s, each request 10 s, \
+a whole connection 40 s, 32 concurrent connections per source address (more are \
+closed at once), 512 in all; request heads 8 KiB, bodies 16 KiB.
+
+Keys: `private-key` serves TLS only; tokens are signed with `token-key`, a P-256 key \
+of its own (`ssr onboard token-key generate`). Rotate it by pointing every node's \
+`token-key` at a new key and restarting them: tokens signed with the old key are \
+then refused, onboarded routers are unaffected.
+
+Used tokens: `used-tokens` (a file, one conductor node) or `used-tokens-database` \
+(PostgreSQL connection parameters, shared by two or more nodes: each token id is \
+inserted once, so of two nodes racing the same token exactly one accepts it). A \
+token is recorded before the conductor answers, so it stays used across restarts \
+and failovers.
+
+Onboarded routers' SSH keys are appended to `authorized-keys` (0600) as \
+`restrict,port-forwarding <key> ssr-router:<name>`.";
+
+#[derive(Debug, Subcommand)]
+pub enum TokenKeyCmd {
+    /// Write a new P-256 token-signing key (PKCS#8 PEM, mode 0600).
+    Generate {
+        /// Where to write the key (must not exist).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -181,14 +216,30 @@ pub fn run(cmd: Cmd) -> CmdResult {
                     &mut UnwrapErr(SysRng),
                 )
                 .map_err(failure)?;
-            fs::write(&out, format!("{}\n", token.as_str()))
-                .map_err(|e| Failure::general(format!("{}: {e}", out.display())))?;
+            https::write_private(&out, format!("{}\n", token.as_str()).as_bytes(), 0o600)
+                .map_err(failure)?;
             audit.write(&ev).map_err(failure)?;
             println!(
                 "token {} for router {router} expires at {}",
                 token.unverified_claims().jti,
                 token.unverified_claims().exp
             );
+            Ok(())
+        }
+        Cmd::TokenKey(TokenKeyCmd::Generate { out }) => {
+            use p256::elliptic_curve::Generate;
+            use p256::pkcs8::EncodePrivateKey;
+            if out.exists() {
+                return Err(Failure::usage(format!(
+                    "{}: exists (a token key is never overwritten)",
+                    out.display()
+                )));
+            }
+            let pem = p256::SecretKey::generate_from_rng(&mut UnwrapErr(SysRng))
+                .to_pkcs8_pem(Default::default())
+                .map_err(|e| Failure::general(format!("token key: {e}")))?;
+            https::write_private(&out, pem.as_bytes(), 0o600).map_err(failure)?;
+            println!("token-signing key written to {}", out.display());
             Ok(())
         }
         Cmd::Serve {
@@ -201,7 +252,9 @@ pub fn run(cmd: Cmd) -> CmdResult {
             println!("listening on {addr}");
             server
                 .serve(connections, &mut |o| {
-                    println!("onboarded router {}", o.router);
+                    // A closed stdout must not stop the endpoint.
+                    use std::io::Write as _;
+                    let _ = writeln!(std::io::stdout(), "onboarded router {}", o.router);
                 })
                 .map_err(failure)
         }

@@ -265,3 +265,39 @@ fn network_failure_is_reported_as_such() {
     let res = join(&r.config, &token, &signer);
     assert_eq!(kind(&res), ErrorKind::Network);
 }
+
+#[test]
+fn the_tls_key_is_refused_as_the_token_signing_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ident = ssr_testkit::http::TlsIdentity::generate(&["127.0.0.1"]).expect("tls");
+    let cert = write(d, "conductor.pem", ident.cert_pem());
+    let key = write(d, "conductor-key.pem", ident.key_pem());
+    let host = host_key(d);
+    let cfg = |token_key: &std::path::Path| {
+        serde_json::json!({
+            "version": 1,
+            "name": "conductor-1",
+            "listen": "127.0.0.1:0",
+            "certificate": cert,
+            "private-key": key,
+            "token-key": token_key,
+            "routers": {},
+            "used-tokens": d.join("used.jsonl"),
+            "audit-log": d.join("audit.jsonl"),
+            "ssh-host-key": host.with_extension("pub"),
+            "authorized-keys": d.join("authorized_keys"),
+        })
+        .to_string()
+    };
+    let parse = |s: String| ssr_onboard::config::ConductorConfig::parse(s.as_bytes()).expect("cfg");
+    let e = ssr_onboard::https::ConductorServer::from_config(parse(cfg(&key))).unwrap_err();
+    assert!(
+        matches!(&e, Error::Config { field, .. } if field == "token-key"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("TLS key"), "{e}");
+    // A key of its own is accepted, and tokens it signs verify against it only.
+    let own = write(d, "token-key.pem", &token_key_pem());
+    ssr_onboard::https::ConductorServer::from_config(parse(cfg(&own))).expect("own key");
+}

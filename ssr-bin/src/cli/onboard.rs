@@ -412,6 +412,38 @@ mod tests {
         .expect("token create");
     }
 
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn token_and_token_key_files_are_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let key = d.join("new-token-key.pem");
+        run(Cmd::TokenKey(TokenKeyCmd::Generate { out: key.clone() })).expect("generate");
+        assert_eq!(mode(&key), 0o600);
+        let pem = fs::read_to_string(&key).expect("key");
+        {
+            use p256::pkcs8::DecodePrivateKey;
+            p256::SecretKey::from_pkcs8_pem(&pem).expect("a PKCS#8 P-256 key");
+        }
+        // Never overwritten.
+        let f = run(Cmd::TokenKey(TokenKeyCmd::Generate { out: key.clone() })).unwrap_err();
+        assert_eq!(f.code, Failure::USAGE);
+        assert_eq!(fs::read_to_string(&key).expect("key"), pem);
+
+        let ident = ssr_testkit::http::TlsIdentity::generate(&["127.0.0.1"]).expect("tls");
+        let (conductor, _, _) = conductor_config(d, &ident);
+        let t = d.join("t.jwt");
+        // Even over an existing world-readable file.
+        fs::write(&t, "old").expect("write");
+        token(&conductor, &t);
+        assert_eq!(mode(&t), 0o600);
+        Token::parse(fs::read_to_string(&t).expect("token").trim()).expect("a token");
+    }
+
     #[test]
     fn onboard_commands_and_exit_codes() {
         let dir = tempfile::tempdir().expect("tempdir");

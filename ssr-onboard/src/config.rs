@@ -27,6 +27,7 @@
 //! | `ca-certificate` | yes | path of the conductor CA certificate(s), PEM: the conductor's chain must end here |
 //! | `conductor-certificate` | yes | path of the conductor's certificate, PEM: the presented certificate must be this one |
 //! | `pre-shared-key` | yes | the router-level PSK, exactly 48 ASCII letters and digits |
+//! | `token-public-key` | no | the conductor's token-signing public key(s), PEM `PUBLIC KEY` blocks (P-256): the router refuses a token no key in the file verifies before it connects; several blocks let a rotation overlap |
 //! | `router-key` | no | PKCS#8 PEM P-256 key for routers without a TPM (otherwise the TPM-held key is used) |
 //! | `tpm-tcti` | no | the TPM holding the router key (default `device:/dev/tpmrm0`); ignored with `router-key` |
 //! | `ssh-dir` | yes | where the router's SSH key and the conductor's `known_hosts` entry are written |
@@ -94,6 +95,8 @@ pub struct OnboardingConfig {
     pub conductor_certificate: PathBuf,
     /// `pre-shared-key`.
     pub psk: Psk,
+    /// `token-public-key`.
+    pub token_public_key: Option<PathBuf>,
     /// `router-key`.
     pub router_key: Option<PathBuf>,
     /// `tpm-tcti` (default `device:/dev/tpmrm0`).
@@ -265,6 +268,7 @@ impl OnboardingConfig {
                 "ca-certificate",
                 "conductor-certificate",
                 "pre-shared-key",
+                "token-public-key",
                 "router-key",
                 "tpm-tcti",
                 "ssh-dir",
@@ -282,6 +286,7 @@ impl OnboardingConfig {
             ca_certificate: f.path("ca-certificate")?,
             conductor_certificate: f.path("conductor-certificate")?,
             psk: f.psk("pre-shared-key", f.str("pre-shared-key")?)?,
+            token_public_key: f.opt_path("token-public-key")?,
             router_key: f.opt_path("router-key")?,
             tpm_tcti: f
                 .opt_str("tpm-tcti")?

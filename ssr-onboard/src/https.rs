@@ -801,6 +801,54 @@ fn audit_refusal(log: &AuditLog, cfg: &OnboardingConfig, token: &Token, e: &Erro
     });
 }
 
+/// Reads the conductor's token-signing public keys (`token-public-key`): one or more
+/// PEM `PUBLIC KEY` blocks, P-256.
+pub fn read_token_public_keys(path: &Path) -> Result<Vec<p256::ecdsa::VerifyingKey>, Error> {
+    use p256::pkcs8::DecodePublicKey;
+    let err = |reason: String| Error::Config {
+        file: "onboarding-config.json".into(),
+        field: "token-public-key".into(),
+        reason: format!("{}: {reason}", path.display()),
+    };
+    let pem = fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    const END: &str = "-----END PUBLIC KEY-----";
+    let mut keys = Vec::new();
+    let mut rest = pem.as_str();
+    while let Some(start) = rest.find("-----BEGIN PUBLIC KEY-----") {
+        let Some(len) = rest[start..].find(END) else {
+            return Err(err("unterminated PEM block".into()));
+        };
+        let block = &rest[start..start + len + END.len()];
+        keys.push(
+            p256::ecdsa::VerifyingKey::from_public_key_pem(block)
+                .map_err(|e| err(format!("not a P-256 public key: {e}")))?,
+        );
+        rest = &rest[start + len + END.len()..];
+    }
+    if keys.is_empty() {
+        return Err(err("no PUBLIC KEY block".into()));
+    }
+    Ok(keys)
+}
+
+/// The router's own check of a token against the conductor's token-signing keys it
+/// trusts: the signature must verify under one of them (and the claims hold).
+fn check_token_signature(
+    token: &Token,
+    keys: &[p256::ecdsa::VerifyingKey],
+    unix_now: u64,
+) -> Result<(), Error> {
+    let iss = token.unverified_claims().iss.clone();
+    let mut last = Error::TokenSignature;
+    for k in keys {
+        match token.verify(k, &iss, unix_now) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// Onboards this router: TLS to the conductor (validated against the CA and the
 /// pinned conductor certificate), the SCO handshake, then the SSH key exchange: the
 /// router's new ed25519 key goes to the conductor, the conductor's host key into
@@ -831,6 +879,9 @@ fn join_inner(
             field: "ssh-dir".into(),
             reason: format!("{}: not a directory", cfg.ssh_dir.display()),
         });
+    }
+    if let Some(path) = &cfg.token_public_key {
+        check_token_signature(token, &read_token_public_keys(path)?, unix_now())?;
     }
     crate::router::check_token(&cfg.router_name, token, signer, unix_now())?;
     let ssh_key = Ed25519SshKey::generate(&mut rng)?;

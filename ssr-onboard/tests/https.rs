@@ -301,3 +301,64 @@ fn the_tls_key_is_refused_as_the_token_signing_key() {
     let own = write(d, "token-key.pem", &token_key_pem());
     ssr_onboard::https::ConductorServer::from_config(parse(cfg(&own))).expect("own key");
 }
+
+/// The public half of a PKCS#8 P-256 key file, as PEM.
+fn public_pem(key: &std::path::Path) -> String {
+    use p256::pkcs8::{DecodePrivateKey, EncodePublicKey};
+    let k = p256::SecretKey::from_pkcs8_pem(&std::fs::read_to_string(key).expect("key"))
+        .expect("pkcs8");
+    k.public_key()
+        .to_public_key_pem(Default::default())
+        .expect("pem")
+}
+
+#[test]
+fn the_router_checks_the_token_against_its_trusted_token_keys() {
+    let c = Conductor::start(1);
+    let signer = SoftwareSigner::generate(&mut rng());
+    let right = public_pem(&c.path("token-key.pem"));
+    let other_key = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(other_key.path(), token_key_pem()).expect("write");
+    let other = public_pem(other_key.path());
+
+    // Trusting only another key: refused before any connection (bad token).
+    let r = router(&c, |_| {});
+    let trust = write(r.dir.path(), "token-pub.pem", &other);
+    let r = router(&c, |v| {
+        v["token-public-key"] = trust.display().to_string().into()
+    });
+    let token = c.token("router-1", unix_now(), 600, None);
+    let e = join(&r.config, &token, &signer);
+    assert!(matches!(e, Err(Error::TokenSignature)), "{e:?}");
+    assert_eq!(
+        r.audit().last().expect("router audit")["event"],
+        "token-rejected"
+    );
+    assert!(
+        !c.audit().iter().any(|e| e["event"] == "token-used"),
+        "the token reached the conductor"
+    );
+
+    // A rotation overlap: the old and the current key in one file.
+    let both = write(
+        r.dir.path(),
+        "token-pub-both.pem",
+        &format!("{other}{right}"),
+    );
+    let r = router(&c, |v| {
+        v["token-public-key"] = both.display().to_string().into()
+    });
+    join(&r.config, &token, &signer).expect("onboarded");
+    c.finish();
+
+    // A file without a key is a configuration error naming the field.
+    let empty = write(r.dir.path(), "empty.pem", "no key here\n");
+    let r = router(&c, |v| {
+        v["token-public-key"] = empty.display().to_string().into()
+    });
+    let e = join(&r.config, &token, &signer);
+    assert!(
+        matches!(&e, Err(Error::Config { field, .. }) if field == "token-public-key"),
+        "{e:?}"
+    );
+}

@@ -101,6 +101,9 @@ pub enum TokenKeyCmd {
         /// Where to write the key (must not exist).
         #[arg(long)]
         out: PathBuf,
+        /// Also write its public key here (PEM), for the routers' `token-public-key`.
+        #[arg(long)]
+        public_out: Option<PathBuf>,
     },
 }
 
@@ -226,19 +229,27 @@ pub fn run(cmd: Cmd) -> CmdResult {
             );
             Ok(())
         }
-        Cmd::TokenKey(TokenKeyCmd::Generate { out }) => {
+        Cmd::TokenKey(TokenKeyCmd::Generate { out, public_out }) => {
             use p256::elliptic_curve::Generate;
-            use p256::pkcs8::EncodePrivateKey;
+            use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
             if out.exists() {
                 return Err(Failure::usage(format!(
                     "{}: exists (a token key is never overwritten)",
                     out.display()
                 )));
             }
-            let pem = p256::SecretKey::generate_from_rng(&mut UnwrapErr(SysRng))
+            let key = p256::SecretKey::generate_from_rng(&mut UnwrapErr(SysRng));
+            let pem = key
                 .to_pkcs8_pem(Default::default())
                 .map_err(|e| Failure::general(format!("token key: {e}")))?;
             https::write_private(&out, pem.as_bytes(), 0o600).map_err(failure)?;
+            if let Some(p) = public_out {
+                let public = key
+                    .public_key()
+                    .to_public_key_pem(Default::default())
+                    .map_err(|e| Failure::general(format!("token key: {e}")))?;
+                https::write_private(&p, public.as_bytes(), 0o644).map_err(failure)?;
+            }
             println!("token-signing key written to {}", out.display());
             Ok(())
         }
@@ -422,15 +433,30 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let key = d.join("new-token-key.pem");
-        run(Cmd::TokenKey(TokenKeyCmd::Generate { out: key.clone() })).expect("generate");
+        let public = d.join("token-pub.pem");
+        run(Cmd::TokenKey(TokenKeyCmd::Generate {
+            out: key.clone(),
+            public_out: Some(public.clone()),
+        }))
+        .expect("generate");
         assert_eq!(mode(&key), 0o600);
         let pem = fs::read_to_string(&key).expect("key");
         {
             use p256::pkcs8::DecodePrivateKey;
-            p256::SecretKey::from_pkcs8_pem(&pem).expect("a PKCS#8 P-256 key");
+            use p256::pkcs8::DecodePublicKey;
+            let k = p256::SecretKey::from_pkcs8_pem(&pem).expect("a PKCS#8 P-256 key");
+            let p = fs::read_to_string(&public).expect("public");
+            assert_eq!(
+                p256::PublicKey::from_public_key_pem(&p).expect("public key"),
+                k.public_key()
+            );
         }
         // Never overwritten.
-        let f = run(Cmd::TokenKey(TokenKeyCmd::Generate { out: key.clone() })).unwrap_err();
+        let f = run(Cmd::TokenKey(TokenKeyCmd::Generate {
+            out: key.clone(),
+            public_out: None,
+        }))
+        .unwrap_err();
         assert_eq!(f.code, Failure::USAGE);
         assert_eq!(fs::read_to_string(&key).expect("key"), pem);
 

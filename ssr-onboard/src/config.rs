@@ -70,6 +70,7 @@
 //! | `audit-log` | yes | JSON-lines audit file |
 //! | `ssh-host-key` | yes | the conductor's SSH host public key (`ssh_host_ed25519_key.pub`) |
 //! | `authorized-keys` | yes | where onboarded routers' SSH keys are appended |
+//! | `router-keys` | no | where onboarding records are appended (JSON lines, 0600): each router's proved key, checked against its later certificate request (`ssr onboard check-csr`) |
 //! | `secure-conductor-onboarding` | no | default true; when true, legacy asset-id onboarding is refused |
 
 use std::collections::BTreeMap;
@@ -151,6 +152,8 @@ pub struct ConductorConfig {
     pub ssh_host_key: PathBuf,
     /// `authorized-keys`.
     pub authorized_keys: PathBuf,
+    /// `router-keys`.
+    pub router_keys: Option<PathBuf>,
     /// `secure-conductor-onboarding`.
     pub sco_enabled: bool,
 }
@@ -320,6 +323,7 @@ impl ConductorConfig {
                 "audit-log",
                 "ssh-host-key",
                 "authorized-keys",
+                "router-keys",
                 "secure-conductor-onboarding",
             ],
         )?;
@@ -369,6 +373,7 @@ impl ConductorConfig {
             audit_log: f.path("audit-log")?,
             ssh_host_key: f.path("ssh-host-key")?,
             authorized_keys: f.path("authorized-keys")?,
+            router_keys: f.opt_path("router-keys")?,
             sco_enabled: f.bool_or("secure-conductor-onboarding", true)?,
         })
     }

@@ -39,6 +39,7 @@ use crate::audit::{AuditEvent, AuditKind};
 use crate::conductor::{ConductorOutcome, ConductorPolicy, ConductorSession, UsedTokens};
 use crate::config::{ConductorConfig, OnboardingConfig};
 use crate::msg::{Legacy, MAX_MESSAGE_LEN, Message};
+use crate::record::OnboardingRecord;
 use crate::router::{HANDSHAKE_TIMEOUT, RouterHandshake, RouterParams};
 use crate::signer::RouterSigner;
 use crate::ssh::{Ed25519SshKey, SshPublicKey};
@@ -244,6 +245,7 @@ struct Shared {
     used: Mutex<Box<dyn UsedTokens + Send>>,
     audit: AuditLog,
     authorized_keys: Mutex<PathBuf>,
+    router_keys: Option<PathBuf>,
     sources: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -408,6 +410,7 @@ impl ConductorServer {
                 used: Mutex::new(used),
                 audit: AuditLog::new(Some(cfg.audit_log.clone())),
                 authorized_keys: Mutex::new(cfg.authorized_keys.clone()),
+                router_keys: cfg.router_keys.clone(),
                 sources: Mutex::new(HashMap::new()),
             }),
             limits: ServerLimits::default(),
@@ -596,7 +599,12 @@ impl Conn {
             stored = stored.and(shared.audit.write(&ev));
         }
         if let Some(o) = session.poll_outcome() {
+            // The same lock orders the records and the authorized keys.
             let ak = lock(&shared.authorized_keys);
+            if let Some(records) = &shared.router_keys {
+                let record = OnboardingRecord::new(&o.router, &o.router_key, &o.jti, unix_now());
+                stored = stored.and(append_line(records, &record.to_json_line()));
+            }
             stored = stored.and(append_line(
                 &ak,
                 &o.router_ssh_key.router_authorized_keys_line(&o.router),
@@ -628,6 +636,47 @@ impl Conn {
             (_, None) => Reply::close(StatusCode::NOT_FOUND),
         }
     }
+}
+
+/// Reads the onboarding records (`router-keys`); a missing file has none, a line that
+/// does not parse is an error naming it.
+pub fn read_records(path: &Path) -> Result<Vec<OnboardingRecord>, Error> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(storage(path, e)),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| {
+            OnboardingRecord::parse(l).map_err(|e| storage(path, format!("line {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+/// Checks a certificate request (PEM `CERTIFICATE REQUEST` or DER) for `router`
+/// against the conductor's onboarding records (`router-keys` in `cfg`): its key must
+/// be the one the router proved at onboarding. See [`crate::record::check_csr`].
+pub fn check_router_csr(cfg: &ConductorConfig, router: &str, csr: &[u8]) -> Result<(), Error> {
+    let path = cfg.router_keys.as_ref().ok_or_else(|| Error::Config {
+        file: "conductor-config.json".into(),
+        field: "router-keys".into(),
+        reason: "missing: the conductor keeps no onboarding records to check against".into(),
+    })?;
+    let records = read_records(path)?;
+    let der = if csr.starts_with(b"-----BEGIN") {
+        use der::DecodePem;
+        use der::Encode;
+        x509_cert::request::CertReq::from_pem(csr)
+            .and_then(|r| r.to_der())
+            .map_err(|e| Error::MalformedCsr {
+                reason: e.to_string(),
+            })?
+    } else {
+        csr.to_vec()
+    };
+    crate::record::check_csr(router, crate::record::latest(&records, router), &der)
 }
 
 /// Appends one line to a 0600 file and fsyncs it.

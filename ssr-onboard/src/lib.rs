@@ -8,6 +8,7 @@ pub mod config;
 mod error;
 pub mod msg;
 pub mod psk;
+pub mod record;
 pub mod router;
 pub mod signer;
 pub mod ssh;

@@ -362,3 +362,71 @@ fn the_router_checks_the_token_against_its_trusted_token_keys() {
         "{e:?}"
     );
 }
+
+/// `openssl req -new` for the key in `key` (the independent CSR maker), DER.
+fn openssl_csr(key: &std::path::Path, cn: &str) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-new", "-sha256", "-outform", "DER", "-subj"])
+        .arg(format!("/CN={cn}"))
+        .arg("-key")
+        .arg(key)
+        .output()
+        .expect("openssl req");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn a_csr_must_carry_the_key_the_router_proved_at_onboarding() {
+    use ssr_onboard::config::ConductorConfig;
+    use ssr_onboard::https::check_router_csr;
+    let c = Conductor::start(1);
+    let r = router(&c, |_| {});
+    let key_pem = token_key_pem();
+    let key = write(r.dir.path(), "router-key.pem", &key_pem);
+    let signer = SoftwareSigner::from_pkcs8_pem(&key_pem).expect("router key");
+    let spki = signer.public_key_spki().expect("spki");
+    let token = c.token("router-1", unix_now(), 600, Some(&spki));
+    join(&r.config, &token, &signer).expect("onboarded");
+    c.finish();
+    let records = std::fs::read_to_string(c.path("router-keys.jsonl")).expect("records");
+    assert_eq!(records.lines().count(), 1, "{records}");
+    assert_eq!(mode(&c.path("router-keys.jsonl")), 0o600);
+    let cfg = ConductorConfig::parse(&std::fs::read(&c.config).expect("cfg")).expect("parse");
+
+    // The onboarded key's CSR (DER, and PEM as an operator hands it over) passes.
+    let good = openssl_csr(&key, "router-1");
+    check_router_csr(&cfg, "router-1", &good).expect("the proved key");
+    let pem = std::process::Command::new("openssl")
+        .args(["req", "-inform", "DER", "-outform", "PEM"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut ch| {
+            use std::io::Write as _;
+            ch.stdin.take().expect("stdin").write_all(&good)?;
+            ch.wait_with_output()
+        })
+        .expect("openssl")
+        .stdout;
+    check_router_csr(&cfg, "router-1", &pem).expect("PEM");
+
+    // A CSR with another key, even a well-signed one, is refused.
+    let other = write(r.dir.path(), "other-key.pem", &token_key_pem());
+    let e = check_router_csr(&cfg, "router-1", &openssl_csr(&other, "router-1"));
+    assert!(matches!(e, Err(Error::CsrKeyMismatch { .. })), "{e:?}");
+    // A router with no onboarding record is refused.
+    let e = check_router_csr(&cfg, "router-2", &good);
+    assert!(matches!(e, Err(Error::CsrKeyMismatch { .. })), "{e:?}");
+    // The right key in a CSR whose signature was broken is refused.
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 5] ^= 1;
+    let e = check_router_csr(&cfg, "router-1", &bad);
+    assert!(matches!(e, Err(Error::MalformedCsr { .. })), "{e:?}");
+    assert!(check_router_csr(&cfg, "router-1", b"garbage").is_err());
+}

@@ -4,8 +4,11 @@
 //! `ssr onboard serve`. Router: `ssr onboard join`, and `ssr onboard legacy` (an
 //! asset-id attempt, refused while SCO is enabled).
 //!
+//! Conductor, before its CA signs a router certificate: `ssr onboard check-csr`.
+//!
 //! Exit codes: 10 bad token, 11 conductor not trusted, 12 PSK mismatch, 13 network,
-//! 14 legacy onboarding refused, 2 configuration, 1 anything else.
+//! 14 legacy onboarding refused, 15 certificate request not for the onboarded key,
+//! 2 configuration, 1 anything else.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -31,6 +34,8 @@ pub const EXIT_PSK_MISMATCH: u8 = 12;
 pub const EXIT_NETWORK: u8 = 13;
 /// Exit code: legacy (asset-id) onboarding refused.
 pub const EXIT_LEGACY_REFUSED: u8 = 14;
+/// Exit code: a certificate request not for the key the router proved at onboarding.
+pub const EXIT_CSR_KEY_MISMATCH: u8 = 15;
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
@@ -52,6 +57,20 @@ pub enum Cmd {
         /// Serve this many connections, then exit (default: forever).
         #[arg(long)]
         connections: Option<u64>,
+    },
+    /// Check a router's certificate request against its onboarding record: the
+    /// request must be self-signed by the key the router proved at onboarding (exit
+    /// 15 otherwise). Run it before the conductor's CA signs the certificate.
+    CheckCsr {
+        /// The conductor configuration (its `router-keys` holds the records).
+        #[arg(long)]
+        config: PathBuf,
+        /// The router's name.
+        #[arg(long)]
+        router: String,
+        /// The certificate request (PEM or DER).
+        #[arg(long)]
+        csr: PathBuf,
     },
     /// Onboard this router to its conductor.
     Join {
@@ -268,6 +287,25 @@ pub fn run(cmd: Cmd) -> CmdResult {
                     let _ = writeln!(std::io::stdout(), "onboarded router {}", o.router);
                 })
                 .map_err(failure)
+        }
+        Cmd::CheckCsr {
+            config,
+            router,
+            csr,
+        } => {
+            let cfg = ConductorConfig::parse(&read(&config)?).map_err(failure)?;
+            match https::check_router_csr(&cfg, &router, &read(&csr)?) {
+                Ok(()) => {
+                    println!(
+                        "certificate request matches the key router {router} proved at onboarding"
+                    );
+                    Ok(())
+                }
+                Err(e @ (Error::CsrKeyMismatch { .. } | Error::MalformedCsr { .. })) => Err(
+                    Failure::new(EXIT_CSR_KEY_MISMATCH, format!("onboard: refused: {e}")),
+                ),
+                Err(e) => Err(failure(e)),
+            }
         }
         Cmd::Join { token, config } => {
             let cfg = OnboardingConfig::parse(&read(&config)?).map_err(failure)?;

@@ -105,6 +105,7 @@ impl Conductor {
             "audit-log": d.join("conductor-audit.jsonl"),
             "ssh-host-key": d.join("ssh_host_ed25519_key.pub"),
             "authorized-keys": d.join("authorized_keys"),
+            "router-keys": d.join("router-keys.jsonl"),
         });
         let config = write(d, "conductor-config.json", &cfg.to_string());
         let parsed = ConductorConfig::parse(cfg.to_string().as_bytes()).expect("conductor config");

@@ -100,9 +100,10 @@ a whole connection 40 s, 32 concurrent connections per source address (more are 
 closed at once), 512 in all; request heads 8 KiB, bodies 16 KiB.
 
 Keys: `private-key` serves TLS only; tokens are signed with `token-key`, a P-256 key \
-of its own (`ssr onboard token-key generate`). Rotate it by pointing every node's \
-`token-key` at a new key and restarting them: tokens signed with the old key are \
-then refused, onboarded routers are unaffected.
+of its own (`ssr onboard token-key generate --out K --public-out P`). Rotate it: \
+add the new public key to the `token-public-key` file of routers that pin it, point \
+every node's `token-key` at the new key and restart them (tokens signed with the old \
+key are then refused; onboarded routers are unaffected), then drop the old public key.
 
 Used tokens: `used-tokens` (a file, one conductor node) or `used-tokens-database` \
 (PostgreSQL connection parameters, shared by two or more nodes: each token id is \
@@ -111,7 +112,9 @@ token is recorded before the conductor answers, so it stays used across restarts
 and failovers.
 
 Onboarded routers' SSH keys are appended to `authorized-keys` (0600) as \
-`restrict,port-forwarding <key> ssr-router:<name>`.";
+`restrict,port-forwarding <key> ssr-router:<name>`. With `router-keys`, each \
+onboarding is recorded with the key the router proved; `ssr onboard check-csr` \
+refuses a certificate request for any other key.";
 
 #[derive(Debug, Subcommand)]
 pub enum TokenKeyCmd {

@@ -246,4 +246,51 @@ fn two_conductors_on_one_database_honour_single_use() {
         "1"
     );
     drop((sa, sb));
+
+    // The onboarding record is in the shared database: the other node checks the
+    // router's certificate request against the key the router proved on the first.
+    let csr = |n: &str| {
+        let out = Command::new("openssl")
+            .args(["req", "-new", "-sha256", "-subj", "/CN=edge-1", "-key"])
+            .arg(d.join(format!("router-{n}/router-key.pem")))
+            .arg("-out")
+            .arg(d.join(format!("router-{n}/csr.pem")))
+            .output()
+            .expect("openssl req");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        d.join(format!("router-{n}/csr.pem"))
+    };
+    let other_node = if winner == "a" { &cb } else { &ca };
+    let check = |csr: &Path| {
+        ssr()
+            .args(["onboard", "check-csr", "--router", "edge-1", "--config"])
+            .arg(other_node)
+            .arg("--csr")
+            .arg(csr)
+            .output()
+            .expect("check-csr")
+    };
+    let ok = check(&csr(winner));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let refused = check(&csr(loser));
+    assert_eq!(
+        refused.status.code(),
+        Some(15),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM ssr_onboarding_records WHERE router = 'edge-1'")
+            .expect("psql")
+            .trim(),
+        "1"
+    );
 }

@@ -70,7 +70,7 @@
 //! | `audit-log` | yes | JSON-lines audit file |
 //! | `ssh-host-key` | yes | the conductor's SSH host public key (`ssh_host_ed25519_key.pub`) |
 //! | `authorized-keys` | yes | where onboarded routers' SSH keys are appended |
-//! | `router-keys` | no | where onboarding records are appended (JSON lines, 0600): each router's proved key, checked against its later certificate request (`ssr onboard check-csr`) |
+//! | `router-keys` | no | where onboarding records are appended (JSON lines, 0600): each router's proved key, checked against its later certificate request (`ssr onboard check-csr`); not with `used-tokens-database`, which keeps the records in the database |
 //! | `secure-conductor-onboarding` | no | default true; when true, legacy asset-id onboarding is refused |
 
 use std::collections::BTreeMap;

@@ -45,6 +45,7 @@ use crate::signer::RouterSigner;
 use crate::ssh::{Ed25519SshKey, SshPublicKey};
 use crate::token::Token;
 use crate::transcript::EKM_LABEL;
+use crate::used_tokens::OnboardingRecords;
 use crate::{Error, ErrorKind};
 
 /// Socket read/write timeout.
@@ -245,7 +246,7 @@ struct Shared {
     used: Mutex<Box<dyn UsedTokens + Send>>,
     audit: AuditLog,
     authorized_keys: Mutex<PathBuf>,
-    router_keys: Option<PathBuf>,
+    records: Option<Mutex<Box<dyn OnboardingRecords>>>,
     sources: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -395,6 +396,7 @@ impl ConductorServer {
             })?;
         let policy = conductor_policy(&mut cfg)?;
         let used = crate::used_tokens::open(&cfg.used_tokens)?;
+        let records = crate::used_tokens::open_records(&cfg)?;
         let listener = TcpListener::bind(&cfg.listen)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| Error::Config {
@@ -410,7 +412,7 @@ impl ConductorServer {
                 used: Mutex::new(used),
                 audit: AuditLog::new(Some(cfg.audit_log.clone())),
                 authorized_keys: Mutex::new(cfg.authorized_keys.clone()),
-                router_keys: cfg.router_keys.clone(),
+                records: records.map(Mutex::new),
                 sources: Mutex::new(HashMap::new()),
             }),
             limits: ServerLimits::default(),
@@ -601,9 +603,9 @@ impl Conn {
         if let Some(o) = session.poll_outcome() {
             // The same lock orders the records and the authorized keys.
             let ak = lock(&shared.authorized_keys);
-            if let Some(records) = &shared.router_keys {
+            if let Some(records) = &shared.records {
                 let record = OnboardingRecord::new(&o.router, &o.router_key, &o.jti, unix_now());
-                stored = stored.and(append_line(records, &record.to_json_line()));
+                stored = stored.and(lock(records).append(&record));
             }
             stored = stored.and(append_line(
                 &ak,
@@ -656,15 +658,15 @@ pub fn read_records(path: &Path) -> Result<Vec<OnboardingRecord>, Error> {
 }
 
 /// Checks a certificate request (PEM `CERTIFICATE REQUEST` or DER) for `router`
-/// against the conductor's onboarding records (`router-keys` in `cfg`): its key must
-/// be the one the router proved at onboarding. See [`crate::record::check_csr`].
+/// against the conductor's onboarding records (`router-keys`, or the database with
+/// `used-tokens-database`): its key must be the one the router proved at
+/// onboarding. See [`crate::record::check_csr`].
 pub fn check_router_csr(cfg: &ConductorConfig, router: &str, csr: &[u8]) -> Result<(), Error> {
-    let path = cfg.router_keys.as_ref().ok_or_else(|| Error::Config {
+    let mut records = crate::used_tokens::open_records(cfg)?.ok_or_else(|| Error::Config {
         file: "conductor-config.json".into(),
         field: "router-keys".into(),
         reason: "missing: the conductor keeps no onboarding records to check against".into(),
     })?;
-    let records = read_records(path)?;
     let der = if csr.starts_with(b"-----BEGIN") {
         use der::DecodePem;
         use der::Encode;
@@ -676,11 +678,12 @@ pub fn check_router_csr(cfg: &ConductorConfig, router: &str, csr: &[u8]) -> Resu
     } else {
         csr.to_vec()
     };
-    crate::record::check_csr(router, crate::record::latest(&records, router), &der)
+    let latest = records.latest(router)?;
+    crate::record::check_csr(router, latest.as_ref(), &der)
 }
 
 /// Appends one line to a 0600 file and fsyncs it.
-fn append_line(path: &Path, line: &str) -> Result<(), Error> {
+pub(crate) fn append_line(path: &Path, line: &str) -> Result<(), Error> {
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)

@@ -12,6 +12,12 @@
 //!   and accepts it.
 //!
 //! [`open`] picks the store from the conductor configuration.
+//!
+//! The conductor's onboarding records (the key each router proved, see
+//! [`crate::record`]) live beside the used tokens: [`OnboardingRecords`], in the
+//! `router-keys` file ([`FileOnboardingRecords`]) or, with `used-tokens-database`, in
+//! the same database (`PgOnboardingRecords`, table `ssr_onboarding_records`), so
+//! every node of an HA group checks certificate requests against the same records.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -21,7 +27,8 @@ use std::path::{Path, PathBuf};
 use crate::Error;
 use crate::conductor::MemoryUsedTokens;
 pub use crate::conductor::UsedTokens;
-use crate::config::UsedTokensConfig;
+use crate::config::{ConductorConfig, UsedTokensConfig};
+use crate::record::OnboardingRecord;
 
 fn storage(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Storage {
@@ -42,6 +49,58 @@ pub fn open(cfg: &UsedTokensConfig) -> Result<Box<dyn UsedTokens + Send>, Error>
             field: "used-tokens-database".into(),
             reason: "this build has no PostgreSQL support (ssr-onboard feature `postgres`)".into(),
         }),
+    }
+}
+
+/// Where the conductor keeps its onboarding records (the key each router proved).
+pub trait OnboardingRecords: Send {
+    /// Appends a record, durably, before the router is told it is welcome.
+    fn append(&mut self, record: &OnboardingRecord) -> Result<(), Error>;
+    /// The latest record for `router` (a router onboarded again has a new key).
+    fn latest(&mut self, router: &str) -> Result<Option<OnboardingRecord>, Error>;
+}
+
+/// Opens the onboarding-record store the configuration names: the database with
+/// `used-tokens-database` (shared by the nodes), else the `router-keys` file, else
+/// none.
+pub fn open_records(cfg: &ConductorConfig) -> Result<Option<Box<dyn OnboardingRecords>>, Error> {
+    match (&cfg.used_tokens, &cfg.router_keys) {
+        (UsedTokensConfig::Postgres(_), Some(_)) => Err(Error::Config {
+            file: "conductor-config.json".into(),
+            field: "router-keys".into(),
+            reason: "with used-tokens-database the records are kept in the database".into(),
+        }),
+        #[cfg(feature = "postgres")]
+        (UsedTokensConfig::Postgres(params), None) => {
+            Ok(Some(Box::new(PgOnboardingRecords::connect(params)?)))
+        }
+        #[cfg(not(feature = "postgres"))]
+        (UsedTokensConfig::Postgres(_), None) => Err(Error::Config {
+            file: "conductor-config.json".into(),
+            field: "used-tokens-database".into(),
+            reason: "this build has no PostgreSQL support (ssr-onboard feature `postgres`)".into(),
+        }),
+        (UsedTokensConfig::File(_), Some(path)) => {
+            Ok(Some(Box::new(FileOnboardingRecords { path: path.clone() })))
+        }
+        (UsedTokensConfig::File(_), None) => Ok(None),
+    }
+}
+
+/// Onboarding records as JSON lines in a file (`router-keys`, 0600, fsynced).
+#[derive(Debug)]
+pub struct FileOnboardingRecords {
+    path: PathBuf,
+}
+
+impl OnboardingRecords for FileOnboardingRecords {
+    fn append(&mut self, record: &OnboardingRecord) -> Result<(), Error> {
+        crate::https::append_line(&self.path, &record.to_json_line())
+    }
+
+    fn latest(&mut self, router: &str) -> Result<Option<OnboardingRecord>, Error> {
+        let all = crate::https::read_records(&self.path)?;
+        Ok(crate::record::latest(&all, router).cloned())
     }
 }
 
@@ -151,6 +210,106 @@ fn pg_err(e: &postgres::Error) -> Error {
     Error::Storage {
         path: PG.into(),
         reason,
+    }
+}
+
+/// Connects and creates the tables if they are missing.
+#[cfg(feature = "postgres")]
+fn pg_connect(params: &str) -> Result<postgres::Client, Error> {
+    let mut client =
+        postgres::Client::connect(params, postgres::NoTls).map_err(|e| Error::Storage {
+            path: PG.into(),
+            reason: format!("cannot connect: {e}"),
+        })?;
+    // The advisory lock serialises nodes creating the tables at the same time (a
+    // concurrent CREATE TABLE IF NOT EXISTS can fail on the catalog's index).
+    client
+        .batch_execute(
+            "BEGIN;
+             SELECT pg_advisory_xact_lock(5389021);
+             CREATE TABLE IF NOT EXISTS ssr_used_tokens (
+                 jti TEXT PRIMARY KEY,
+                 exp BIGINT NOT NULL,
+                 used_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             );
+             CREATE TABLE IF NOT EXISTS ssr_onboarding_records (
+                 seq BIGSERIAL PRIMARY KEY,
+                 router TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 jti TEXT NOT NULL,
+                 time BIGINT NOT NULL
+             );
+             COMMIT;",
+        )
+        .map_err(|e| pg_err(&e))?;
+    Ok(client)
+}
+
+/// Onboarding records in PostgreSQL (feature `postgres`), shared by the nodes:
+/// table `ssr_onboarding_records`, the highest `seq` per router is the latest.
+#[cfg(feature = "postgres")]
+pub struct PgOnboardingRecords {
+    params: zeroize::Zeroizing<String>,
+    client: postgres::Client,
+}
+
+#[cfg(feature = "postgres")]
+impl std::fmt::Debug for PgOnboardingRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOnboardingRecords")
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl PgOnboardingRecords {
+    /// Connects (see [`PgUsedTokens::connect`]).
+    pub fn connect(params: &str) -> Result<Self, Error> {
+        Ok(Self {
+            client: pg_connect(params)?,
+            params: zeroize::Zeroizing::new(params.to_owned()),
+        })
+    }
+
+    fn client(&mut self) -> Result<&mut postgres::Client, Error> {
+        if self.client.is_closed() {
+            self.client = pg_connect(&self.params)?;
+        }
+        Ok(&mut self.client)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl OnboardingRecords for PgOnboardingRecords {
+    fn append(&mut self, r: &OnboardingRecord) -> Result<(), Error> {
+        let time = i64::try_from(r.time).unwrap_or(i64::MAX);
+        self.client()?
+            .execute(
+                "INSERT INTO ssr_onboarding_records (router, key, jti, time) VALUES ($1, $2, $3, $4)",
+                &[&r.router, &r.key, &r.jti, &time],
+            )
+            .map_err(|e| pg_err(&e))?;
+        Ok(())
+    }
+
+    fn latest(&mut self, router: &str) -> Result<Option<OnboardingRecord>, Error> {
+        let row = self
+            .client()?
+            .query_opt(
+                "SELECT router, key, jti, time FROM ssr_onboarding_records
+                 WHERE router = $1 ORDER BY seq DESC LIMIT 1",
+                &[&router],
+            )
+            .map_err(|e| pg_err(&e))?;
+        Ok(row.map(|row| {
+            let time: i64 = row.get(3);
+            OnboardingRecord {
+                router: row.get(0),
+                key: row.get(1),
+                jti: row.get(2),
+                time: u64::try_from(time).unwrap_or(0),
+            }
+        }))
     }
 }
 

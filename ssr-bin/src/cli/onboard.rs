@@ -112,8 +112,9 @@ token is recorded before the conductor answers, so it stays used across restarts
 and failovers.
 
 Onboarded routers' SSH keys are appended to `authorized-keys` (0600) as \
-`restrict,port-forwarding <key> ssr-router:<name>`. With `router-keys`, each \
-onboarding is recorded with the key the router proved; `ssr onboard check-csr` \
+`restrict,port-forwarding <key> ssr-router:<name>`. With `router-keys` (or in the \
+database with `used-tokens-database`), each onboarding is recorded with the key the \
+router proved; `ssr onboard check-csr` \
 refuses a certificate request for any other key.";
 
 #[derive(Debug, Subcommand)]

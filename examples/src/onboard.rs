@@ -36,7 +36,7 @@ pub struct Summary {
 }
 
 /// A throwaway CA and a conductor certificate for 127.0.0.1 signed by it, written as
-/// `ca.pem`, `conductor.pem` and `conductor-key.pem` in `dir`.
+/// `ca.pem`, `conductor.pem`, `conductor-key.pem` and `token-key.pem` in `dir`.
 fn conductor_pki(dir: &Path) -> Result<()> {
     use rcgen::{CertificateParams, DnType, KeyPair};
     let (ca, issuer) = crate::throwaway_ca("demo conductor CA")?;
@@ -51,6 +51,11 @@ fn conductor_pki(dir: &Path) -> Result<()> {
         leaf.signed_by(&key, &issuer)?.pem(),
     )?;
     fs::write(dir.join("conductor-key.pem"), key.serialize_pem())?;
+    // The token-signing key: a key of its own, not the TLS key.
+    fs::write(
+        dir.join("token-key.pem"),
+        KeyPair::generate()?.serialize_pem(),
+    )?;
     Ok(())
 }
 
@@ -76,6 +81,7 @@ pub fn run(dir: &Path, tpm_tcti: Option<&str>) -> Result<Summary> {
         "listen": "127.0.0.1:0",
         "certificate": p("conductor.pem"),
         "private-key": p("conductor-key.pem"),
+        "token-key": p("token-key.pem"),
         "routers": { ROUTER: psk.secret_str() },
         "used-tokens": p("used-tokens.jsonl"),
         "audit-log": p("audit.jsonl"),

@@ -29,6 +29,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "openssh-client",
     "openssh-server",
+    "postgresql",
     "clang",
     "iputils-ping",
 ];

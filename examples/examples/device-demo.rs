@@ -260,15 +260,27 @@ fn configuration_integrity(tpm: &Swtpm) -> Result<()> {
 }
 
 fn downgrade_guard() {
-    println!("\n-- downgrade guard (after onboarding, previous version 7.1.2) --");
-    let previous: Option<Version> = "7.1.2".parse().ok();
-    for target in ["7.2.0", "7.1.2", "6.3.0"] {
+    println!(
+        "\n-- downgrade guard (after onboarding; installed-version history: 7.1.2 then 7.1.3) --"
+    );
+    let (Ok(previous), Ok(current)) = ("7.1.2".parse::<Version>(), "7.1.3".parse::<Version>())
+    else {
+        return;
+    };
+    let mut history = downgrade::History::default();
+    history.record(current, Some(previous));
+    // The installer's `--previous` claim cannot widen what the history allows.
+    for (target, claimed) in [("7.2.0", None), ("7.1.2", None), ("6.3.0", Some("6.3.0"))] {
         let Ok(v) = target.parse::<Version>() else {
             continue;
         };
-        match downgrade::check_target(true, v, previous) {
+        let claimed = claimed.and_then(|c| c.parse::<Version>().ok());
+        match downgrade::check_target(true, v, claimed, &history) {
             Ok(why) => println!("install {target}: allowed ({why:?})"),
-            Err(refused) => println!("install {target}: {refused}"),
+            Err(refused) => match claimed {
+                Some(c) => println!("install {target} (--previous {c}): {refused}"),
+                None => println!("install {target}: {refused}"),
+            },
         }
     }
 }

@@ -15,9 +15,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use ssr_download::http::download_from;
+use ssr_download::http::{Options, download_with};
 use ssr_download::wire::versions_json;
-use ssr_download::{Manifest, Settings, SourceConfig, SourceKind};
+use ssr_download::{
+    Manifest, ManifestTrust, ReleaseKey, Settings, SourceConfig, SourceKind, sign_manifest,
+};
 use ssr_testkit::http::{Fault, HttpServer, StaticFiles};
 
 const VERSION: &str = "7.1.3";
@@ -37,11 +39,30 @@ fn image(len: usize) -> Vec<u8> {
     v
 }
 
+/// The bench's release key (a fixed scalar: it signs only bench images).
+fn release() -> p256::ecdsa::SigningKey {
+    p256::ecdsa::SigningKey::from_slice(&[0x7b; 32]).expect("key")
+}
+
+/// Trusts `release()`, as a router configured with its public key does.
+fn options() -> Options {
+    Options {
+        trust: ManifestTrust {
+            keys: vec![ReleaseKey::of(&release())],
+            allow_unsigned: false,
+        },
+        ..Options::default()
+    }
+}
+
 fn serve(data: Vec<u8>) -> HttpServer {
     let files = StaticFiles::new();
     let m = Manifest::build(VERSION, FILE, &data, CHUNK).expect("manifest");
     files.insert("/versions", versions_json(&[VERSION]));
-    files.insert(&format!("/images/{VERSION}/manifest.json"), m.to_json());
+    files.insert(
+        &format!("/images/{VERSION}/manifest.json"),
+        sign_manifest(&m, &release()),
+    );
     files.insert(&format!("/images/{VERSION}/{FILE}"), data);
     HttpServer::start(files).expect("server")
 }
@@ -59,7 +80,7 @@ fn ours(server: &HttpServer, dir: &std::path::Path) -> Duration {
     }];
     let _ = std::fs::remove_file(dir.join(FILE));
     let t = Instant::now();
-    download_from(&sources, settings(), VERSION, dir, &mut |_| {}).expect("download");
+    download_with(&sources, settings(), &options(), VERSION, dir, &mut |_| {}).expect("download");
     t.elapsed()
 }
 
@@ -182,7 +203,15 @@ fn failover_refetch() {
         },
     ];
     let dir = scratch();
-    download_from(&sources, settings(), VERSION, dir.path(), &mut |_| {}).expect("download");
+    download_with(
+        &sources,
+        settings(),
+        &options(),
+        VERSION,
+        dir.path(),
+        &mut |_| {},
+    )
+    .expect("download");
     let image_bytes = |s: &HttpServer| -> u64 {
         s.served()
             .iter()

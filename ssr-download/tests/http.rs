@@ -243,14 +243,74 @@ fn corrupted_chunk_is_caught_by_its_hash() {
         source: ssr_download::SourceId(0),
         index: 5
     }));
-    // Chunk 5 kept coming back corrupt until conductor 1 was marked unavailable; the
-    // backup served it.
+    // Chunk 5 came corrupt once; the backup served it (and only it), conductor 1 stayed
+    // in use for everything else.
+    assert_eq!(image_chunks_served(&backup.served()), [5]);
+    let from_s = image_chunks_served(&s.served());
+    assert_eq!(from_s.iter().filter(|&&c| c == 5).count(), 1);
+    assert_eq!(from_s.len() as u64, (2 << 20) / CHUNK);
     assert!(
-        backup
-            .served()
+        !events
             .iter()
-            .any(|x| x.path.ends_with(FILE) && chunk_of_served(x) == Some(5))
+            .any(|e| matches!(e, Event::SourceUnavailable { .. }))
     );
+}
+
+/// The case: one source corrupts two chunks on every request, one dies after
+/// ten chunks, one is dead from the start, one is healthy. Bytes fetched more than
+/// once stay within one chunk per failed request, counted at the servers.
+#[test]
+fn corrupting_dying_and_dead_sources_refetch_at_most_one_chunk_per_failure() {
+    let data = image(4 << 20, 12);
+    let chunks = data.len() as u64 / CHUNK;
+    let (corrupting, _) = server(&data);
+    corrupting.set_faults(|r, _| {
+        (is_image(r) && matches!(chunk_of(r), Some(3 | 40))).then_some(Fault::Corrupt)
+    });
+    let (dying, _) = server(&data);
+    // Versions, manifest, one chunk; then it closes every connection.
+    dying.set_faults(|r, n| (is_image(r) && n >= 3).then_some(Fault::Close));
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (healthy, _) = server(&data);
+    let sources = [
+        SourceConfig {
+            kind: SourceKind::HaPeer,
+            url: format!("http://127.0.0.1:{dead_port}"),
+        },
+        src(SourceKind::Conductor1, &corrupting),
+        src(SourceKind::Conductor2, &dying),
+        src(SourceKind::Repository, &healthy),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (result, events) = run(&sources, settings(), dir.path());
+    check_file(&result.unwrap().path, &data);
+    let rejected = events
+        .iter()
+        .filter(|e| matches!(e, Event::ChunkRejected { .. }))
+        .count() as u64;
+    assert_eq!(rejected, 2, "{events:?}");
+    let total: u64 = [&corrupting, &dying, &healthy]
+        .iter()
+        .map(|s| image_bytes_served(s))
+        .sum();
+    let extra = total - data.len() as u64;
+    assert!(extra <= rejected * CHUNK, "{extra} bytes fetched twice");
+    // The corrupting source stayed in use: it was asked for every chunk once.
+    let from_corrupting = image_chunks_served(&corrupting.served());
+    assert_eq!(from_corrupting.len() as u64, chunks);
+    // The two corrupt chunks came from the other sources (the dying one, then the
+    // healthy one once the dying one was unavailable), nothing else did.
+    let mut others: Vec<u64> = [&dying, &healthy]
+        .iter()
+        .flat_map(|s| image_chunks_served(&s.served()))
+        .collect();
+    others.sort_unstable();
+    others.dedup();
+    assert_eq!(others, [3, 40]);
 }
 
 fn chunk_of_served(s: &Served) -> Option<u64> {

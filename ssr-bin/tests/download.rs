@@ -451,3 +451,65 @@ fn https_sources_use_the_configured_ca_and_refuse_others() {
         }
     }
 }
+
+/// The overall deadline and the attempt count are kept in the state directory: a
+/// process killed during its retry wait leaves `clock` (start time, failed
+/// attempts); the next process continues both. Made to look 1795 s old (of the
+/// 1800 s timeout), the restarted download times out within seconds (exit 3) and
+/// numbers its attempt 2.
+#[test]
+fn a_restarted_process_keeps_the_deadline_and_the_attempt_count() {
+    let data = image(100_000);
+    let release = Release::new();
+    let s = server(&data, &release);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "access-mode = \"internet-only\"\n[retry]\ntimeout = 1800\nattempts = 0\nmaximum-retry-delay = 3600\n{}",
+            sources(&release, &[("repository", &s)])
+        ),
+    );
+    let dest = dir.path().join("out");
+    let clock = dest.join(".ssr-download-9.9.9").join("clock");
+    let mut child = ssr(&cfg, &dest, "9.9.9")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Attempt 1 fails at once (nobody has 9.9.9); the process then waits ~30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&clock).unwrap_or_default();
+        if text.ends_with(" 1\n") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no clock with one failed attempt: {text:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(fields[..2], ["ssr-download-clock", "1"]);
+    let started: u64 = fields[2].parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(started <= now && now - started < 60);
+    // Pretend the first process started 1795 s ago.
+    std::fs::write(&clock, format!("ssr-download-clock 1 {} 1\n", now - 1795)).unwrap();
+    let t = Instant::now();
+    let out = ssr(&cfg, &dest, "9.9.9").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("timed out after 1800s"), "{stderr}");
+    assert!(stderr.contains("attempt 2 failed"), "{stderr}");
+    assert!(!stderr.contains("attempt 1 failed"), "{stderr}");
+    assert!(t.elapsed() < Duration::from_secs(20));
+    // A download that ended leaves no clock: the next run gets a new deadline.
+    assert!(!clock.exists());
+}

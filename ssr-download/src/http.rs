@@ -129,7 +129,16 @@ pub struct Downloaded {
     pub manifest: Manifest,
     /// Chunks taken over from an earlier run.
     pub resumed_chunks: u32,
+    /// The verified image was already in place (recorded by an earlier run and
+    /// unchanged, or re-hashed): nothing was fetched.
+    pub already_present: bool,
 }
+
+/// The partial file and its journal are fsynced after this many bytes written ...
+pub const SYNC_BYTES: u64 = 64 << 20;
+/// ... or this long after the last sync, whichever comes first: a power loss loses at
+/// most that much progress (the journal is re-verified against the file on restart).
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Downloads `version` with the sources and settings of `config` into `dest`,
 /// reporting to `observer`. Blocks until the file is verified or the download failed
@@ -199,17 +208,22 @@ pub fn download_with(
         reason: e.to_string(),
     })?;
     let state = StateDir::new(dest, version)?;
+    if let Some(done) = state.already_verified() {
+        return Ok(done);
+    }
     let resume = state.load()?;
     let resumed_chunks = resume.as_ref().map_or(0, |r| r.done.len() as u32);
     let kinds: Vec<_> = sources.iter().map(|s| s.kind).collect();
-    let mut dl = Download::new(
-        settings,
-        version,
-        &kinds,
-        resume,
-        UnwrapErr(SysRng),
-        Instant::now(),
-    )?;
+    let now = Instant::now();
+    let mut dl = Download::new(settings, version, &kinds, resume, UnwrapErr(SysRng), now)?;
+    // The overall deadline and the attempt count survive a restart.
+    match state.load_clock() {
+        Some(clock) => dl.restore_clock(clock.spent(), clock.failed_attempts, now),
+        None => state.save_clock(&Clock {
+            started_unix: unix_now(),
+            failed_attempts: 0,
+        })?,
+    }
     let mut driver = Driver {
         version: version.to_string(),
         bases,
@@ -222,6 +236,7 @@ pub fn download_with(
         state,
         image: None,
         hasher: FileHasher::default(),
+        unsynced: (0, Instant::now()),
     };
     if let Some(m) = dl.manifest().cloned() {
         driver.open_image(&m, false)?;
@@ -238,6 +253,7 @@ pub fn download_with(
                 path,
                 manifest,
                 resumed_chunks,
+                already_present: false,
             })
         }
         Status::Failed(e) => Err(e),
@@ -594,6 +610,96 @@ impl StateDir {
         self.dir.join("done")
     }
 
+    fn clock_path(&self) -> PathBuf {
+        self.dir.join("clock")
+    }
+
+    /// `{dest}/.ssr-download-{version}.verified`: what the last successful run put in
+    /// place (survives the state directory).
+    fn record_path(&self) -> PathBuf {
+        let mut name = self.dir.as_os_str().to_owned();
+        name.push(".verified");
+        PathBuf::from(name)
+    }
+
+    /// The clock of an earlier run of this download, if any (an unreadable one is
+    /// ignored: the download then starts a new deadline).
+    fn load_clock(&self) -> Option<Clock> {
+        Clock::parse(&fs::read(self.clock_path()).ok()?)
+    }
+
+    fn save_clock(&self, clock: &Clock) -> Result<(), Error> {
+        fs::create_dir_all(&self.dir).map_err(io_map("create directory", &self.dir))?;
+        let path = self.clock_path();
+        let tmp = self.dir.join("clock.tmp");
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(clock.encode().as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(io_map("write", &path))
+    }
+
+    fn remove_clock(&self) {
+        let _ = fs::remove_file(self.clock_path());
+        // Nothing else in it (no partial file): leave no empty directory behind.
+        let _ = fs::remove_dir(&self.dir);
+    }
+
+    /// Records the verified image `target` of `m`: its manifest, size and mtime.
+    fn record_verified(&self, m: &Manifest, target: &Path) -> Result<(), Error> {
+        let meta = fs::metadata(target).map_err(io_map("stat", target))?;
+        let record = Verified {
+            manifest: String::from_utf8_lossy(&m.to_json()).into_owned(),
+            size: meta.len(),
+            mtime_ns: mtime_ns(&meta),
+        };
+        let path = self.record_path();
+        let tmp = self.dir.join("verified.tmp");
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(&record).unwrap_or_default())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(io_map("write", &path))
+    }
+
+    /// The image of an earlier successful run, if it is still in place: same size and
+    /// mtime as recorded, or else re-hashed and equal to the manifest's SHA-256.
+    fn already_verified(&self) -> Option<Downloaded> {
+        let record: Verified = serde_json::from_slice(&fs::read(self.record_path()).ok()?).ok()?;
+        let manifest = Manifest::parse(record.manifest.as_bytes()).ok()?;
+        let path = self.dest.join(manifest.file());
+        let meta = fs::metadata(&path).ok()?;
+        if meta.len() != manifest.size() {
+            return None;
+        }
+        if meta.len() != record.size || mtime_ns(&meta) != record.mtime_ns {
+            let mut sha = Sha256::new();
+            let mut file = File::open(&path).ok()?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => sha.update(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return None,
+                }
+            }
+            if sha.finalize().as_slice() != manifest.sha256() {
+                return None;
+            }
+        }
+        Some(Downloaded {
+            path,
+            manifest,
+            resumed_chunks: 0,
+            already_present: true,
+        })
+    }
+
     /// The resumable state, re-verified chunk by chunk; `None` when there is none.
     fn load(&self) -> Result<Option<Resume>, Error> {
         let Ok(bytes) = fs::read(self.manifest_path()) else {
@@ -657,6 +763,69 @@ impl StateDir {
     }
 }
 
+/// `{state}/clock`: when this download first started (Unix seconds, wall clock, so it
+/// survives a reboot) and how many attempts have failed. One line:
+/// `ssr-download-clock 1 <started> <failed>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Clock {
+    started_unix: u64,
+    failed_attempts: u32,
+}
+
+impl Clock {
+    fn encode(&self) -> String {
+        format!(
+            "ssr-download-clock 1 {} {}\n",
+            self.started_unix, self.failed_attempts
+        )
+    }
+
+    fn parse(bytes: &[u8]) -> Option<Clock> {
+        let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
+        let mut parts = text.split(' ');
+        let (Some("ssr-download-clock"), Some("1"), Some(started), Some(failed), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        Some(Clock {
+            started_unix: started.parse().ok()?,
+            failed_attempts: failed.parse().ok()?,
+        })
+    }
+
+    /// Time since the download started (0 if the wall clock went back).
+    fn spent(&self) -> Duration {
+        Duration::from_secs(unix_now().saturating_sub(self.started_unix))
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
+/// `{dest}/.ssr-download-{version}.verified` (JSON).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Verified {
+    manifest: String,
+    size: u64,
+    mtime_ns: i64,
+}
+
 /// The whole-file SHA-256, advanced over the verified prefix as chunks arrive.
 #[derive(Debug, Default)]
 struct FileHasher {
@@ -676,6 +845,8 @@ struct Driver {
     state: StateDir,
     image: Option<(File, File, Arc<Manifest>)>,
     hasher: FileHasher,
+    /// Bytes written since the last fsync, and when it was.
+    unsynced: (u64, Instant),
 }
 
 impl std::fmt::Debug for Driver {
@@ -725,6 +896,22 @@ impl Driver {
                 self.act(dl, action, &tx)?;
             }
             while let Some(event) = dl.poll_event() {
+                match &event {
+                    Event::AttemptFailed {
+                        attempt,
+                        retry_in: Some(_),
+                        ..
+                    } => {
+                        if let Some(mut clock) = self.state.load_clock() {
+                            clock.failed_attempts = *attempt;
+                            self.state.save_clock(&clock)?;
+                        }
+                    }
+                    // A download that ended (either way) leaves no clock: running it
+                    // again is a new download with a new deadline.
+                    Event::Failed(_) | Event::Succeeded => self.state.remove_clock(),
+                    _ => {}
+                }
                 observer(Report::Event(&event));
             }
             if dl.is_finished() {
@@ -845,6 +1032,14 @@ impl Driver {
         journal
             .write_all(&index.to_le_bytes())
             .map_err(io_map("journal", &self.state.journal_path()))?;
+        self.unsynced.0 += bytes.len() as u64;
+        if self.unsynced.0 >= SYNC_BYTES || self.unsynced.1.elapsed() >= SYNC_INTERVAL {
+            image.sync_data().map_err(io_map("sync", &path))?;
+            journal
+                .sync_data()
+                .map_err(io_map("sync", &self.state.journal_path()))?;
+            self.unsynced = (0, Instant::now());
+        }
         if self.hasher.next == index {
             self.hasher.sha.update(bytes);
             self.hasher.next += 1;
@@ -889,6 +1084,7 @@ impl Driver {
         }
         let target = self.state.dest.join(m.file());
         fs::rename(&part, &target).map_err(io_map("rename", &target))?;
+        self.state.record_verified(m, &target)?;
         File::open(&self.state.dest)
             .and_then(|d| d.sync_all())
             .map_err(io_map("sync", &self.state.dest))?;

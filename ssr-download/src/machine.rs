@@ -411,6 +411,25 @@ impl<R: rand_core::Rng> Download<R> {
         Ok(dl)
     }
 
+    /// Continues the overall deadline and the attempt count of an earlier run of the
+    /// same download (a restarted process): `spent` is the time since that run
+    /// started, `failed_attempts` the attempts that failed in it. Call right after
+    /// [`Download::new`]. The deadline becomes `now + timeout - spent` (expired: the
+    /// download fails with [`Error::TimedOut`] at once); the attempt number continues
+    /// after `failed_attempts`, leaving at least this attempt.
+    pub fn restore_clock(&mut self, spent: Duration, failed_attempts: u32, now: Instant) {
+        if self.settings.retry.enable_timeout {
+            let left = self.settings.retry.timeout.saturating_sub(spent);
+            self.deadline = Some(now + left);
+        }
+        let cap = match self.settings.retry.attempts {
+            0 => u32::MAX,
+            n => n,
+        };
+        self.attempt = failed_attempts.saturating_add(1).min(cap).max(self.attempt);
+        self.handle_timeout(now);
+    }
+
     // ----- getters -----
 
     /// Where the download stands.

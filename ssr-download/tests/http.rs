@@ -225,12 +225,19 @@ fn failing_dying_and_healthy_servers() {
     let total = dying_served + image_bytes_served(&healthy);
     let extra = total.saturating_sub(data.len() as u64);
     assert!(extra <= 2 * CHUNK, "{total} for {}", data.len());
-    // Nothing left behind but the image.
-    let names: Vec<_> = std::fs::read_dir(dir.path())
+    // Nothing left behind but the image and the record of it.
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names, [FILE]);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            format!(".ssr-download-{VERSION}.verified"),
+            FILE.to_string()
+        ]
+    );
 }
 
 #[test]
@@ -639,4 +646,45 @@ fn a_trickling_source_is_cut_off_while_it_runs() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Running the same download again with the verified image in place fetches nothing
+/// (the record's size and mtime match); a touched file is re-hashed and still fetches
+/// nothing; a file changed in place is downloaded again.
+#[test]
+fn a_rerun_with_the_image_in_place_fetches_nothing() {
+    let data = image(1 << 20, 13);
+    let (s, _) = server(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let sources = [src(SourceKind::Repository, &s)];
+    let first = run(&sources, settings(), dir.path()).0.unwrap();
+    assert!(!first.already_present);
+    let requests = s.stats().requests;
+    let again = run(&sources, settings(), dir.path()).0.unwrap();
+    assert!(again.already_present);
+    assert_eq!(again.path, first.path);
+    assert_eq!(s.stats().requests, requests, "nothing fetched");
+    // Touched (new mtime, same bytes): re-hashed, still nothing fetched.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&first.path)
+        .unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
+        .unwrap();
+    drop(f);
+    assert!(
+        run(&sources, settings(), dir.path())
+            .0
+            .unwrap()
+            .already_present
+    );
+    assert_eq!(s.stats().requests, requests);
+    // Changed in place: downloaded again.
+    let mut bytes = std::fs::read(&first.path).unwrap();
+    bytes[1000] ^= 1;
+    std::fs::write(&first.path, &bytes).unwrap();
+    let fixed = run(&sources, settings(), dir.path()).0.unwrap();
+    assert!(!fixed.already_present);
+    check_file(&fixed.path, &data);
+    assert!(s.stats().requests > requests);
 }

@@ -31,6 +31,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "openssh-server",
     "clang",
     "iputils-ping",
+    // The download bench: nginx (sendfile) serves, aria2c is the downloader compared.
+    "nginx",
+    "aria2",
 ];
 
 type Result<T = ()> = std::result::Result<T, String>;

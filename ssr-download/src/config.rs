@@ -262,6 +262,7 @@ pub struct SourceConfig {
 /// [manifest]
 /// release-keys = ["/etc/ssr/release-1.pub.pem"]   # PEM P-256 PUBLIC KEYs
 /// allow-unsigned = false             # default false: unsigned manifests are refused
+/// whole-file-sha256 = false          # default false: also hash the whole file
 ///
 /// [[source]]
 /// kind = "conductor-1"               # ha-peer | conductor-1 | conductor-2 | repository | cloud-proxy
@@ -301,6 +302,9 @@ pub struct TrustFiles {
     pub release_keys: Vec<std::path::PathBuf>,
     /// Accept unsigned manifests (default false).
     pub allow_unsigned: bool,
+    /// Also check the whole file's SHA-256 (default false: the chunk digests of the
+    /// authenticated manifest bind every byte).
+    pub whole_file_sha256: bool,
 }
 
 #[derive(Deserialize)]
@@ -340,6 +344,8 @@ struct ManifestDoc {
     release_keys: Vec<String>,
     #[serde(default)]
     allow_unsigned: bool,
+    #[serde(default)]
+    whole_file_sha256: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -499,6 +505,7 @@ impl Config {
                     .map(Into::into)
                     .collect(),
                 allow_unsigned: doc.manifest.allow_unsigned,
+                whole_file_sha256: doc.manifest.whole_file_sha256,
             },
         })
     }
@@ -721,6 +728,7 @@ pins = ["sha256-spki:00000000000000000000000000000000000000000000000000000000000
 [manifest]
 release-keys = ["/etc/ssr/release-1.pub.pem"]
 allow-unsigned = false
+whole-file-sha256 = false
 
 [[source]]
 kind = "conductor-1"

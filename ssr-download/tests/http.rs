@@ -688,3 +688,40 @@ fn a_rerun_with_the_image_in_place_fetches_nothing() {
     check_file(&fixed.path, &data);
     assert!(s.stats().requests > requests);
 }
+
+/// The whole-file pass is optional: a release whose signed manifest names a wrong
+/// whole-file digest (every chunk digest right) is caught only with
+/// `whole_file_sha256`; without it every byte is still checked against its chunk
+/// digest, and the file is the one the chunk digests describe.
+#[test]
+fn the_whole_file_pass_runs_when_asked() {
+    let data = image(1 << 20, 14);
+    let m = Manifest::build(VERSION, FILE, &data, CHUNK).unwrap();
+    let wrong_total = String::from_utf8(m.to_json()).unwrap().replacen(
+        &hex_of(m.sha256()),
+        &hex_of(&[0x44; 32]),
+        1,
+    );
+    let wrong = Manifest::parse(wrong_total.as_bytes()).unwrap();
+    let files = StaticFiles::new();
+    publish(&files, &data);
+    files.insert(
+        &format!("/images/{VERSION}/manifest.json"),
+        sign_manifest(&wrong, &release_key()),
+    );
+    let s = HttpServer::start(files).unwrap();
+    let sources = [src(SourceKind::Repository, &s)];
+    let dir = tempfile::tempdir().unwrap();
+    let strict = Options {
+        whole_file_sha256: true,
+        ..options()
+    };
+    let (result, _, _) = run_with(&sources, one_try(), &strict, dir.path());
+    assert!(
+        matches!(result, Err(Error::FileDigestMismatch { .. })),
+        "{result:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (result, _, _) = run_with(&sources, one_try(), &options(), dir.path());
+    check_file(&result.unwrap().path, &data);
+}

@@ -126,6 +126,8 @@ pub fn verify_manifest(bytes: &[u8], trust: &ManifestTrust) -> Result<Manifest, 
         chunks: doc.chunks,
     })?;
     let Some(sig) = doc.signature else {
+        // Unsigned means a plain manifest document (no `"signature": null`).
+        Manifest::parse(bytes)?;
         return if trust.allow_unsigned {
             Ok(manifest)
         } else {
@@ -262,6 +264,13 @@ mod tests {
             ..ManifestTrust::default()
         };
         assert_eq!(verify_manifest(&m.to_json(), &open).unwrap(), m);
+        let null = String::from_utf8(m.to_json())
+            .unwrap()
+            .replacen('}', ",\"signature\":null}", 1);
+        assert!(matches!(
+            verify_manifest(null.as_bytes(), &open),
+            Err(Error::MalformedManifest(_))
+        ));
         // Allowing unsigned does not let a bad signature through.
         let signed = sign_manifest(&m, &key(1));
         assert!(verify_manifest(&signed, &open).is_err());

@@ -10,7 +10,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
     KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber, date_time_ymd,
 };
-use ssr_testkit::http::{Fault, HttpServer, StaticFiles};
+use ssr_testkit::http::{Fault, HttpServer, StaticFiles, TlsIdentity};
 
 const UUID: &str = "6f1e0c62-8d4b-4f55-9a4e-2b8f3c1d7e90";
 const DAY: i64 = 86_400;
@@ -999,6 +999,81 @@ fn crl_watch_once_fetches_what_is_due_and_exits() {
     let out = ok(ssr(&["crl", "watch", "--once", "--store", store_s]));
     assert!(out.contains("next fetch at"), "{out}");
     assert_eq!(a.stats().requests, 1);
+}
+
+/// An `https://` distribution point is fetched over TLS when `--tls-ca` names the CA of
+/// its server (`ssr crl fetch` and `ssr crl watch`); without it, or with another CA,
+/// the fetch fails, the alarm is raised and nothing is published.
+#[test]
+fn crl_watch_fetches_https_points_with_the_tls_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = dir.join("store");
+    let store_s = store.to_str().unwrap();
+    let pki = pki();
+    std::fs::write(dir.join("bundle.pem"), pki.bundle()).unwrap();
+    ok(install_ca(
+        store_s,
+        "strict",
+        &[],
+        dir.join("bundle.pem").to_str().unwrap(),
+    ));
+    let files = StaticFiles::new();
+    files.insert("/a.crl", pki.crl(&[0x41]));
+    let id = TlsIdentity::generate(&["localhost", "127.0.0.1"]).unwrap();
+    let server = HttpServer::start_tls(files, &id).unwrap();
+    let url = format!("{}/a.crl", server.url());
+    assert!(url.starts_with("https://"), "{url}");
+    let other = TlsIdentity::generate(&["localhost"]).unwrap();
+    std::fs::write(dir.join("tls-ca.pem"), id.ca_pem()).unwrap();
+    std::fs::write(dir.join("other-ca.pem"), other.ca_pem()).unwrap();
+
+    for tls_ca in [None, Some("other-ca.pem")] {
+        let mut args = vec!["crl", "fetch", "--store", store_s, "--url", &url];
+        let path;
+        if let Some(f) = tls_ca {
+            path = dir.join(f).to_str().unwrap().to_owned();
+            args.extend(["--tls-ca", &path]);
+        }
+        let out = ssr(&args);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("published"), "{tls_ca:?}: {all}");
+        assert!(all.contains("alarm raised"), "{tls_ca:?}: {all}");
+    }
+    let tls_ca = dir.join("tls-ca.pem");
+    let out = ok(ssr(&[
+        "crl",
+        "fetch",
+        "--store",
+        store_s,
+        "--tls-ca",
+        tls_ca.to_str().unwrap(),
+    ]));
+    assert!(out.contains("published 1 revoked"), "{out}");
+    // The watch takes the same option: due at once on a fresh store, it fetches over TLS.
+    let fresh = dir.join("fresh");
+    ok(install_ca(
+        fresh.to_str().unwrap(),
+        "strict",
+        &[],
+        dir.join("bundle.pem").to_str().unwrap(),
+    ));
+    let out = ok(ssr(&[
+        "crl",
+        "watch",
+        "--once",
+        "--store",
+        fresh.to_str().unwrap(),
+        "--url",
+        &url,
+        "--tls-ca",
+        tls_ca.to_str().unwrap(),
+    ]));
+    assert!(out.contains("published 1 revoked"), "{out}");
 }
 
 #[test]

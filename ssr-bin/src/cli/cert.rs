@@ -17,7 +17,7 @@ use ssr_pki::alarm::{Condition, FailMode, decide};
 use ssr_pki::audit::{AuditEvent, Counter, fingerprint_hex};
 use ssr_pki::crl_manager::{CrlManager, Output, split_supported};
 use ssr_pki::csr::{Csr, RouterUuid};
-use ssr_pki::http::{FetchOptions, drive, fetch};
+use ssr_pki::http::{Client, FetchOptions, crl_client, drive_with, fetch_with};
 use ssr_pki::import::{ChainCheck, ImportPolicy, import_certificate};
 use ssr_pki::keys::{PrivateKey, verifying_key_from_der};
 use ssr_pki::store::{CrlSettings, DEFAULT_DIR, Store};
@@ -187,6 +187,11 @@ pub enum CrlCmd {
         /// Per-fetch time limit (seconds).
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
+        /// PEM bundle of the CAs that authenticate `https://` CRL distribution points
+        /// (their TLS servers; the CRLs themselves are checked against the installed
+        /// trusted CAs). Without it an `https://` point fails with a clear error.
+        #[arg(long, value_name = "PEM")]
+        tls_ca: Option<PathBuf>,
     },
     /// Keep the CRLs fresh: a long-running CRL manager on the wall clock.
     ///
@@ -201,8 +206,8 @@ pub enum CrlCmd {
     /// ingested. The merged master list (`crl/master.json`), each CRL, the per-URL state
     /// with its next due time (`crl/status.json`) and the counters are replaced
     /// atomically after every fetch, so a restart (or a crash) continues the schedule,
-    /// the failure count and the alarms where they were. `https://` points are handed to
-    /// the shared HTTP client (TLS) like `http://` ones. Runs until stopped (`--once`: until the
+    /// the failure count and the alarms where they were. `https://` points are fetched over
+    /// TLS by the shared HTTP client, their servers authenticated by `--tls-ca`. Runs until stopped (`--once`: until the
     /// fetches due now are done, for a systemd timer). URLs added to `crl/config.json`
     /// while it runs are picked up within a minute. Packaged as
     /// `packaging/systemd/crl-watch.service`.
@@ -221,6 +226,11 @@ pub enum CrlCmd {
         /// Per-fetch time limit (seconds).
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
+        /// PEM bundle of the CAs that authenticate `https://` CRL distribution points
+        /// (their TLS servers; the CRLs themselves are checked against the installed
+        /// trusted CAs). Without it an `https://` point fails with a clear error.
+        #[arg(long, value_name = "PEM")]
+        tls_ca: Option<PathBuf>,
         /// Do the fetches due now, persist, and exit (for a systemd timer).
         #[arg(long)]
         once: bool,
@@ -723,12 +733,17 @@ fn persist_crl_state(store: &Store, manager: &mut CrlManager) {
 
 /// Acts on the manager's outputs until none is left; fetches synchronously. Returns
 /// whether anything happened.
-fn crl_round(store: &Store, manager: &mut CrlManager, options: &FetchOptions) -> bool {
+fn crl_round(
+    store: &Store,
+    manager: &mut CrlManager,
+    client: &Client,
+    options: &FetchOptions,
+) -> bool {
     let mut any = false;
     while let Some(output) = manager.poll_output() {
         any = true;
         match output {
-            Output::Fetch { url } => match fetch(&url, options) {
+            Output::Fetch { url } => match fetch_with(client, &url, options) {
                 Ok(body) => {
                     manager.handle_fetched(&url, &body, Instant::now());
                     // On disk before anything is reported.
@@ -787,7 +802,13 @@ fn crl_round(store: &Store, manager: &mut CrlManager, options: &FetchOptions) ->
     any
 }
 
-fn watch(store: &Store, settings: CrlSettings, timeout_secs: u64, once: bool) -> CmdResult {
+fn watch(
+    store: &Store,
+    settings: CrlSettings,
+    client: &Client,
+    timeout_secs: u64,
+    once: bool,
+) -> CmdResult {
     let timeout = timeout_secs.clamp(1, 3600);
     let config = settings
         .to_config()
@@ -841,7 +862,7 @@ fn watch(store: &Store, settings: CrlSettings, timeout_secs: u64, once: bool) ->
     loop {
         let now = Instant::now();
         manager.handle_timeout(now);
-        if crl_round(store, &mut manager, &options) {
+        if crl_round(store, &mut manager, client, &options) {
             // Timeouts and other state changes without a fetch.
             persist_crl_state(store, &mut manager);
         }
@@ -875,6 +896,17 @@ fn watch(store: &Store, settings: CrlSettings, timeout_secs: u64, once: bool) ->
     }
 }
 
+/// The shared HTTP client for CRL fetching; `tls_ca` (a PEM bundle) authenticates
+/// `https://` distribution points.
+fn crl_tls_client(tls_ca: Option<&Path>) -> Result<Client, Failure> {
+    let pem = tls_ca
+        .map(|p| {
+            std::fs::read(p).map_err(|e| Failure::usage(format!("--tls-ca {}: {e}", p.display())))
+        })
+        .transpose()?;
+    crl_client(pem, Vec::new()).map_err(|e| Failure::usage(format!("--tls-ca: {e}")))
+}
+
 pub fn run_crl(cmd: CrlCmd) -> CmdResult {
     match cmd {
         CrlCmd::Watch {
@@ -883,11 +915,13 @@ pub fn run_crl(cmd: CrlCmd) -> CmdResult {
             polling_hours,
             backoff_secs,
             timeout_secs,
+            tls_ca,
             once,
         } => {
             let store = open_store(&store)?;
             let settings = crl_settings_with(&store, url, polling_hours, backoff_secs)?;
-            watch(&store, settings, timeout_secs, once)
+            let client = crl_tls_client(tls_ca.as_deref())?;
+            watch(&store, settings, &client, timeout_secs, once)
         }
         CrlCmd::Fetch {
             store,
@@ -895,9 +929,11 @@ pub fn run_crl(cmd: CrlCmd) -> CmdResult {
             polling_hours,
             backoff_secs,
             timeout_secs,
+            tls_ca,
         } => {
             let store = open_store(&store)?;
             let settings = crl_settings_with(&store, url, polling_hours, backoff_secs)?;
+            let client = crl_tls_client(tls_ca.as_deref())?;
             let config = settings.to_config().map_err(Failure::usage)?;
             let timeout = u32::try_from(timeout_secs.clamp(1, 3600)).unwrap_or(30);
             let config = config
@@ -916,7 +952,7 @@ pub fn run_crl(cmd: CrlCmd) -> CmdResult {
                 timeout: std::time::Duration::from_secs(timeout_secs.clamp(1, 3600)),
                 ..FetchOptions::default()
             };
-            let outputs = drive(&mut manager, &options, Instant::now);
+            let outputs = drive_with(&mut manager, &client, &options, Instant::now);
             for output in outputs {
                 match output {
                     Output::Publish(list) => {

@@ -11,9 +11,12 @@
 //!
 //! * The tag is HMAC-SHA-384 over `seq | IV | ciphertext`, truncated to 192 bits as in
 //!   RFC 4868 (HMAC-SHA-384-192). It is checked in constant time, before any decryption.
-//! * The IV is explicit on the wire. The sender derives it as `AES-K(seq | 0x80 | 0…)`
+//! * The IV is explicit on the wire. The sender derives it as `AES-Kiv(seq | 0x80 | 0…)`
 //!   (NIST SP 800-38A appendix C: the forward cipher applied to a nonce), so it is
-//!   unpredictable without the key and needs no randomness on the packet path.
+//!   unpredictable without the key and needs no randomness on the packet path. `Kiv` is
+//!   a separate IV-encryption key derived beside the CBC and HMAC keys from the same
+//!   packet key material: `Kiv = HMAC-SHA-384(material, "svr cbc iv key v1")[..32]`
+//!   ([`iv_key`]), never the CBC key itself.
 //! * Sequence numbers start at 0 per key and never wrap: after `u64::MAX - 1` the sealer
 //!   refuses ([`Error::SequenceExhausted`]).
 //! * The receiver checks the sequence number against a [`ReplayWindow`] first (cheap
@@ -98,9 +101,27 @@ fn keys(material: &PacketKeyMaterial) -> (Aes256, MacKey) {
     (aes, MacKey::new(rest))
 }
 
+/// Label of the IV-encryption key derivation.
+const IV_KEY_LABEL: &[u8] = b"svr cbc iv key v1";
+
+/// The IV-encryption key of `material`: `HMAC-SHA-384(material, "svr cbc iv key v1")`,
+/// first 32 bytes (HMAC as a PRF keyed by the whole 80-byte material, a label no other
+/// derivation uses), expanded into AES round keys. Only the sealer needs it: the IV is
+/// explicit on the wire.
+fn iv_key(material: &PacketKeyMaterial) -> Aes256 {
+    let mut full = MacKey::new(material.secret_bytes()).tag(IV_KEY_LABEL);
+    let mut k = aes::cipher::Key::<Aes256>::default();
+    k.copy_from_slice(&full[..32]);
+    let aes = Aes256::new(&k);
+    k.iter_mut().for_each(|b| *b = 0);
+    full.iter_mut().for_each(|b| *b = 0);
+    aes
+}
+
 /// Sending half of a CBC-HMAC key.
 pub struct CbcHmacSealer {
     aes: Aes256,
+    iv_aes: Aes256,
     mac: MacKey,
     next_seq: u64,
 }
@@ -120,6 +141,7 @@ impl CbcHmacSealer {
         let (aes, mac) = keys(material);
         Self {
             aes,
+            iv_aes: iv_key(material),
             mac,
             next_seq: 0,
         }
@@ -151,11 +173,13 @@ impl CbcHmacSealer {
         let seq = self.take_seq()?;
         let out = &mut out[..n];
         out[..SEQ_LEN].copy_from_slice(&seq.to_be_bytes());
-        // One backend call for the whole packet: the IV, then the CBC chain interleaved
-        // with the MAC's SHA-512 rounds.
+        // The IV under its own key, then one backend call for the whole packet: the CBC
+        // chain interleaved with the MAC's SHA-512 rounds.
+        let mut iv = iv_input(seq);
+        self.iv_aes.encrypt_block(&mut iv);
         self.aes.encrypt_with_backend(SealOne {
             mac: &self.mac,
-            iv_input: iv_input(seq),
+            iv,
             pt: plaintext,
             packet: out,
         });
@@ -227,7 +251,7 @@ impl CbcHmacSealer {
             outs[i][..SEQ_LEN].copy_from_slice(&seq.to_be_bytes());
             chains[p] = iv_input(seq);
         }
-        self.aes.encrypt_blocks(&mut chains[..k]);
+        self.iv_aes.encrypt_blocks(&mut chains[..k]);
         for p in 0..k {
             outs[ord[p]][SEQ_LEN..HEADER_LEN].copy_from_slice(&chains[p]);
         }
@@ -266,12 +290,12 @@ const WIDE_MIN: usize = 3;
 
 const _: () = assert!(LANES == WAYS, "one seal_lanes call fills the HMAC lanes");
 
-/// Seals one packet whose sequence number is in place: the IV, then CBC encryption
+/// Seals one packet whose sequence number is in place: CBC encryption from `iv`
 /// stitched with the HMAC ([`MacKey::tag_interleaved`]).
 struct SealOne<'a> {
     mac: &'a MacKey,
-    /// What the IV is encrypted from ([`iv_input`]).
-    iv_input: Block,
+    /// The packet's IV (already encrypted under the IV key).
+    iv: Block,
     pt: &'a [u8],
     /// The whole packet, [`sealed_len`] long.
     packet: &'a mut [u8],
@@ -288,11 +312,10 @@ impl cipher::BlockCipherEncClosure for SealOne<'_> {
     fn call<B: cipher::BlockCipherEncBackend<BlockSize = Self::BlockSize>>(self, backend: &B) {
         let Self {
             mac,
-            iv_input: mut chain,
+            iv: chain,
             pt,
             packet,
         } = self;
-        backend.encrypt_block_inplace(&mut chain);
         packet[SEQ_LEN..HEADER_LEN].copy_from_slice(&chain);
         let body_len = packet.len() - TAG_LEN;
         let (body, tag_out) = packet.split_at_mut(body_len);

@@ -85,7 +85,7 @@ fn pump(
                 Some((&CONTROL, m)) => {
                     let _ = n.peer.handle_control(m, Instant::now(), rng);
                 }
-                Some((&DATA, p)) => match n.peer.open_data(p, &mut plain) {
+                Some((&DATA, p)) => match n.peer.open_data(p, &mut plain, Instant::now()) {
                     Ok(_) => counts.delivered += 1,
                     Err(Error::Replay { .. }) => counts.replay += 1,
                     Err(_) => counts.tampered += 1,

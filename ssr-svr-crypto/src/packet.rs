@@ -521,6 +521,19 @@ impl CbcHmacOpener {
         }
     }
 
+    /// An opener that rejects every sequence number up to and including `floor`
+    /// ([`ReplayWindow::after`]; HA import).
+    pub fn after(material: &PacketKeyMaterial, floor: u64) -> Self {
+        let mut o = Self::new(material);
+        o.window = ReplayWindow::after(floor);
+        o
+    }
+
+    /// Highest sequence number accepted so far (`None` before the first).
+    pub fn high_water_mark(&self) -> Option<u64> {
+        self.window.top()
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> OpenStats {
         self.stats

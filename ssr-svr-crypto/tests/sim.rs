@@ -21,6 +21,9 @@ struct Net {
     rng: StdRng,
     sent_data: u64,
     delivered_data: u64,
+    /// Every message handed to the network, in order (for capture-and-replay tests):
+    /// (from, to, bytes, is_data).
+    tap: Vec<(usize, usize, Vec<u8>, bool)>,
 }
 
 impl Net {
@@ -28,6 +31,7 @@ impl Net {
         if data {
             self.sent_data += 1;
         }
+        self.tap.push((from, to, b.clone(), data));
         if self.down[from] || self.down[to] || self.rng.random_bool(self.loss) {
             return;
         }
@@ -56,6 +60,10 @@ struct World {
     next_data: Instant,
     data_open_failures: u64,
     data_replays: u64,
+    keys: Vec<SigningKey>,
+    auth: StaticAuthenticator,
+    cfg: SecurityConfig,
+    incarnations: u64,
 }
 
 fn cn(i: usize) -> String {
@@ -70,6 +78,7 @@ impl World {
     fn new(n: usize, cfg: SecurityConfig, seed: u64, loss: f64, dup: f64) -> Self {
         let start = Instant::now();
         let mut rng = StdRng::seed_from_u64(seed);
+        let cfg_all = cfg.clone();
         let keys: Vec<SigningKey> = (0..n)
             .map(|_| <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng))
             .collect();
@@ -91,7 +100,7 @@ impl World {
                 };
                 let jitter = Duration::from_secs(nrng.random_range(0..360));
                 let mut p = Peer::new(
-                    cfg.clone(),
+                    cfg_all.clone(),
                     me,
                     cn(j),
                     auth.clone(),
@@ -117,6 +126,7 @@ impl World {
             rng: StdRng::seed_from_u64(seed ^ 0xabcdef),
             sent_data: 0,
             delivered_data: 0,
+            tap: Vec::new(),
         };
         let mut w = Self {
             now: start,
@@ -126,6 +136,10 @@ impl World {
             next_data: start,
             data_open_failures: 0,
             data_replays: 0,
+            keys,
+            auth,
+            cfg,
+            incarnations: seed * 1000 + 500,
         };
         w.drain();
         w
@@ -173,7 +187,7 @@ impl World {
             if is_data {
                 self.net.delivered_data += 1;
                 let mut out = vec![0u8; bytes.len()];
-                match self.peer_mut(to, from).open_data(&bytes, &mut out) {
+                match self.peer_mut(to, from).open_data(&bytes, &mut out, now) {
                     Ok(_) => {}
                     Err(ssr_svr_crypto::Error::Replay { .. }) => self.data_replays += 1,
                     Err(_) => self.data_open_failures += 1,
@@ -225,6 +239,45 @@ impl World {
                 .iter()
                 .all(|p| p.1.state() == SecurityState::MkeyExchComp)
         })
+    }
+
+    /// Router `i`'s process restarts: all its state is lost (a new metadata key with
+    /// index 1, new peer state machines), its certificate and name stay.
+    fn restart(&mut self, i: usize) {
+        self.incarnations += 1;
+        let mut nrng = StdRng::seed_from_u64(self.incarnations);
+        let km = KeyManager::new(&mut nrng, self.now);
+        let n = self.nodes.len();
+        let mut peers = Vec::new();
+        for j in (0..n).filter(|&j| j != i) {
+            let me = LocalIdentity {
+                cert_der: cert(i),
+                signing_key: self.keys[i].clone(),
+                common_name: cn(i),
+            };
+            let mut p = Peer::new(
+                self.cfg.clone(),
+                me,
+                cn(j),
+                self.auth.clone(),
+                Duration::from_secs(nrng.random_range(0..360)),
+                self.now,
+                1_700_000_000,
+            );
+            p.handle_local_metadata_key(&km, self.now);
+            peers.push((j, p));
+        }
+        self.nodes[i] = Node {
+            peers,
+            km,
+            rng: nrng,
+        };
+        self.drain();
+    }
+
+    fn reset_counters(&mut self) {
+        self.data_open_failures = 0;
+        self.data_replays = 0;
     }
 
     fn regenerate(&mut self, i: usize) {
@@ -495,6 +548,7 @@ fn payload_keys_travel_in_session_metadata() {
     let mut w = World::new(2, cfg(KexAlgorithm::EcdhP256, 24), 21, 0.0, 0.0);
     w.run_for(Duration::from_secs(60));
     assert!(w.all_complete());
+    let now = w.now;
     let mut rng = StdRng::seed_from_u64(22);
     let key = ssr_svr_crypto::peer::PayloadKey::random(&mut rng).unwrap();
     let sid = [7u8; 16];
@@ -505,27 +559,259 @@ fn payload_keys_travel_in_session_metadata() {
         .unwrap();
     // It is SVR metadata: the strict parser accepts it and finds the cookie.
     assert!(ssr_svr_crypto::tlv::Metadata::parse(&md[..n]).is_ok());
-    let (got_sid, got_key) = w.peer_mut(1, 0).open_session_metadata(&md[..n]).unwrap();
+    let (got_sid, got_key) = w
+        .peer_mut(1, 0)
+        .open_session_metadata(&md[..n], now)
+        .unwrap();
     assert_eq!(got_sid, sid);
     assert_eq!(got_key, key);
     // Replayed, tampered, or sent the wrong way: rejected.
-    assert!(w.peer_mut(1, 0).open_session_metadata(&md[..n]).is_err());
+    assert!(
+        w.peer_mut(1, 0)
+            .open_session_metadata(&md[..n], now)
+            .is_err()
+    );
     let n2 = w
         .peer_mut(0, 1)
         .seal_session_metadata(&sid, &key, &mut md)
         .unwrap();
     let mut t = md[..n2].to_vec();
     t[40] ^= 1;
-    assert!(w.peer_mut(1, 0).open_session_metadata(&t).is_err());
-    assert!(w.peer_mut(0, 1).open_session_metadata(&md[..n2]).is_err());
+    assert!(w.peer_mut(1, 0).open_session_metadata(&t, now).is_err());
+    assert!(
+        w.peer_mut(0, 1)
+            .open_session_metadata(&md[..n2], now)
+            .is_err()
+    );
     // The clear session id must match the sealed one.
     let mut swapped = md[..n2].to_vec();
     let pos = swapped.windows(16).position(|w| w == sid).unwrap();
     swapped[pos] ^= 1;
-    assert!(w.peer_mut(1, 0).open_session_metadata(&swapped).is_err());
+    assert!(
+        w.peer_mut(1, 0)
+            .open_session_metadata(&swapped, now)
+            .is_err()
+    );
     let n3 = w
         .peer_mut(0, 1)
         .seal_session_metadata(&sid, &key, &mut md)
         .unwrap();
-    assert!(w.peer_mut(1, 0).open_session_metadata(&md[..n3]).is_ok());
+    assert!(
+        w.peer_mut(1, 0)
+            .open_session_metadata(&md[..n3], now)
+            .is_ok()
+    );
+}
+
+/// The IV field of a data packet (after the 12-byte data header and the 8-byte sequence
+/// number): `AES-Kiv(seq | 0x80 | 0…)`, so one (key, sequence number) pair used twice
+/// shows as one IV seen twice.
+fn iv_of(p: &[u8]) -> [u8; 16] {
+    p[20..36].try_into().unwrap()
+}
+
+fn data_sent(w: &World, from: usize, to: usize, since: usize) -> usize {
+    w.net.tap[since..]
+        .iter()
+        .filter(|t| t.3 && t.0 == from && t.1 == to)
+        .count()
+}
+
+#[test]
+fn a_restarted_router_never_reuses_a_key_and_sequence_number_and_is_accepted() {
+    // router-00 initiates the key exchange, router-01 responds: restart each in turn.
+    for who in [0usize, 1] {
+        let mut w = World::new(
+            2,
+            cfg(KexAlgorithm::EcdhP256, 24),
+            31 + who as u64,
+            0.0,
+            0.0,
+        );
+        w.run_for(Duration::from_secs(60));
+        assert!(w.all_complete());
+        w.data_every = Some(Duration::from_millis(100));
+        w.next_data = w.now;
+        w.run_for(Duration::from_secs(30));
+        assert_eq!(w.data_open_failures, 0);
+        // The process restarts: new metadata key (index 1 again), new state machines,
+        // sequence numbers from 0 again.
+        w.restart(who);
+        // (A metadata key that overtakes the exchange's reply waits for its retransmission.)
+        w.run_for(Duration::from_secs(60));
+        assert!(
+            w.all_complete(),
+            "restart of {who}: {:?} / {:?}",
+            w.peer(0, 1).status(),
+            w.peer(1, 0).status()
+        );
+        w.reset_counters();
+        let mark = w.net.tap.len();
+        w.run_for(Duration::from_secs(60));
+        assert_eq!(w.data_open_failures, 0, "restart of {who}");
+        assert_eq!(
+            w.data_replays, 0,
+            "restart of {who}: no packet taken for a replay"
+        );
+        assert!(data_sent(&w, 0, 1, mark) >= 590 && data_sent(&w, 1, 0, mark) >= 590);
+        // Never the same (key, sequence number) twice: no IV repeats in either direction
+        // over both incarnations.
+        let mut seen = std::collections::HashSet::new();
+        for (from, to, p, data) in &w.net.tap {
+            if *data {
+                assert!(
+                    seen.insert((*from, *to, iv_of(p))),
+                    "restart of {who}: an IV (a key and sequence number) was used twice"
+                );
+            }
+        }
+        assert!(seen.len() > 1500);
+    }
+}
+
+#[test]
+fn ha_failover_refuses_every_captured_packet_and_accepts_the_new_nodes_first_packets() {
+    let mut w = World::new(2, cfg(KexAlgorithm::EcdhP256, 24), 51, 0.0, 0.0);
+    w.run_for(Duration::from_secs(60));
+    assert!(w.all_complete());
+    w.data_every = Some(Duration::from_millis(100));
+    w.next_data = w.now;
+    w.run_for(Duration::from_secs(30));
+    // HA sync of router-01 (metadata key and the peer's data path), then more traffic
+    // before the failover: the export lags behind.
+    let km_export = w.nodes[1].km.export_ha();
+    let peer_export = w.peer(1, 0).export_ha(w.now);
+    assert_eq!(format!("{peer_export:?}"), "[redacted]");
+    w.run_for(Duration::from_secs(10));
+    w.data_every = None;
+    w.run_for(Duration::from_secs(1)); // in-flight packets land
+    let captured: Vec<Vec<u8>> = w
+        .net
+        .tap
+        .iter()
+        .filter(|t| t.3 && t.0 == 0 && t.1 == 1)
+        .map(|t| t.2.clone())
+        .collect();
+    assert!(captured.len() > 350);
+    // Failover: the redundant node takes over router-01 from the exports.
+    let now = w.now;
+    let mut rng = StdRng::seed_from_u64(52);
+    let km = KeyManager::import_ha(km_export.secret_bytes(), now).unwrap();
+    let me = LocalIdentity {
+        cert_der: cert(1),
+        signing_key: w.keys[1].clone(),
+        common_name: cn(1),
+    };
+    let mut p = Peer::new(
+        w.cfg.clone(),
+        me,
+        cn(0),
+        w.auth.clone(),
+        Duration::ZERO,
+        now,
+        1_700_000_000,
+    );
+    assert!(
+        p.import_ha(&peer_export.secret_bytes()[1..], now, &mut rng)
+            .is_err()
+    );
+    let mut trailing = peer_export.secret_bytes().to_vec();
+    trailing.push(0);
+    assert!(p.import_ha(&trailing, now, &mut rng).is_err());
+    p.import_ha(peer_export.secret_bytes(), now, &mut rng)
+        .unwrap();
+    p.handle_local_metadata_key(&km, now);
+    w.nodes[1] = Node {
+        peers: vec![(0, p)],
+        km,
+        rng,
+    };
+    // Every packet captured before the failover, replayed to the new node: refused,
+    // those sent after the export included.
+    let mut out = vec![0u8; 256];
+    for c in &captured {
+        assert!(w.peer_mut(1, 0).open_data(c, &mut out, now).is_err());
+    }
+    assert_eq!(w.peer(1, 0).status().data.delivered, 0);
+    // The new node's first packets are accepted by the peer at once (fresh epoch).
+    for i in 0..5u8 {
+        let mut pkt = vec![0u8; 256];
+        let n = w.peer_mut(1, 0).seal_data(&[i; 40], &mut pkt).unwrap();
+        let m = w
+            .peer_mut(0, 1)
+            .open_data(&pkt[..n], &mut out, now)
+            .unwrap();
+        assert_eq!(&out[..m], &[i; 40]);
+    }
+    // The control exchange runs again and data flows both ways without loss.
+    w.drain();
+    w.run_for(Duration::from_secs(60));
+    assert!(w.all_complete(), "{:?}", w.peer(1, 0).status());
+    w.reset_counters();
+    w.data_every = Some(Duration::from_millis(100));
+    w.next_data = w.now;
+    w.run_for(Duration::from_secs(30));
+    assert_eq!(w.data_open_failures, 0);
+    assert_eq!(w.data_replays, 0);
+    assert!(w.peer(1, 0).status().data.delivered >= 290);
+}
+
+#[test]
+fn a_replayed_hello_is_refused_counted_and_installs_no_key() {
+    // Hourly peer rekeys: several hellos go by.
+    let mut w = World::new(2, cfg(KexAlgorithm::EcdhP256, 1), 61, 0.0, 0.0);
+    w.run_for(Duration::from_secs(3 * 3600));
+    assert!(w.all_complete());
+    let hellos: Vec<Vec<u8>> = w
+        .net
+        .tap
+        .iter()
+        .filter(|t| !t.3 && t.0 == 0 && t.1 == 1 && t.2.get(1) == Some(&3))
+        .map(|t| t.2.clone())
+        .collect();
+    assert!(hellos.len() >= 3, "{}", hellos.len());
+    let before = w.peer(1, 0).status();
+    assert_eq!(before.stale_hellos, 0);
+    let now = w.now;
+    // Older hellos replayed to the responder: refused, counted, no key installed.
+    for (k, h) in hellos[..hellos.len() - 1].iter().enumerate() {
+        let node = &mut w.nodes[1];
+        let r = node.peers[0].1.handle_control(h, now, &mut node.rng);
+        assert_eq!(r, Err(ssr_svr_crypto::Error::StaleHello));
+        assert_eq!(w.peer(1, 0).status().stale_hellos, k as u64 + 1);
+    }
+    let after = w.peer(1, 0).status();
+    assert_eq!(after.peer_rekey_count, before.peer_rekey_count);
+    assert_eq!(after.salt, before.salt);
+    // Keys still agree: data flows both ways.
+    w.drain();
+    w.reset_counters();
+    w.data_every = Some(Duration::from_secs(1));
+    w.next_data = w.now;
+    w.run_for(Duration::from_secs(60));
+    assert_eq!(w.data_open_failures, 0);
+    assert_eq!(
+        w.peer(0, 1).status().peer_rekey_count,
+        after.peer_rekey_count
+    );
+    // After a restart of the responder, even the last hello is stale.
+    w.restart(1);
+    let now = w.now;
+    let last = hellos.last().unwrap();
+    for m in [
+        &w.net
+            .tap
+            .iter()
+            .find(|t| !t.3 && t.0 == 0 && t.1 == 1 && t.2.get(1) == Some(&1))
+            .unwrap()
+            .2
+            .clone(),
+        last,
+    ] {
+        let node = &mut w.nodes[1];
+        let _ = node.peers[0].1.handle_control(m, now, &mut node.rng);
+    }
+    let st = w.peer(1, 0).status();
+    assert_eq!(st.peer_rekey_count, 0, "no key from a replayed hello");
+    assert_eq!(st.stale_hellos, 1);
 }

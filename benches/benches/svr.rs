@@ -93,6 +93,20 @@ fn criterion_benches(c: &mut Criterion) {
     });
     g.bench_function("exponentiation", |b| b.iter(|| a.public()));
     g.finish();
+
+    // The metadata fuzz budget: any 64 KiB input parses or fails in under 1 ms. The worst
+    // case is a full payload section of distinct zero-length TLVs (16 383 of them).
+    let mut g = c.benchmark_group("svr-metadata-64k-worst-case");
+    let ok = ssr_svr_crypto::tlv::worst_case_metadata(false);
+    let dup = ssr_svr_crypto::tlv::worst_case_metadata(true);
+    g.throughput(Throughput::Bytes(ok.len() as u64));
+    g.bench_function("parse", |b| {
+        b.iter(|| ssr_svr_crypto::tlv::Metadata::parse(black_box(&ok)).is_ok())
+    });
+    g.bench_function("parse-late-duplicate", |b| {
+        b.iter(|| ssr_svr_crypto::tlv::Metadata::parse(black_box(&dup)).is_err())
+    });
+    g.finish();
 }
 
 /// One round of every measurement, OpenSSL's and ours back to back.

@@ -1586,26 +1586,32 @@ pub type PayloadKey = SecretBytes<80>;
 /// A session identifier carried in the metadata.
 pub type SessionId = [u8; 16];
 
+/// Sealed in the metadata: session id (16) | generation u32 | payload key (80).
+const SEALED_KEY_LEN: usize = 100;
+
 impl<A: PeerAuthenticator> Peer<A> {
-    /// Builds the SVR metadata of a session's first packet into `out`: header TLV
-    /// [`crate::tlv::TLV_METADATA_KEY_INDEX`] (the peer's metadata key index), payload TLVs
-    /// [`crate::tlv::TLV_SESSION_ID`] and [`crate::tlv::TLV_SEALED_PAYLOAD_KEY`] (the
-    /// payload key sealed under the peer's metadata key, CBC-HMAC).
+    /// Builds the SVR metadata of a session's first packet (and of the first packets
+    /// after a payload rekey) into `out`: header TLV
+    /// [`crate::tlv::TLV_METADATA_KEY_INDEX`] (`index u32 | epoch u64`, as a data packet
+    /// header), payload TLVs [`crate::tlv::TLV_SESSION_ID`] and
+    /// [`crate::tlv::TLV_SEALED_PAYLOAD_KEY`] (`session id (16) | generation u32 |
+    /// payload key (80)` sealed under this sender's data key, CBC-HMAC).
     pub fn seal_session_metadata(
         &mut self,
-        session: &SessionId,
-        key: &PayloadKey,
+        key: &crate::session::SessionKey,
         out: &mut [u8],
     ) -> Result<usize, Error> {
+        let session = &key.session;
         let tx = self.data_tx.as_mut().ok_or(Error::Unauthenticated)?;
         let mut idx = [0u8; DATA_HEADER_LEN];
         idx[..4].copy_from_slice(&tx.index.to_be_bytes());
         idx[4..].copy_from_slice(&tx.epoch.to_be_bytes());
         let sealer = &mut tx.sealer;
-        let mut plain = [0u8; 96];
+        let mut plain = [0u8; SEALED_KEY_LEN];
         plain[..16].copy_from_slice(session);
-        plain[16..].copy_from_slice(key.secret_bytes());
-        let mut sealed = [0u8; crate::packet::sealed_len(96)];
+        plain[16..20].copy_from_slice(&key.generation.to_be_bytes());
+        plain[20..].copy_from_slice(key.key.secret_bytes());
+        let mut sealed = [0u8; crate::packet::sealed_len(SEALED_KEY_LEN)];
         let r = sealer.seal(&plain, &mut sealed);
         zeroize::Zeroize::zeroize(&mut plain);
         let n = r?;
@@ -1628,13 +1634,14 @@ impl<A: PeerAuthenticator> Peer<A> {
         md.encode(out)
     }
 
-    /// Parses and opens session metadata from the peer: the session id and its payload key.
-    /// The session id in the clear must match the one sealed with the key.
+    /// Parses and opens session metadata from the peer: the session id, the key
+    /// generation and the payload key (for [`crate::session::SessionRx`]). The session id
+    /// in the clear must match the one sealed with the key.
     pub fn open_session_metadata(
         &mut self,
         metadata: &[u8],
         now: Instant,
-    ) -> Result<(SessionId, PayloadKey), Error> {
+    ) -> Result<crate::session::SessionKey, Error> {
         let md = crate::tlv::Metadata::parse(metadata)?;
         let idx = md
             .get(crate::tlv::TLV_METADATA_KEY_INDEX)
@@ -1658,16 +1665,21 @@ impl<A: PeerAuthenticator> Peer<A> {
                 what: "svr metadata",
                 reason: "no payload key",
             })?;
-        let mut plain = [0u8; crate::packet::sealed_len(96)];
+        let mut plain = [0u8; crate::packet::sealed_len(SEALED_KEY_LEN)];
         let n = self.rx_open(index, epoch, sealed, &mut plain, now)?;
-        let ok = n == 96 && plain[..16] == *session;
+        let ok = n == SEALED_KEY_LEN && plain[..16] == *session;
         let mut sid = [0u8; 16];
         sid.copy_from_slice(&plain[..16]);
-        let key = PayloadKey::from_slice(&plain[16..96]);
+        let generation = u32::from_be_bytes([plain[16], plain[17], plain[18], plain[19]]);
+        let key = PayloadKey::from_slice(&plain[20..SEALED_KEY_LEN]);
         zeroize::Zeroize::zeroize(&mut plain);
         if !ok {
             return Err(Error::Unauthenticated);
         }
-        Ok((sid, key?))
+        Ok(crate::session::SessionKey {
+            session: sid,
+            generation,
+            key: key?,
+        })
     }
 }

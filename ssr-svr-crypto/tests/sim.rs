@@ -7,10 +7,12 @@ use p256::ecdsa::SigningKey;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use ssr_svr_crypto::kex::{KexAlgorithm, StaticAuthenticator};
+use ssr_svr_crypto::packet::CbcHmacOpener;
 use ssr_svr_crypto::peer::{
     FailMode, KeyManager, LocalIdentity, Peer, PeerEvent, RekeyInterval, SecurityConfig,
     SecurityState,
 };
+use ssr_svr_crypto::session::{SessionRx, SessionTx};
 
 struct Net {
     queue: Vec<(Instant, usize, usize, Vec<u8>, bool)>, // (at, from, to, bytes, is_data)
@@ -550,21 +552,30 @@ fn payload_keys_travel_in_session_metadata() {
     assert!(w.all_complete());
     let now = w.now;
     let mut rng = StdRng::seed_from_u64(22);
-    let key = ssr_svr_crypto::peer::PayloadKey::random(&mut rng).unwrap();
     let sid = [7u8; 16];
+    let mut tx = SessionTx::new(sid, RekeyInterval::NEVER, now, &mut rng).unwrap();
     let mut md = [0u8; 512];
     let n = w
         .peer_mut(0, 1)
-        .seal_session_metadata(&sid, &key, &mut md)
+        .seal_session_metadata(tx.key(), &mut md)
         .unwrap();
     // It is SVR metadata: the strict parser accepts it and finds the cookie.
     assert!(ssr_svr_crypto::tlv::Metadata::parse(&md[..n]).is_ok());
-    let (got_sid, got_key) = w
+    let got = w
         .peer_mut(1, 0)
         .open_session_metadata(&md[..n], now)
         .unwrap();
-    assert_eq!(got_sid, sid);
-    assert_eq!(got_key, key);
+    assert_eq!(&got, tx.key());
+    // Payloads travel under that payload key (not the data key).
+    let mut rx = SessionRx::new(&got);
+    let mut pkt = [0u8; 256];
+    let mut out = [0u8; 256];
+    let k = tx.seal(b"session payload", &mut pkt).unwrap();
+    let mut direct = CbcHmacOpener::new(&got.key);
+    assert_eq!(direct.open(&pkt[4..k], &mut out).unwrap(), 15);
+    let m = rx.open(&pkt[..k], &mut out).unwrap();
+    assert_eq!(&out[..m], b"session payload");
+    let key = tx.key();
     // Replayed, tampered, or sent the wrong way: rejected.
     assert!(
         w.peer_mut(1, 0)
@@ -573,7 +584,7 @@ fn payload_keys_travel_in_session_metadata() {
     );
     let n2 = w
         .peer_mut(0, 1)
-        .seal_session_metadata(&sid, &key, &mut md)
+        .seal_session_metadata(key, &mut md)
         .unwrap();
     let mut t = md[..n2].to_vec();
     t[40] ^= 1;
@@ -594,7 +605,7 @@ fn payload_keys_travel_in_session_metadata() {
     );
     let n3 = w
         .peer_mut(0, 1)
-        .seal_session_metadata(&sid, &key, &mut md)
+        .seal_session_metadata(key, &mut md)
         .unwrap();
     assert!(
         w.peer_mut(1, 0)
@@ -814,4 +825,73 @@ fn a_replayed_hello_is_refused_counted_and_installs_no_key() {
     let st = w.peer(1, 0).status();
     assert_eq!(st.peer_rekey_count, 0, "no key from a replayed hello");
     assert_eq!(st.stale_hellos, 1);
+}
+
+#[test]
+fn payload_keys_are_rekeyed_at_the_interval_with_an_overlap_and_then_retired() {
+    let mut w = World::new(2, cfg(KexAlgorithm::EcdhP256, 24), 71, 0.0, 0.0);
+    w.run_for(Duration::from_secs(60));
+    assert!(w.all_complete());
+    let mut rng = StdRng::seed_from_u64(72);
+    let t0 = w.now;
+    let interval = RekeyInterval::hours(1).unwrap();
+    let mut tx = SessionTx::new([9u8; 16], interval, t0, &mut rng).unwrap();
+    let mut md = [0u8; 512];
+    let n = w
+        .peer_mut(0, 1)
+        .seal_session_metadata(tx.key(), &mut md)
+        .unwrap();
+    let mut rx = SessionRx::new(
+        &w.peer_mut(1, 0)
+            .open_session_metadata(&md[..n], t0)
+            .unwrap(),
+    );
+    // 3.5 hours, a payload every second; payloads are delayed 0-5 s and reordered, the
+    // metadata with a new key arrives after 0.2 s, so packets under the old key arrive
+    // after the new one is installed.
+    let mut inflight: Vec<(Instant, Vec<u8>)> = Vec::new();
+    let mut metadata: Vec<(Instant, Vec<u8>)> = Vec::new();
+    let (mut sent, mut failed, mut rekeys) = (0u64, 0u64, 0u32);
+    let mut max_gens = 0;
+    for s in 0..(3 * 3600 + 1800u64) {
+        let now = t0 + Duration::from_secs(s);
+        if tx.poll_rekey(now, &mut rng).unwrap() {
+            rekeys += 1;
+            let n = w
+                .peer_mut(0, 1)
+                .seal_session_metadata(tx.key(), &mut md)
+                .unwrap();
+            metadata.push((now + Duration::from_millis(200), md[..n].to_vec()));
+        }
+        let mut pkt = vec![0u8; 128];
+        let k = tx.seal(&s.to_be_bytes(), &mut pkt).unwrap();
+        pkt.truncate(k);
+        inflight.push((now + Duration::from_millis(rng.random_range(0..5000)), pkt));
+        sent += 1;
+        for (_, m) in metadata.extract_if(.., |(t, _)| *t <= now) {
+            let key = w.peer_mut(1, 0).open_session_metadata(&m, now).unwrap();
+            rx.install(&key, now).unwrap();
+        }
+        let mut out = [0u8; 128];
+        for (_, p) in inflight.extract_if(.., |(t, _)| *t <= now) {
+            if rx.open(&p, &mut out).is_err() {
+                failed += 1;
+            }
+        }
+        if rx.poll_timeout().is_some_and(|t| t <= now) {
+            rx.handle_timeout(now);
+        }
+        max_gens = max_gens.max(rx.generations().len());
+    }
+    assert_eq!(rekeys, 3, "a new payload key every hour");
+    assert_eq!(failed, 0, "no payload lost to a payload rekey");
+    assert_eq!(rx.stats().delivered + inflight.len() as u64, sent);
+    assert_eq!(max_gens, 2, "old and new during the overlap only");
+    // Long after the last rekey only the newest generation is left: a packet sealed
+    // under a retired key is refused.
+    assert_eq!(rx.generations(), vec![4]);
+    let mut old = SessionTx::new([9u8; 16], RekeyInterval::NEVER, t0, &mut rng).unwrap();
+    let mut pkt = [0u8; 128];
+    let k = old.seal(b"x", &mut pkt).unwrap();
+    assert!(rx.open(&pkt[..k], &mut [0u8; 128]).is_err());
 }

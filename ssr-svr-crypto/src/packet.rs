@@ -768,8 +768,23 @@ impl GcmOpener {
 pub mod kat {
     use super::*;
 
+    pub use crate::hmac384::Path;
+
     /// HMAC-SHA-384 as the packet path computes it, for RFC 4231 vectors.
     pub fn hmac_sha384(key: &[u8], data: &[u8]) -> [u8; 48] {
         MacKey::new(key).tag(data)
+    }
+
+    /// SHA-512 (or SHA-384) digests of `msgs` through one of the three SHA-512
+    /// compression paths of the packet code, for the NIST vectors.
+    pub fn sha2_family(path: Path, sha384: bool, msgs: &[&[u8]]) -> Vec<Vec<u8>> {
+        crate::hmac384::sha2_family(path, sha384, msgs)
+    }
+
+    /// HKDF-SHA-384 as the key derivations here call it (`hkdf` crate), for published
+    /// vectors: `None` when `out` is longer than 255 × 48 bytes.
+    pub fn hkdf_sha384(salt: &[u8], ikm: &[u8], info: &[u8], out: &mut [u8]) -> Option<()> {
+        let hk = hkdf::Hkdf::<sha2::Sha384>::new(Some(salt), ikm);
+        hk.expand(info, out).ok()
     }
 }

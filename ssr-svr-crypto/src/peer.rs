@@ -52,7 +52,7 @@ use sha2::Sha384;
 
 use crate::Error;
 use crate::kex::{self, AuthenticatedPeer, KexAlgorithm, KexMessage, PeerAuthenticator, PeerKeys};
-use crate::packet::{CbcHmacOpener, CbcHmacSealer, OpenStats};
+use crate::packet::{CbcHmacOpener, CbcHmacSealer, OpenStats, Opener, Sealer, Suite};
 use crate::secret::{PacketKeyMaterial, SecretBytes};
 use crate::tlv::Reader;
 use subtle::ConstantTimeEq;
@@ -109,6 +109,7 @@ pub struct SecurityConfig {
     retransmit: Duration,
     timeout: Duration,
     fail_mode: FailMode,
+    suite: Suite,
 }
 
 impl Default for SecurityConfig {
@@ -120,6 +121,7 @@ impl Default for SecurityConfig {
             retransmit: Duration::from_secs(30),
             timeout: Duration::from_secs(3600),
             fail_mode: FailMode::FailSoft,
+            suite: Suite::CbcHmacSha384,
         }
     }
 }
@@ -153,11 +155,22 @@ impl SecurityConfig {
             retransmit: Duration::from_secs(retransmit_s),
             timeout: Duration::from_secs(timeout_s),
             fail_mode,
+            suite: Suite::CbcHmacSha384,
         })
     }
     /// Key exchange algorithm.
     pub fn algorithm(&self) -> KexAlgorithm {
         self.algorithm
+    }
+    /// The data packet suite for this peer (default CBC-HMAC). It is signed into the
+    /// key exchange; a peer configured otherwise gets no key (refused and counted).
+    pub fn with_suite(mut self, suite: Suite) -> Self {
+        self.suite = suite;
+        self
+    }
+    /// Data packet suite.
+    pub fn suite(&self) -> Suite {
+        self.suite
     }
     /// Payload key rekey interval (applied by the session layer).
     pub fn payload_key_rekey_interval(&self) -> RekeyInterval {
@@ -452,6 +465,8 @@ pub enum Control {
     Hello {
         /// The responder nonce the hello was made for.
         nonce: [u8; NONCE_LEN],
+        /// The initiator's data packet suite (signed with the nonce).
+        suite: Suite,
         /// The signed key exchange message.
         msg: KexMessage,
     },
@@ -490,9 +505,10 @@ impl Control {
                 v.extend_from_slice(c);
             }
             Self::CertAck => v.push(T_CERT_ACK),
-            Self::Hello { nonce, msg } => {
+            Self::Hello { nonce, suite, msg } => {
                 v.push(T_HELLO);
                 v.extend_from_slice(nonce);
+                v.push(suite.code());
                 v.extend_from_slice(&msg.encode());
             }
             Self::Reply(m) => {
@@ -543,12 +559,13 @@ impl Control {
             T_CERT if !rest.is_empty() => Self::Cert(rest.to_vec()),
             T_CERT_REQUEST if !rest.is_empty() => Self::CertRequest(rest.to_vec()),
             T_CERT_ACK if rest.is_empty() => Self::CertAck,
-            T_HELLO if rest.len() > NONCE_LEN => {
+            T_HELLO if rest.len() > NONCE_LEN + 1 => {
                 let mut nonce = [0u8; NONCE_LEN];
                 nonce.copy_from_slice(&rest[..NONCE_LEN]);
                 Self::Hello {
                     nonce,
-                    msg: KexMessage::decode(&rest[NONCE_LEN..])?,
+                    suite: Suite::from_code(rest[NONCE_LEN])?,
+                    msg: KexMessage::decode(&rest[NONCE_LEN + 1..])?,
                 }
             }
             T_KEX_REQUEST if rest.len() == NONCE_LEN + 1 && rest[NONCE_LEN] <= 1 => {
@@ -606,7 +623,7 @@ struct RxKey {
 /// One sender incarnation's receiving key.
 struct RxEpoch {
     epoch: u64,
-    opener: CbcHmacOpener,
+    opener: Opener,
     expires: Option<Instant>,
 }
 
@@ -615,7 +632,7 @@ struct DataTx {
     index: u32,
     mkey: SecretBytes<80>,
     epoch: u64,
-    sealer: CbcHmacSealer,
+    sealer: Sealer,
     /// Peer key exchanges completed when it was made ([`Peer::status`] `peer_rekey_count`).
     made_at_rekey: u64,
 }
@@ -891,6 +908,7 @@ impl<A: PeerAuthenticator> Peer<A> {
             if self.peer_nonce == Some(self.kex_nonce) {
                 let hello = Control::Hello {
                     nonce: self.kex_nonce,
+                    suite: self.cfg.suite,
                     msg: k.hello().clone(),
                 };
                 self.outbox.push_back(hello.encode());
@@ -946,12 +964,19 @@ impl<A: PeerAuthenticator> Peer<A> {
             &self.me.signing_key,
             &self.me.common_name,
             &self.peer_cn,
-            &nonce,
+            &freshness(&nonce, self.cfg.suite),
             rng,
         );
         self.local_salt = hello.salt;
-        self.outbox
-            .push_back(Control::Hello { nonce, msg: hello }.encode());
+        let suite = self.cfg.suite;
+        self.outbox.push_back(
+            Control::Hello {
+                nonce,
+                suite,
+                msg: hello,
+            }
+            .encode(),
+        );
         self.kex = Some(st);
         self.kex_nonce = nonce;
         self.kex_started = Some(now);
@@ -1135,7 +1160,11 @@ impl<A: PeerAuthenticator> Peer<A> {
                 self.arm_retransmit(now);
                 Ok(())
             }
-            Control::Hello { nonce, msg: hello } => {
+            Control::Hello {
+                nonce,
+                suite,
+                msg: hello,
+            } => {
                 let peer = self.peer.clone().ok_or(Error::Unauthenticated)?;
                 if let Some((_, reply)) = self.last_reply.as_ref().filter(|(h, _)| *h == hello) {
                     self.outbox
@@ -1151,7 +1180,9 @@ impl<A: PeerAuthenticator> Peer<A> {
                     }
                     return Err(Error::StaleHello);
                 }
-                if hello.alg != self.cfg.algorithm {
+                if hello.alg != self.cfg.algorithm || suite != self.cfg.suite {
+                    // Both ends must agree; the suite is signed, so a changed one fails
+                    // the signature below even between two ends configured alike.
                     return Err(Error::Unauthenticated);
                 }
                 let (reply, keys) = kex::respond(
@@ -1159,7 +1190,7 @@ impl<A: PeerAuthenticator> Peer<A> {
                     &peer,
                     &self.me.signing_key,
                     &self.me.common_name,
-                    &nonce,
+                    &freshness(&nonce, suite),
                     rng,
                 )?;
                 self.peer_salt = hello.salt;
@@ -1213,7 +1244,14 @@ impl<A: PeerAuthenticator> Peer<A> {
                         && bool::from(t.mkey.secret_bytes().ct_eq(key.secret_bytes()))
                 });
                 if !same {
-                    let mut tx = new_data_tx(index, key, &self.me.common_name, &self.peer_cn, rng);
+                    let mut tx = new_data_tx(
+                        self.cfg.suite,
+                        index,
+                        key,
+                        &self.me.common_name,
+                        &self.peer_cn,
+                        rng,
+                    );
                     tx.made_at_rekey = self.rekeys;
                     self.data_tx = Some(tx);
                     self.peer_mkey_index = Some(index);
@@ -1333,12 +1371,10 @@ impl<A: PeerAuthenticator> Peer<A> {
             return e.opener.open(sealed, out);
         }
         // A sender epoch not seen yet: accepted only once a packet under it authenticates.
-        let mut opener = CbcHmacOpener::new(&data_key(
-            &k.mkey,
-            &self.peer_cn,
-            &self.me.common_name,
-            epoch,
-        ));
+        let mut opener = Opener::new(
+            self.cfg.suite,
+            &data_key(&k.mkey, &self.peer_cn, &self.me.common_name, epoch),
+        );
         let r = opener.open(sealed, out);
         if r.is_err() {
             add_stats(&mut self.data_stats_retired, opener.stats());
@@ -1531,7 +1567,7 @@ impl<A: PeerAuthenticator> Peer<A> {
                 let material = data_key(&mkey, &self.peer_cn, &self.me.common_name, epoch);
                 epochs.push(RxEpoch {
                     epoch,
-                    opener: CbcHmacOpener::after(&material, floor),
+                    opener: Opener::after(self.cfg.suite, &material, floor),
                     expires: e_expires,
                 });
             }
@@ -1546,7 +1582,14 @@ impl<A: PeerAuthenticator> Peer<A> {
             return Err(bad("trailing bytes"));
         }
         if let Some((index, key)) = tx {
-            let mut t = new_data_tx(index, key, &self.me.common_name, &self.peer_cn, rng);
+            let mut t = new_data_tx(
+                self.cfg.suite,
+                index,
+                key,
+                &self.me.common_name,
+                &self.peer_cn,
+                rng,
+            );
             t.made_at_rekey = self.rekeys;
             self.data_tx = Some(t);
             self.peer_mkey_index = Some(index);
@@ -1554,6 +1597,15 @@ impl<A: PeerAuthenticator> Peer<A> {
         self.data_rx = rx;
         Ok(())
     }
+}
+
+/// What the hello signs besides the key exchange message: the responder nonce and the
+/// packet suite.
+fn freshness(nonce: &[u8; NONCE_LEN], suite: Suite) -> [u8; NONCE_LEN + 1] {
+    let mut f = [0u8; NONCE_LEN + 1];
+    f[..NONCE_LEN].copy_from_slice(nonce);
+    f[NONCE_LEN] = suite.code();
+    f
 }
 
 fn parse_data_header(packet: &[u8]) -> Option<(u32, u64)> {
@@ -1564,6 +1616,7 @@ fn parse_data_header(packet: &[u8]) -> Option<(u32, u64)> {
 }
 
 fn new_data_tx<R: CryptoRng>(
+    suite: Suite,
     index: u32,
     mkey: SecretBytes<80>,
     me: &str,
@@ -1573,7 +1626,7 @@ fn new_data_tx<R: CryptoRng>(
     let epoch = rng.next_u64();
     DataTx {
         index,
-        sealer: CbcHmacSealer::new(&data_key(&mkey, me, peer, epoch)),
+        sealer: Sealer::new(suite, &data_key(&mkey, me, peer, epoch)),
         mkey,
         epoch,
         made_at_rekey: 0,

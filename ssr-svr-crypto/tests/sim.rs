@@ -7,7 +7,7 @@ use p256::ecdsa::SigningKey;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use ssr_svr_crypto::kex::{KexAlgorithm, StaticAuthenticator};
-use ssr_svr_crypto::packet::CbcHmacOpener;
+use ssr_svr_crypto::packet::{CbcHmacOpener, Suite, gcm_sealed_len, sealed_len};
 use ssr_svr_crypto::peer::{
     FailMode, KeyManager, LocalIdentity, Peer, PeerEvent, RekeyInterval, SecurityConfig,
     SecurityState,
@@ -64,7 +64,7 @@ struct World {
     data_replays: u64,
     keys: Vec<SigningKey>,
     auth: StaticAuthenticator,
-    cfg: SecurityConfig,
+    cfgs: Vec<SecurityConfig>,
     incarnations: u64,
 }
 
@@ -78,9 +78,14 @@ fn cert(i: usize) -> Vec<u8> {
 
 impl World {
     fn new(n: usize, cfg: SecurityConfig, seed: u64, loss: f64, dup: f64) -> Self {
+        Self::new_mixed(vec![cfg; n], seed, loss, dup)
+    }
+
+    /// Router `i` configured with `cfgs[i]`.
+    fn new_mixed(cfgs: Vec<SecurityConfig>, seed: u64, loss: f64, dup: f64) -> Self {
+        let n = cfgs.len();
         let start = Instant::now();
         let mut rng = StdRng::seed_from_u64(seed);
-        let cfg_all = cfg.clone();
         let keys: Vec<SigningKey> = (0..n)
             .map(|_| <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng))
             .collect();
@@ -102,7 +107,7 @@ impl World {
                 };
                 let jitter = Duration::from_secs(nrng.random_range(0..360));
                 let mut p = Peer::new(
-                    cfg_all.clone(),
+                    cfgs[i].clone(),
                     me,
                     cn(j),
                     auth.clone(),
@@ -140,7 +145,7 @@ impl World {
             data_replays: 0,
             keys,
             auth,
-            cfg,
+            cfgs,
             incarnations: seed * 1000 + 500,
         };
         w.drain();
@@ -258,7 +263,7 @@ impl World {
                 common_name: cn(i),
             };
             let mut p = Peer::new(
-                self.cfg.clone(),
+                self.cfgs[i].clone(),
                 me,
                 cn(j),
                 self.auth.clone(),
@@ -714,7 +719,7 @@ fn ha_failover_refuses_every_captured_packet_and_accepts_the_new_nodes_first_pac
         common_name: cn(1),
     };
     let mut p = Peer::new(
-        w.cfg.clone(),
+        w.cfgs[1].clone(),
         me,
         cn(0),
         w.auth.clone(),
@@ -894,4 +899,58 @@ fn payload_keys_are_rekeyed_at_the_interval_with_an_overlap_and_then_retired() {
     let mut pkt = [0u8; 128];
     let k = old.seal(b"x", &mut pkt).unwrap();
     assert!(rx.open(&pkt[..k], &mut [0u8; 128]).is_err());
+}
+
+#[test]
+fn the_gcm_suite_is_negotiated_per_peer_and_a_downgrade_is_refused() {
+    let gcm = cfg(KexAlgorithm::EcdhP256, 24).with_suite(Suite::Aes256Gcm);
+    let cbc = cfg(KexAlgorithm::EcdhP256, 24);
+    let payload = b"svr data packet payload".len();
+    // Both configured for GCM: GCM data packets, delivered.
+    let mut w = World::new(2, gcm.clone(), 81, 0.1, 0.1);
+    w.run_for(Duration::from_secs(300));
+    assert!(w.all_complete());
+    w.data_every = Some(Duration::from_secs(1));
+    w.next_data = w.now;
+    w.run_for(Duration::from_secs(60));
+    assert_eq!(w.data_open_failures, 0);
+    assert!(w.peer(1, 0).status().data.delivered > 40);
+    let data: Vec<usize> = w
+        .net
+        .tap
+        .iter()
+        .filter(|t| t.3)
+        .map(|t| t.2.len())
+        .collect();
+    assert!(data.iter().all(|&l| l == 12 + gcm_sealed_len(payload)));
+    assert_ne!(gcm_sealed_len(payload), sealed_len(payload));
+    // GCM against CBC: no key at all (both must agree), the refusals counted.
+    let mut w = World::new_mixed(vec![gcm, cbc], 82, 0.0, 0.0);
+    w.run_for(Duration::from_secs(600));
+    assert!(!w.peer(0, 1).in_service() && !w.peer(1, 0).in_service());
+    assert_eq!(w.peer(1, 0).status().peer_rekey_count, 0);
+    assert!(w.peer(1, 0).status().key_change_errors > 0);
+    // A downgrade: the GCM hello with its suite byte rewritten to CBC, for the CBC
+    // responder. The suite is signed: refused, no key.
+    let hello = w
+        .net
+        .tap
+        .iter()
+        .rev()
+        .find(|t| !t.3 && t.0 == 0 && t.2.get(1) == Some(&3))
+        .unwrap()
+        .2
+        .clone();
+    // version | type | nonce (16) | suite | kex message
+    assert_eq!(hello[18], Suite::Aes256Gcm.code());
+    let mut forged = hello.clone();
+    forged[18] = Suite::CbcHmacSha384.code();
+    let errors = w.peer(1, 0).status().key_change_errors;
+    let now = w.now;
+    let node = &mut w.nodes[1];
+    let r = node.peers[0].1.handle_control(&forged, now, &mut node.rng);
+    assert_eq!(r, Err(ssr_svr_crypto::Error::Unauthenticated));
+    let st = w.peer(1, 0).status();
+    assert_eq!(st.peer_rekey_count, 0, "no key from a downgraded hello");
+    assert_eq!(st.key_change_errors, errors + 1);
 }

@@ -107,6 +107,26 @@ fn criterion_benches(c: &mut Criterion) {
         b.iter(|| ssr_svr_crypto::tlv::Metadata::parse(black_box(&dup)).is_err())
     });
     g.finish();
+
+    // The svr-scale simulation, scaled down (200 peers, 4 virtual hours, hourly rekeys:
+    // ~1000 key exchanges and ~10k data packets per iteration); the full 10,000-peer,
+    // 48-hour run is `cargo run --release -p examples --example svr-scale`.
+    let mut g = c.benchmark_group("svr-scale");
+    g.sample_size(10);
+    let cfg = examples::svr_scale::ScaleConfig {
+        peers: 200,
+        hours: 4,
+        rekey_hours: 1,
+        ..Default::default()
+    };
+    g.bench_function("200-peers-4h", |b| {
+        b.iter(|| {
+            let r = examples::svr_scale::run(&cfg).unwrap();
+            assert_eq!(r.packets_failed, 0);
+            r.key_exchanges
+        })
+    });
+    g.finish();
 }
 
 /// One round of every measurement, OpenSSL's and ours back to back.

@@ -618,6 +618,9 @@ struct RxKey {
     mkey: SecretBytes<80>,
     epochs: Vec<RxEpoch>,
     expires: Option<Instant>,
+    /// Newest time of a retired epoch: an epoch not held whose time is not above it is
+    /// refused (its packets may be replays; its window is gone).
+    retired_time: u32,
 }
 
 /// One sender incarnation's receiving key.
@@ -856,13 +859,16 @@ impl<A: PeerAuthenticator> Peer<A> {
         let retired = &mut self.data_stats_retired;
         self.data_rx.retain_mut(|k| {
             let keep = k.expires.is_none_or(|e| now < e);
+            let mut newest_gone = k.retired_time;
             k.epochs.retain(|e| {
                 let keep_e = keep && e.expires.is_none_or(|x| now < x);
                 if !keep_e {
                     add_stats(retired, e.opener.stats());
+                    newest_gone = newest_gone.max(epoch_time(e.epoch));
                 }
                 keep_e
             });
+            k.retired_time = newest_gone;
             keep
         });
         if self.old_peer_rx.as_ref().is_some_and(|o| now >= o.1) {
@@ -936,6 +942,12 @@ impl<A: PeerAuthenticator> Peer<A> {
             Control::CertRequest(der)
         };
         self.outbox.push_back(m.encode());
+    }
+
+    /// Wall time at `now`: the Unix time given at creation advanced by the virtual clock.
+    fn unix_at(&self, now: Instant) -> u64 {
+        self.now_unix_base
+            .saturating_add(now.saturating_duration_since(self.created).as_secs())
     }
 
     fn certs_done(&self) -> bool {
@@ -1013,6 +1025,7 @@ impl<A: PeerAuthenticator> Peer<A> {
                 mkey: SecretBytes::from_bytes(*manager.key().secret_bytes()),
                 epochs: Vec::new(),
                 expires: None,
+                retired_time: 0,
             });
         }
         self.local_mkey = Some((
@@ -1105,9 +1118,7 @@ impl<A: PeerAuthenticator> Peer<A> {
             Control::Cert(der) | Control::CertRequest(der) => {
                 // Certificates are judged at wall time: the Unix time given at creation
                 // advanced by the virtual clock.
-                let now_unix = self
-                    .now_unix_base
-                    .saturating_add(now.saturating_duration_since(self.created).as_secs());
+                let now_unix = self.unix_at(now);
                 match self.auth.authenticate(&der, now_unix) {
                     Ok(p) if p.common_name == self.peer_cn => {
                         self.peer = Some(p);
@@ -1250,7 +1261,7 @@ impl<A: PeerAuthenticator> Peer<A> {
                         key,
                         &self.me.common_name,
                         &self.peer_cn,
-                        rng,
+                        new_epoch(self.unix_at(now), rng),
                     );
                     tx.made_at_rekey = self.rekeys;
                     self.data_tx = Some(tx);
@@ -1370,7 +1381,13 @@ impl<A: PeerAuthenticator> Peer<A> {
         if let Some(e) = k.epochs.iter_mut().find(|e| e.epoch == epoch) {
             return e.opener.open(sealed, out);
         }
-        // A sender epoch not seen yet: accepted only once a packet under it authenticates.
+        // A sender epoch not seen yet: accepted only once a packet under it authenticates,
+        // and never one no newer than an epoch already retired.
+        if epoch_time(epoch) <= k.retired_time {
+            self.data_stats_retired.replayed += 1;
+            let seq = CbcHmacOpener::peek_seq(sealed).unwrap_or(0);
+            return Err(Error::Replay { seq });
+        }
         let mut opener = Opener::new(
             self.cfg.suite,
             &data_key(&k.mkey, &self.peer_cn, &self.me.common_name, epoch),
@@ -1380,19 +1397,31 @@ impl<A: PeerAuthenticator> Peer<A> {
             add_stats(&mut self.data_stats_retired, opener.stats());
             return r;
         }
-        for e in &mut k.epochs {
-            if e.expires.is_none() {
-                e.expires = Some(now + KEY_OVERLAP);
+        // The newest epoch (by its time) is the current one; any other is in its overlap,
+        // a late packet of an older one included.
+        let newest = k
+            .epochs
+            .iter()
+            .all(|e| epoch_time(e.epoch) <= epoch_time(epoch));
+        let mut expires = None;
+        if newest {
+            for e in &mut k.epochs {
+                if e.expires.is_none() {
+                    e.expires = Some(now + KEY_OVERLAP);
+                }
             }
+        } else {
+            expires = Some(now + KEY_OVERLAP);
         }
         if k.epochs.len() >= MAX_EPOCHS {
             let old = k.epochs.remove(0);
+            k.retired_time = k.retired_time.max(epoch_time(old.epoch));
             add_stats(&mut self.data_stats_retired, old.opener.stats());
         }
         k.epochs.push(RxEpoch {
             epoch,
             opener,
-            expires: None,
+            expires,
         });
         r
     }
@@ -1473,7 +1502,7 @@ fn expiry_at(ms: u32, now: Instant) -> Option<Instant> {
 impl<A: PeerAuthenticator> Peer<A> {
     /// HA export of this peer's data path:
     /// `version u8 (1) | tx u8 (0/1) [| peer key index u32 | peer metadata key (80)]
-    /// | n u8 | n × (index u32 | metadata key (80) | overlap ms u32 | m u8 |
+    /// | n u8 | n × (index u32 | metadata key (80) | overlap ms u32 | retired time u32 | m u8 |
     /// m × (epoch u64 | received u8 (0/1) | high-water mark u64 | overlap ms u32))`
     /// (big-endian; overlap `u32::MAX` = none). The sending direction carries no sequence
     /// number: the HA node seals under a fresh epoch, a new key, so nothing it sends can
@@ -1495,6 +1524,7 @@ impl<A: PeerAuthenticator> Peer<A> {
             v.extend_from_slice(&k.index.to_be_bytes());
             v.extend_from_slice(k.mkey.secret_bytes());
             v.extend_from_slice(&remaining_ms(k.expires, now).to_be_bytes());
+            v.extend_from_slice(&k.retired_time.to_be_bytes());
             v.push(k.epochs.len() as u8);
             for e in &k.epochs {
                 v.extend_from_slice(&e.epoch.to_be_bytes());
@@ -1549,6 +1579,7 @@ impl<A: PeerAuthenticator> Peer<A> {
             let index = u32_of(&mut r).ok_or(bad("short"))?;
             let mkey = key_of(&mut r).ok_or(bad("short"))?;
             let expires = expiry_at(u32_of(&mut r).ok_or(bad("short"))?, now);
+            let retired_time = u32_of(&mut r).ok_or(bad("short"))?;
             let m = usize::from(r.u8().ok_or(bad("short"))?);
             if m > MAX_EPOCHS {
                 return Err(bad("too many epochs"));
@@ -1571,11 +1602,14 @@ impl<A: PeerAuthenticator> Peer<A> {
                     expires: e_expires,
                 });
             }
+            // Epochs the export does not hold (begun after it) may carry packets captured
+            // before the failover: only epochs begun after the import are new.
             rx.push(RxKey {
                 index,
                 mkey,
                 epochs,
                 expires,
+                retired_time: retired_time.max(self.unix_at(now) as u32),
             });
         }
         if !r.is_empty() {
@@ -1588,7 +1622,7 @@ impl<A: PeerAuthenticator> Peer<A> {
                 key,
                 &self.me.common_name,
                 &self.peer_cn,
-                rng,
+                new_epoch(self.unix_at(now), rng),
             );
             t.made_at_rekey = self.rekeys;
             self.data_tx = Some(t);
@@ -1615,15 +1649,25 @@ fn parse_data_header(packet: &[u8]) -> Option<(u32, u64)> {
     Some((index, epoch))
 }
 
-fn new_data_tx<R: CryptoRng>(
+/// A sender epoch: the Unix time in seconds (u32) in the high half, 32 random bits in
+/// the low half. Fresh per sealer; increasing across the incarnations of a sender whose
+/// clock does not go back, which lets receivers refuse epochs older than retired ones.
+fn new_epoch<R: CryptoRng>(now_unix: u64, rng: &mut R) -> u64 {
+    (u64::from(now_unix as u32) << 32) | u64::from(rng.next_u32())
+}
+
+fn epoch_time(epoch: u64) -> u32 {
+    (epoch >> 32) as u32
+}
+
+fn new_data_tx(
     suite: Suite,
     index: u32,
     mkey: SecretBytes<80>,
     me: &str,
     peer: &str,
-    rng: &mut R,
+    epoch: u64,
 ) -> DataTx {
-    let epoch = rng.next_u64();
     DataTx {
         index,
         sealer: Sealer::new(suite, &data_key(&mkey, me, peer, epoch)),

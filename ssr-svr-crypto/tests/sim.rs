@@ -55,6 +55,7 @@ struct Node {
 }
 
 struct World {
+    start: Instant,
     now: Instant,
     nodes: Vec<Node>,
     net: Net,
@@ -136,6 +137,7 @@ impl World {
             tap: Vec::new(),
         };
         let mut w = Self {
+            start,
             now: start,
             nodes,
             net,
@@ -269,7 +271,7 @@ impl World {
                 self.auth.clone(),
                 Duration::from_secs(nrng.random_range(0..360)),
                 self.now,
-                1_700_000_000,
+                self.unix(),
             );
             p.handle_local_metadata_key(&km, self.now);
             peers.push((j, p));
@@ -280,6 +282,11 @@ impl World {
             rng: nrng,
         };
         self.drain();
+    }
+
+    /// The routers' (synchronised) wall clock at the current virtual time.
+    fn unix(&self) -> u64 {
+        1_700_000_000 + self.now.duration_since(self.start).as_secs()
     }
 
     fn reset_counters(&mut self) {
@@ -650,6 +657,14 @@ fn a_restarted_router_never_reuses_a_key_and_sequence_number_and_is_accepted() {
         w.next_data = w.now;
         w.run_for(Duration::from_secs(30));
         assert_eq!(w.data_open_failures, 0);
+        let survivor = 1 - who;
+        let before_restart: Vec<Vec<u8>> = w
+            .net
+            .tap
+            .iter()
+            .filter(|t| t.3 && t.0 == who && t.1 == survivor)
+            .map(|t| t.2.clone())
+            .collect();
         // The process restarts: new metadata key (index 1 again), new state machines,
         // sequence numbers from 0 again.
         w.restart(who);
@@ -682,6 +697,20 @@ fn a_restarted_router_never_reuses_a_key_and_sequence_number_and_is_accepted() {
             }
         }
         assert!(seen.len() > 1500);
+        // The old incarnation's epoch is retired (the overlap is long over): its packets,
+        // replayed now, are refused, not taken for a new epoch with a fresh window.
+        let now = w.now;
+        let delivered = w.peer(survivor, who).status().data.delivered;
+        let mut out = vec![0u8; 256];
+        for p in &before_restart {
+            assert!(
+                w.peer_mut(survivor, who)
+                    .open_data(p, &mut out, now)
+                    .is_err(),
+                "restart of {who}: a packet of the retired epoch was accepted again"
+            );
+        }
+        assert_eq!(w.peer(survivor, who).status().data.delivered, delivered);
     }
 }
 
@@ -725,7 +754,7 @@ fn ha_failover_refuses_every_captured_packet_and_accepts_the_new_nodes_first_pac
         w.auth.clone(),
         Duration::ZERO,
         now,
-        1_700_000_000,
+        w.unix(),
     );
     assert!(
         p.import_ha(&peer_export.secret_bytes()[1..], now, &mut rng)
@@ -768,7 +797,13 @@ fn ha_failover_refuses_every_captured_packet_and_accepts_the_new_nodes_first_pac
     w.next_data = w.now;
     w.run_for(Duration::from_secs(30));
     assert_eq!(w.data_open_failures, 0);
-    assert_eq!(w.data_replays, 0);
+    assert_eq!(
+        w.data_replays,
+        0,
+        "{:?}\n{:?}",
+        w.peer(1, 0).status(),
+        w.peer(0, 1).status()
+    );
     assert!(w.peer(1, 0).status().data.delivered >= 290);
 }
 
@@ -953,4 +988,52 @@ fn the_gcm_suite_is_negotiated_per_peer_and_a_downgrade_is_refused() {
     let st = w.peer(1, 0).status();
     assert_eq!(st.peer_rekey_count, 0, "no key from a downgraded hello");
     assert_eq!(st.key_change_errors, errors + 1);
+}
+
+#[test]
+fn a_packet_of_the_previous_epoch_opens_during_the_overlap_and_not_after() {
+    // Hourly peer rekeys: every rekey gives each sender a new epoch.
+    let mut w = World::new(2, cfg(KexAlgorithm::EcdhP256, 1), 91, 0.0, 0.0);
+    w.run_for(Duration::from_secs(60));
+    assert!(w.all_complete());
+    let seal = |w: &mut World| {
+        let mut b = vec![0u8; 256];
+        let n = w.peer_mut(0, 1).seal_data(b"old or new", &mut b).unwrap();
+        b.truncate(n);
+        b
+    };
+    let old_a = seal(&mut w);
+    let old_b = seal(&mut w);
+    // The receiver holds the old epoch (a packet under it arrived).
+    let first = seal(&mut w);
+    let now = w.now;
+    w.peer_mut(1, 0)
+        .open_data(&first, &mut vec![0u8; 256], now)
+        .unwrap();
+    let rekeys = w.peer(0, 1).status().peer_rekey_count;
+    while w.peer(0, 1).status().peer_rekey_count == rekeys {
+        w.run_for(Duration::from_secs(10));
+    }
+    // The metadata keys go again under the new peer key (a key that overtook the reply
+    // waits for its retransmission); then the sender has a new epoch.
+    let mut new = seal(&mut w);
+    for _ in 0..24 {
+        if new[4..12] != old_a[4..12] {
+            break;
+        }
+        w.run_for(Duration::from_secs(5));
+        new = seal(&mut w);
+    }
+    assert_ne!(new[4..12], old_a[4..12], "a new epoch after the rekey");
+    let mut out = vec![0u8; 256];
+    let now = w.now;
+    w.peer_mut(1, 0).open_data(&new, &mut out, now).unwrap();
+    // Sealed before the switch, arriving 0.1 s after it: still opens.
+    w.run_for(Duration::from_millis(100));
+    let now = w.now;
+    w.peer_mut(1, 0).open_data(&old_a, &mut out, now).unwrap();
+    // After the 30 s overlap the old epoch is retired.
+    w.run_for(Duration::from_secs(31));
+    let now = w.now;
+    assert!(w.peer_mut(1, 0).open_data(&old_b, &mut out, now).is_err());
 }

@@ -5,6 +5,7 @@
 pub mod onboard;
 pub mod pki;
 pub mod svr;
+pub mod svr_scale;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {

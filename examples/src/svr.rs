@@ -1,6 +1,7 @@
 //! Two SVR peers over UDP on loopback: certificates (X.509 from a throwaway authority,
 //! validated by ssr-pki), signed key exchange, metadata keys, then data packets (some
-//! deliberately replayed or tampered) and a manual metadata-key regenerate.
+//! deliberately replayed or tampered), a manual metadata-key regenerate and a restart of
+//! one router (all its state lost).
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -85,7 +86,7 @@ fn pump(
                 Some((&CONTROL, m)) => {
                     let _ = n.peer.handle_control(m, Instant::now(), rng);
                 }
-                Some((&DATA, p)) => match n.peer.open_data(p, &mut plain) {
+                Some((&DATA, p)) => match n.peer.open_data(p, &mut plain, Instant::now()) {
                     Ok(_) => counts.delivered += 1,
                     Err(Error::Replay { .. }) => counts.replay += 1,
                     Err(_) => counts.tampered += 1,
@@ -132,7 +133,9 @@ fn authority(
 
 /// Runs two peers with key exchange `alg`, sends `packets` data packets from
 /// router-east to router-west (every 50th also replayed, every 50th preceded by a
-/// forged copy), regenerates the metadata key half-way, and returns a JSON summary.
+/// forged copy), regenerates the metadata key half-way, restarts router-east (all its
+/// state lost) at three quarters and replays its last packet from before the restart,
+/// and returns a JSON summary.
 pub fn run(
     alg: KexAlgorithm,
     packets: u64,
@@ -196,8 +199,33 @@ pub fn run(
     }
     let converge_ms = t0.elapsed().as_millis();
     let mut rekeys = 0;
+    let mut restarts = 0;
+    let mut restart_ms = 0;
+    let mut last_dgram = Vec::new();
     let mut buf = [0u8; 2048];
     for i in 0..packets {
+        if i == packets * 3 / 4 && i > 0 {
+            // router-east's process restarts: all its state is lost (a new metadata key,
+            // a new peer state machine, sequence numbers from 0 again); it keeps its
+            // socket, certificate and key. It must not reuse a (key, sequence number):
+            // its new sender epoch gives it a new data key.
+            let t = Instant::now();
+            let sock = nodes[0].sock.try_clone()?;
+            nodes[0] = mk(0, sock, &mut rng);
+            restarts += 1;
+            while nodes[0].peer.state() != SecurityState::MkeyExchComp
+                || !nodes[0].peer.in_service()
+            {
+                if t.elapsed() > Duration::from_secs(30) {
+                    return Err("router-east did not come back within 30 s".into());
+                }
+                nodes[0].flush()?;
+                pump(&mut nodes, &mut counts, &mut rng, Duration::from_millis(20))?;
+            }
+            restart_ms = t.elapsed().as_millis();
+            // A packet of the old incarnation, replayed now: refused.
+            nodes[0].sock.send_to(&last_dgram, addrs[1])?;
+        }
         if i == packets / 2 {
             // `security metadata-key regenerate` on router-west, pushed to its peer.
             let now = Instant::now();
@@ -220,6 +248,8 @@ pub fn run(
         }
         nodes[0].sock.send_to(dgram, addrs[1])?;
         counts.sent += 1;
+        last_dgram.clear();
+        last_dgram.extend_from_slice(dgram);
         if i % 50 == 7 {
             nodes[0].sock.send_to(dgram, addrs[1])?; // replay
         }
@@ -241,6 +271,8 @@ pub fn run(
             "rejected_replay": counts.replay,
             "rejected_tampered": counts.tampered,
             "metadata_rekeys": rekeys,
+            "sender_restarts": restarts,
+            "restart_to_service_ms": restart_ms,
             "peer_key_exchanges": st.peer_rekey_count,
             "router_west_key_index": st.key_index,
             "router_east_key_index": st.peer_key_index,

@@ -10,6 +10,10 @@ pub enum Error {
     /// A packet or message did not authenticate (bad tag, bad padding, wrong key).
     #[error("message did not authenticate")]
     Unauthenticated,
+    /// A key exchange hello made for a responder nonce that is not the current one
+    /// (replayed, or older than the responder's incarnation): refused and counted.
+    #[error("stale key exchange hello (replayed or for an old nonce)")]
+    StaleHello,
     /// A packet's sequence number was already seen or is older than the replay window.
     #[error("replayed or too old packet (sequence {seq})")]
     Replay {

@@ -552,6 +552,109 @@ fn compress_lanes<const N: usize>(state: &mut [Lane<N>; 8], blocks: [&[u8; BLOCK
     }
 }
 
+/// Which SHA-512 compression the known-answer hook runs ([`sha2_family`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// RustCrypto `sha2`'s compression, as [`MacKey::tag`] (`open`) uses it.
+    Single,
+    /// Our rounds with the producer between round groups ([`MacKey::tag_interleaved`],
+    /// `seal`), the producer doing nothing here.
+    Stitched,
+    /// Our eight-lane rounds ([`MacKey::tag_lanes`], `seal_batch`).
+    Lanes,
+}
+
+/// SHA-512 / SHA-384 initial states (FIPS 180-4 §5.3.5, §5.3.4).
+const IV512: [u64; 8] = [
+    0x6a09e667f3bcc908,
+    0xbb67ae8584caa73b,
+    0x3c6ef372fe94f82b,
+    0xa54ff53a5f1d36f1,
+    0x510e527fade682d1,
+    0x9b05688c2b3e6c1f,
+    0x1f83d9abfb41bd6b,
+    0x5be0cd19137e2179,
+];
+
+/// FIPS 180-4 padding of a whole message: its blocks, `0x80`, zeros, the 128-bit length.
+fn padded(msg: &[u8]) -> Vec<[u8; BLOCK]> {
+    let mut v = msg.to_vec();
+    v.push(0x80);
+    while v.len() % BLOCK != BLOCK - 16 {
+        v.push(0);
+    }
+    v.extend_from_slice(&(msg.len() as u128 * 8).to_be_bytes());
+    let (blocks, _) = v.as_chunks::<BLOCK>();
+    blocks.to_vec()
+}
+
+struct NoWork<'a>(&'a [u8]);
+
+impl Interleave for NoWork<'_> {
+    fn ensure(&mut self, n: usize) -> &[u8] {
+        &self.0[..n.min(self.0.len())]
+    }
+    fn step(&mut self) {}
+}
+
+/// Known-answer hook (not a stable API): SHA-512 (`sha384 == false`) or SHA-384 of each
+/// message through one compression `path`. With [`Path::Lanes`] up to eight messages go
+/// through the lanes side by side, each in its own lane (a lane whose message has ended
+/// compresses a dummy block whose result is dropped).
+pub fn sha2_family(path: Path, sha384: bool, msgs: &[&[u8]]) -> Vec<Vec<u8>> {
+    let iv = if sha384 { IV384 } else { IV512 };
+    let out = if sha384 { OUT } else { 64 };
+    let finish =
+        |s: &[u64; 8]| -> Vec<u8> { s.iter().flat_map(|w| w.to_be_bytes()).take(out).collect() };
+    match path {
+        Path::Single | Path::Stitched => msgs
+            .iter()
+            .map(|m| {
+                let mut s = iv;
+                let blocks = padded(m);
+                if path == Path::Single {
+                    compress512(&mut s, &blocks);
+                } else {
+                    let mut sc = Scratch {
+                        k: K,
+                        w: [Lane([0; 2]); 40],
+                        wk: [0; 80],
+                    };
+                    let flat: Vec<u8> = blocks.concat();
+                    let mut work = NoWork(&flat);
+                    for b in &blocks {
+                        let w: [u64; 16] = core::array::from_fn(|i| word(b, i));
+                        compress_interleaved(&mut s, &w, &mut sc, &mut work);
+                    }
+                }
+                finish(&s)
+            })
+            .collect(),
+        Path::Lanes => msgs
+            .chunks(WAYS)
+            .flat_map(|group| {
+                let blocks: Vec<Vec<[u8; BLOCK]>> = group.iter().map(|m| padded(m)).collect();
+                let most = blocks.iter().map(Vec::len).max().unwrap_or(0);
+                let mut state: [Lane<WAYS>; 8] = core::array::from_fn(|i| Lane([iv[i]; WAYS]));
+                let mut done = vec![[0u64; 8]; group.len()];
+                let dummy = [0u8; BLOCK];
+                for k in 0..most {
+                    let bl: [&[u8; BLOCK]; WAYS] = core::array::from_fn(|l| {
+                        blocks.get(l).and_then(|b| b.get(k)).unwrap_or(&dummy)
+                    });
+                    compress_lanes(&mut state, bl);
+                    for (l, b) in blocks.iter().enumerate() {
+                        if b.len() == k + 1 {
+                            done[l] = core::array::from_fn(|i| state[i].0[l]);
+                        }
+                    }
+                }
+                done.iter().map(finish).collect::<Vec<_>>()
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

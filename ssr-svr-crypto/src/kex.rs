@@ -8,8 +8,10 @@
 //! initiator -> responder: Hello { alg, salt_i, share_i [, mlkem_ek], sig_i }
 //! responder -> initiator: Reply { alg, salt_r, share_r [, mlkem_ct], sig_r }
 //! ```
-//! `sig_i` signs `"svr-kex-hello" | cn_i | cn_r | hello-without-signature`;
-//! `sig_r` signs `"svr-kex-reply" | SHA-384(cn_i | cn_r | hello) | reply-without-signature`.
+//! `sig_i` signs `"svr-kex-hello" | cn_i | cn_r | nonce_r | hello-without-signature`;
+//! `sig_r` signs `"svr-kex-reply" | SHA-384(cn_i | cn_r | nonce_r | hello) | reply-without-signature`
+//! (each field u16-length-prefixed). `nonce_r` is the responder's freshness nonce
+//! (`peer::Control::KexRequest`): a hello signed for an older nonce does not verify.
 //! The keys are `HKDF-SHA-384(salt = salt_i | salt_r, ikm = dh_ss | mlkem_ss,
 //! info = "svr peer key v1" | SHA-384(transcript))`,
 //! expanded into two directional packet keys. Each side's fresh salt and ephemeral
@@ -496,11 +498,13 @@ impl KexMessage {
     }
 }
 
-fn names_ctx(cn_i: &str, cn_r: &str) -> Vec<u8> {
+/// What both signatures and the transcript cover besides the messages: both common
+/// names and the responder's freshness nonce (empty when none is used).
+fn names_ctx(cn_i: &str, cn_r: &str, freshness: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
-    for s in [cn_i, cn_r] {
+    for s in [cn_i.as_bytes(), cn_r.as_bytes(), freshness] {
         v.extend_from_slice(&(s.len() as u16).to_be_bytes());
-        v.extend_from_slice(s.as_bytes());
+        v.extend_from_slice(s);
     }
     v
 }
@@ -565,6 +569,7 @@ impl Initiator {
         my_key: &SigningKey,
         my_cn: &str,
         peer_cn: &str,
+        freshness: &[u8],
         rng: &mut R,
     ) -> (Self, KexMessage) {
         let (classical, share) = Classical::new(alg, rng);
@@ -581,7 +586,7 @@ impl Initiator {
             kem,
             signature: Vec::new(),
         };
-        let ctx = names_ctx(my_cn, peer_cn);
+        let ctx = names_ctx(my_cn, peer_cn, freshness);
         hello.signature = sign(my_key, &hello.signed_part(b"svr-kex-hello", &ctx));
         (
             Self {
@@ -646,9 +651,10 @@ pub fn respond<R: CryptoRng>(
     peer: &AuthenticatedPeer,
     my_key: &SigningKey,
     my_cn: &str,
+    freshness: &[u8],
     rng: &mut R,
 ) -> Result<(KexMessage, PeerKeys), Error> {
-    let ctx = names_ctx(&peer.common_name, my_cn);
+    let ctx = names_ctx(&peer.common_name, my_cn, freshness);
     verify(
         &peer.public_key,
         &hello.signed_part(b"svr-kex-hello", &ctx),

@@ -10,6 +10,7 @@ pub mod peer;
 pub mod pki;
 pub mod replay;
 pub mod secret;
+pub mod session;
 pub mod tlv;
 
 pub use error::Error;

@@ -11,9 +11,12 @@
 //!
 //! * The tag is HMAC-SHA-384 over `seq | IV | ciphertext`, truncated to 192 bits as in
 //!   RFC 4868 (HMAC-SHA-384-192). It is checked in constant time, before any decryption.
-//! * The IV is explicit on the wire. The sender derives it as `AES-K(seq | 0x80 | 0…)`
+//! * The IV is explicit on the wire. The sender derives it as `AES-Kiv(seq | 0x80 | 0…)`
 //!   (NIST SP 800-38A appendix C: the forward cipher applied to a nonce), so it is
-//!   unpredictable without the key and needs no randomness on the packet path.
+//!   unpredictable without the key and needs no randomness on the packet path. `Kiv` is
+//!   a separate IV-encryption key derived beside the CBC and HMAC keys from the same
+//!   packet key material: `Kiv = HMAC-SHA-384(material, "svr cbc iv key v1")[..32]`
+//!   ([`iv_key`]), never the CBC key itself.
 //! * Sequence numbers start at 0 per key and never wrap: after `u64::MAX - 1` the sealer
 //!   refuses ([`Error::SequenceExhausted`]).
 //! * The receiver checks the sequence number against a [`ReplayWindow`] first (cheap
@@ -98,9 +101,27 @@ fn keys(material: &PacketKeyMaterial) -> (Aes256, MacKey) {
     (aes, MacKey::new(rest))
 }
 
+/// Label of the IV-encryption key derivation.
+const IV_KEY_LABEL: &[u8] = b"svr cbc iv key v1";
+
+/// The IV-encryption key of `material`: `HMAC-SHA-384(material, "svr cbc iv key v1")`,
+/// first 32 bytes (HMAC as a PRF keyed by the whole 80-byte material, a label no other
+/// derivation uses), expanded into AES round keys. Only the sealer needs it: the IV is
+/// explicit on the wire.
+fn iv_key(material: &PacketKeyMaterial) -> Aes256 {
+    let mut full = MacKey::new(material.secret_bytes()).tag(IV_KEY_LABEL);
+    let mut k = aes::cipher::Key::<Aes256>::default();
+    k.copy_from_slice(&full[..32]);
+    let aes = Aes256::new(&k);
+    k.iter_mut().for_each(|b| *b = 0);
+    full.iter_mut().for_each(|b| *b = 0);
+    aes
+}
+
 /// Sending half of a CBC-HMAC key.
 pub struct CbcHmacSealer {
     aes: Aes256,
+    iv_aes: Aes256,
     mac: MacKey,
     next_seq: u64,
 }
@@ -120,6 +141,7 @@ impl CbcHmacSealer {
         let (aes, mac) = keys(material);
         Self {
             aes,
+            iv_aes: iv_key(material),
             mac,
             next_seq: 0,
         }
@@ -151,11 +173,13 @@ impl CbcHmacSealer {
         let seq = self.take_seq()?;
         let out = &mut out[..n];
         out[..SEQ_LEN].copy_from_slice(&seq.to_be_bytes());
-        // One backend call for the whole packet: the IV, then the CBC chain interleaved
-        // with the MAC's SHA-512 rounds.
+        // The IV under its own key, then one backend call for the whole packet: the CBC
+        // chain interleaved with the MAC's SHA-512 rounds.
+        let mut iv = iv_input(seq);
+        self.iv_aes.encrypt_block(&mut iv);
         self.aes.encrypt_with_backend(SealOne {
             mac: &self.mac,
-            iv_input: iv_input(seq),
+            iv,
             pt: plaintext,
             packet: out,
         });
@@ -227,7 +251,7 @@ impl CbcHmacSealer {
             outs[i][..SEQ_LEN].copy_from_slice(&seq.to_be_bytes());
             chains[p] = iv_input(seq);
         }
-        self.aes.encrypt_blocks(&mut chains[..k]);
+        self.iv_aes.encrypt_blocks(&mut chains[..k]);
         for p in 0..k {
             outs[ord[p]][SEQ_LEN..HEADER_LEN].copy_from_slice(&chains[p]);
         }
@@ -266,12 +290,12 @@ const WIDE_MIN: usize = 3;
 
 const _: () = assert!(LANES == WAYS, "one seal_lanes call fills the HMAC lanes");
 
-/// Seals one packet whose sequence number is in place: the IV, then CBC encryption
+/// Seals one packet whose sequence number is in place: CBC encryption from `iv`
 /// stitched with the HMAC ([`MacKey::tag_interleaved`]).
 struct SealOne<'a> {
     mac: &'a MacKey,
-    /// What the IV is encrypted from ([`iv_input`]).
-    iv_input: Block,
+    /// The packet's IV (already encrypted under the IV key).
+    iv: Block,
     pt: &'a [u8],
     /// The whole packet, [`sealed_len`] long.
     packet: &'a mut [u8],
@@ -288,11 +312,10 @@ impl cipher::BlockCipherEncClosure for SealOne<'_> {
     fn call<B: cipher::BlockCipherEncBackend<BlockSize = Self::BlockSize>>(self, backend: &B) {
         let Self {
             mac,
-            iv_input: mut chain,
+            iv: chain,
             pt,
             packet,
         } = self;
-        backend.encrypt_block_inplace(&mut chain);
         packet[SEQ_LEN..HEADER_LEN].copy_from_slice(&chain);
         let body_len = packet.len() - TAG_LEN;
         let (body, tag_out) = packet.split_at_mut(body_len);
@@ -727,13 +750,165 @@ impl GcmOpener {
     }
 }
 
+/// Packet protection suite, selectable per peer and negotiated in the key exchange
+/// (`peer`): both ends must be configured alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Suite {
+    /// AES-256-CBC + HMAC-SHA-384-192 (default).
+    #[default]
+    CbcHmacSha384,
+    /// AES-256-GCM.
+    Aes256Gcm,
+}
+
+impl Suite {
+    /// Wire code (signed in the key exchange).
+    pub fn code(self) -> u8 {
+        match self {
+            Self::CbcHmacSha384 => 1,
+            Self::Aes256Gcm => 2,
+        }
+    }
+    /// From the wire code.
+    pub fn from_code(c: u8) -> Result<Self, Error> {
+        match c {
+            1 => Ok(Self::CbcHmacSha384),
+            2 => Ok(Self::Aes256Gcm),
+            _ => Err(Error::Malformed {
+                what: "packet suite",
+                reason: "unknown suite",
+            }),
+        }
+    }
+    /// Configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CbcHmacSha384 => "aes-256-cbc-hmac-sha384",
+            Self::Aes256Gcm => "aes-256-gcm",
+        }
+    }
+    /// From the configuration name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Self::CbcHmacSha384, Self::Aes256Gcm]
+            .into_iter()
+            .find(|x| x.name() == s)
+    }
+    /// Sealed length of a `plaintext_len`-byte payload.
+    pub fn sealed_len(self, plaintext_len: usize) -> usize {
+        match self {
+            Self::CbcHmacSha384 => sealed_len(plaintext_len),
+            Self::Aes256Gcm => gcm_sealed_len(plaintext_len),
+        }
+    }
+}
+
+/// A sender of either suite.
+// One per peer direction: inline rather than boxed, no extra indirection per packet.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Sealer {
+    /// CBC-HMAC.
+    Cbc(CbcHmacSealer),
+    /// GCM.
+    Gcm(GcmSealer),
+}
+
+impl Sealer {
+    /// A sender of `suite` under `material`, from sequence number 0.
+    pub fn new(suite: Suite, material: &PacketKeyMaterial) -> Self {
+        match suite {
+            Suite::CbcHmacSha384 => Self::Cbc(CbcHmacSealer::new(material)),
+            Suite::Aes256Gcm => Self::Gcm(GcmSealer::new(material)),
+        }
+    }
+    /// Seals into `out`, returning the packet length.
+    pub fn seal(&mut self, plaintext: &[u8], out: &mut [u8]) -> Result<usize, Error> {
+        match self {
+            Self::Cbc(s) => s.seal(plaintext, out),
+            Self::Gcm(s) => s.seal(plaintext, out),
+        }
+    }
+}
+
+/// A receiver of either suite.
+#[allow(clippy::large_enum_variant)] // as `Sealer`
+#[derive(Debug)]
+pub enum Opener {
+    /// CBC-HMAC.
+    Cbc(CbcHmacOpener),
+    /// GCM.
+    Gcm(GcmOpener),
+}
+
+impl Opener {
+    /// A receiver of `suite` under `material` with an empty window.
+    pub fn new(suite: Suite, material: &PacketKeyMaterial) -> Self {
+        Self::after_opt(suite, material, None)
+    }
+    /// A receiver that rejects every sequence number up to and including `floor`.
+    pub fn after(suite: Suite, material: &PacketKeyMaterial, floor: u64) -> Self {
+        Self::after_opt(suite, material, Some(floor))
+    }
+    fn after_opt(suite: Suite, material: &PacketKeyMaterial, floor: Option<u64>) -> Self {
+        let window = floor.map_or_else(ReplayWindow::new, ReplayWindow::after);
+        match suite {
+            Suite::CbcHmacSha384 => {
+                let mut o = CbcHmacOpener::new(material);
+                o.window = window;
+                Self::Cbc(o)
+            }
+            Suite::Aes256Gcm => {
+                let mut o = GcmOpener::new(material);
+                o.window = window;
+                Self::Gcm(o)
+            }
+        }
+    }
+    /// Authenticates and decrypts into `out`.
+    pub fn open(&mut self, packet: &[u8], out: &mut [u8]) -> Result<usize, Error> {
+        match self {
+            Self::Cbc(o) => o.open(packet, out),
+            Self::Gcm(o) => o.open(packet, out),
+        }
+    }
+    /// Counters so far.
+    pub fn stats(&self) -> OpenStats {
+        match self {
+            Self::Cbc(o) => o.stats(),
+            Self::Gcm(o) => o.stats(),
+        }
+    }
+    /// Highest sequence number accepted so far.
+    pub fn high_water_mark(&self) -> Option<u64> {
+        match self {
+            Self::Cbc(o) => o.window.top(),
+            Self::Gcm(o) => o.window.top(),
+        }
+    }
+}
+
 /// Entry points for known-answer tests (not a stable API).
 #[doc(hidden)]
 pub mod kat {
     use super::*;
 
+    pub use crate::hmac384::Path;
+
     /// HMAC-SHA-384 as the packet path computes it, for RFC 4231 vectors.
     pub fn hmac_sha384(key: &[u8], data: &[u8]) -> [u8; 48] {
         MacKey::new(key).tag(data)
+    }
+
+    /// SHA-512 (or SHA-384) digests of `msgs` through one of the three SHA-512
+    /// compression paths of the packet code, for the NIST vectors.
+    pub fn sha2_family(path: Path, sha384: bool, msgs: &[&[u8]]) -> Vec<Vec<u8>> {
+        crate::hmac384::sha2_family(path, sha384, msgs)
+    }
+
+    /// HKDF-SHA-384 as the key derivations here call it (`hkdf` crate), for published
+    /// vectors: `None` when `out` is longer than 255 × 48 bytes.
+    pub fn hkdf_sha384(salt: &[u8], ikm: &[u8], info: &[u8], out: &mut [u8]) -> Option<()> {
+        let hk = hkdf::Hkdf::<sha2::Sha384>::new(Some(salt), ikm);
+        hk.expand(info, out).ok()
     }
 }

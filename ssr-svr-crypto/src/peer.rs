@@ -9,20 +9,38 @@
 //! through [`Peer::seal_data`] / [`Peer::open_data`], which write into caller buffers.
 //!
 //! Order of the exchange, each step with received / acknowledged flags:
-//! 1. certificates (`Cert`, `CertAck`), validated by the [`PeerAuthenticator`];
+//! 1. certificates (`Cert`, `CertAck`), validated by the [`PeerAuthenticator`]; a side
+//!    that does not hold the peer's certificate (it started or restarted) sends
+//!    `CertRequest`, which the peer answers with its own `Cert`;
 //! 2. salts: the signed key exchange ([`crate::kex`]); the peer with the smaller common
-//!    name initiates; `Hello` carries the initiator's salt, `Reply` the responder's;
+//!    name initiates. The responder first sends `KexRequest` with a fresh random nonce
+//!    (and `restart` set while it holds no peer key); the `Hello` is signed for that
+//!    nonce and carries the initiator's salt, the `Reply` the responder's. A nonce is
+//!    used once (a new one goes out with each accepted hello) and a restarted responder
+//!    has a new one, so a replayed hello is refused (`stale_hellos`) and can never make
+//!    the responder install a key the initiator does not hold;
 //! 3. metadata keys: each side sends its router metadata key (with its rekey index)
 //!    sealed under the peer key, and the peer acknowledges the index.
 //!
 //! When all six flags are set the state is `MKEY_EXCH_COMP`.
 //!
 //! Data packets from A to B are protected with a key derived from **B's** metadata
-//! key and both common names (so two senders never share a key and IV sequence), and
-//! carry the key index in front: `index u32 BE | sealed packet` ([`crate::packet`]).
-//! When a router's metadata key changes, senders switch as soon as they receive the
-//! new key, and the router keeps accepting the old key for [`KEY_OVERLAP`] (30 s) after
-//! the peer acknowledged the new one: delayed packets still open.
+//! key, both common names and A's **sender epoch** (a random `u64` drawn for every new
+//! sealer: on start, when B's metadata key changes, and after every peer key exchange),
+//! and carry `index u32 BE | epoch u64 BE` in front of the sealed packet
+//! ([`crate::packet`]). A restarted sender or an HA node thus never repeats a (key,
+//! sequence number) pair although it starts again at sequence 0. B derives the key of an
+//! epoch it has not seen when a packet under it arrives and keeps it only if that packet
+//! authenticates; the epochs seen before stay valid for [`KEY_OVERLAP`] (30 s). When a
+//! router's metadata key changes, senders switch as soon as they receive the new key,
+//! and the router keeps accepting the old key for [`KEY_OVERLAP`] after the peer
+//! acknowledged the new one: delayed packets still open.
+//!
+//! HA: [`KeyManager::export_ha`] moves the metadata key, [`Peer::export_ha`] one peer's
+//! data path (the peer's metadata key and, per receiving epoch, the sequence high-water
+//! mark). The HA node opens an imported epoch only above its mark plus [`HA_SEQ_JUMP`],
+//! seals under a fresh epoch, and runs a new key exchange, after which the peer moves
+//! to a fresh epoch too.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -34,9 +52,10 @@ use sha2::Sha384;
 
 use crate::Error;
 use crate::kex::{self, AuthenticatedPeer, KexAlgorithm, KexMessage, PeerAuthenticator, PeerKeys};
-use crate::packet::{CbcHmacOpener, CbcHmacSealer, OpenStats};
+use crate::packet::{CbcHmacOpener, CbcHmacSealer, OpenStats, Opener, Sealer, Suite};
 use crate::secret::{PacketKeyMaterial, SecretBytes};
 use crate::tlv::Reader;
+use subtle::ConstantTimeEq;
 
 /// How long an old key stays valid after a new one is computed.
 pub const KEY_OVERLAP: Duration = Duration::from_secs(30);
@@ -90,6 +109,7 @@ pub struct SecurityConfig {
     retransmit: Duration,
     timeout: Duration,
     fail_mode: FailMode,
+    suite: Suite,
 }
 
 impl Default for SecurityConfig {
@@ -101,6 +121,7 @@ impl Default for SecurityConfig {
             retransmit: Duration::from_secs(30),
             timeout: Duration::from_secs(3600),
             fail_mode: FailMode::FailSoft,
+            suite: Suite::CbcHmacSha384,
         }
     }
 }
@@ -134,11 +155,22 @@ impl SecurityConfig {
             retransmit: Duration::from_secs(retransmit_s),
             timeout: Duration::from_secs(timeout_s),
             fail_mode,
+            suite: Suite::CbcHmacSha384,
         })
     }
     /// Key exchange algorithm.
     pub fn algorithm(&self) -> KexAlgorithm {
         self.algorithm
+    }
+    /// The data packet suite for this peer (default CBC-HMAC). It is signed into the
+    /// key exchange; a peer configured otherwise gets no key (refused and counted).
+    pub fn with_suite(mut self, suite: Suite) -> Self {
+        self.suite = suite;
+        self
+    }
+    /// Data packet suite.
+    pub fn suite(&self) -> Suite {
+        self.suite
     }
     /// Payload key rekey interval (applied by the session layer).
     pub fn payload_key_rekey_interval(&self) -> RekeyInterval {
@@ -228,8 +260,11 @@ pub struct PeerStatus {
     pub last_rekey: Option<Instant>,
     /// Next planned peer rekey.
     pub next_rekey: Option<Instant>,
-    /// Key exchange errors (bad signatures, bad shares).
+    /// Key exchange errors (bad signatures, bad shares, stale hellos).
     pub key_change_errors: u64,
+    /// Hellos refused as stale: replayed, or signed for a nonce that is not the
+    /// responder's current one.
+    pub stale_hellos: u64,
     /// Data packet counters (all keys).
     pub data: OpenStats,
 }
@@ -376,18 +411,30 @@ impl KeyManager {
     }
 }
 
-/// Data key from a router metadata key for traffic `sender -> receiver`.
-fn data_key(mkey: &SecretBytes<80>, sender: &str, receiver: &str) -> PacketKeyMaterial {
-    let hk = Hkdf::<Sha384>::new(Some(b"svr data key v1"), mkey.secret_bytes());
+/// Data key from a router metadata key for traffic `sender -> receiver` sent by the sender
+/// incarnation `epoch`: `HKDF-SHA-384(salt = "svr data key v2", ikm = metadata key,
+/// info = len|sender | len|receiver | epoch u64 BE)`. Every sealer draws a fresh random
+/// 64-bit epoch, so a restarted sender or an HA node never reuses a (key, sequence
+/// number) pair even though it starts again at sequence 0.
+fn data_key(mkey: &SecretBytes<80>, sender: &str, receiver: &str, epoch: u64) -> PacketKeyMaterial {
+    let hk = Hkdf::<Sha384>::new(Some(b"svr data key v2"), mkey.secret_bytes());
     let mut info = Vec::new();
     for s in [sender, receiver] {
         info.extend_from_slice(&(s.len() as u16).to_be_bytes());
         info.extend_from_slice(s.as_bytes());
     }
+    info.extend_from_slice(&epoch.to_be_bytes());
     let mut out = [0u8; 80];
     let _ = hk.expand(&info, &mut out); // 80 ≤ 255·48
     SecretBytes::from_bytes(out)
 }
+
+/// Data packet header: receiver's metadata key index u32 BE | sender epoch u64 BE.
+pub const DATA_HEADER_LEN: usize = 12;
+
+/// Sender epochs kept per metadata key index on the receiving side (the newest, and
+/// older ones during their [`KEY_OVERLAP`]); beyond that the oldest is retired at once.
+const MAX_EPOCHS: usize = 4;
 
 // Control message wire format: version u8 (1) | type u8 | body.
 const CTL_VERSION: u8 = 1;
@@ -397,16 +444,32 @@ const T_HELLO: u8 = 3;
 const T_REPLY: u8 = 4;
 const T_MKEY: u8 = 5;
 const T_MKEY_ACK: u8 = 6;
+const T_KEX_REQUEST: u8 = 7;
+const T_CERT_REQUEST: u8 = 8;
+
+/// Length of the responder's freshness nonce.
+pub const NONCE_LEN: usize = 16;
 
 /// A control message (decoded strictly; see [`Control::decode`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     /// Certificate (DER).
     Cert(Vec<u8>),
+    /// Certificate (DER), from a peer that does not have ours yet (it started or
+    /// restarted): answered with our certificate.
+    CertRequest(Vec<u8>),
     /// Certificate received and valid.
     CertAck,
-    /// Key exchange hello.
-    Hello(KexMessage),
+    /// Key exchange hello, signed for the responder's current freshness nonce (which it
+    /// repeats in the clear so that a stale one is told apart from a forgery).
+    Hello {
+        /// The responder nonce the hello was made for.
+        nonce: [u8; NONCE_LEN],
+        /// The initiator's data packet suite (signed with the nonce).
+        suite: Suite,
+        /// The signed key exchange message.
+        msg: KexMessage,
+    },
     /// Key exchange reply.
     Reply(KexMessage),
     /// Metadata key: index, then the key sealed under the peer key.
@@ -418,6 +481,14 @@ pub enum Control {
     },
     /// Metadata key acknowledged.
     MetadataKeyAck(u32),
+    /// From the responder: the nonce the next hello must be signed for; `restart` when the
+    /// responder has no peer key (it started or restarted, or refused a stale hello).
+    KexRequest {
+        /// Fresh random nonce (single use: replaced once a hello for it is accepted).
+        nonce: [u8; NONCE_LEN],
+        /// The responder asks for an exchange now.
+        restart: bool,
+    },
 }
 
 impl Control {
@@ -429,10 +500,16 @@ impl Control {
                 v.push(T_CERT);
                 v.extend_from_slice(c);
             }
+            Self::CertRequest(c) => {
+                v.push(T_CERT_REQUEST);
+                v.extend_from_slice(c);
+            }
             Self::CertAck => v.push(T_CERT_ACK),
-            Self::Hello(m) => {
+            Self::Hello { nonce, suite, msg } => {
                 v.push(T_HELLO);
-                v.extend_from_slice(&m.encode());
+                v.extend_from_slice(nonce);
+                v.push(suite.code());
+                v.extend_from_slice(&msg.encode());
             }
             Self::Reply(m) => {
                 v.push(T_REPLY);
@@ -446,6 +523,11 @@ impl Control {
             Self::MetadataKeyAck(i) => {
                 v.push(T_MKEY_ACK);
                 v.extend_from_slice(&i.to_be_bytes());
+            }
+            Self::KexRequest { nonce, restart } => {
+                v.push(T_KEX_REQUEST);
+                v.extend_from_slice(nonce);
+                v.push(u8::from(*restart));
             }
         }
         v
@@ -475,8 +557,25 @@ impl Control {
         };
         Ok(match t {
             T_CERT if !rest.is_empty() => Self::Cert(rest.to_vec()),
+            T_CERT_REQUEST if !rest.is_empty() => Self::CertRequest(rest.to_vec()),
             T_CERT_ACK if rest.is_empty() => Self::CertAck,
-            T_HELLO => Self::Hello(KexMessage::decode(rest)?),
+            T_HELLO if rest.len() > NONCE_LEN + 1 => {
+                let mut nonce = [0u8; NONCE_LEN];
+                nonce.copy_from_slice(&rest[..NONCE_LEN]);
+                Self::Hello {
+                    nonce,
+                    suite: Suite::from_code(rest[NONCE_LEN])?,
+                    msg: KexMessage::decode(&rest[NONCE_LEN + 1..])?,
+                }
+            }
+            T_KEX_REQUEST if rest.len() == NONCE_LEN + 1 && rest[NONCE_LEN] <= 1 => {
+                let mut nonce = [0u8; NONCE_LEN];
+                nonce.copy_from_slice(&rest[..NONCE_LEN]);
+                Self::KexRequest {
+                    nonce,
+                    restart: rest[NONCE_LEN] == 1,
+                }
+            }
             T_REPLY => Self::Reply(KexMessage::decode(rest)?),
             T_MKEY if rest.len() > 4 => Self::MetadataKey {
                 index: u32_of(&rest[..4])?,
@@ -512,10 +611,39 @@ impl PeerKeyState {
     }
 }
 
+/// Receiving state for one of this router's metadata key indexes.
 struct RxKey {
     index: u32,
-    opener: CbcHmacOpener,
+    /// The metadata key, to derive the key of a new sender epoch.
+    mkey: SecretBytes<80>,
+    epochs: Vec<RxEpoch>,
     expires: Option<Instant>,
+    /// Newest time of a retired epoch: an epoch not held whose time is not above it is
+    /// refused (its packets may be replays; its window is gone).
+    retired_time: u32,
+}
+
+/// One sender incarnation's receiving key.
+struct RxEpoch {
+    epoch: u64,
+    opener: Opener,
+    expires: Option<Instant>,
+}
+
+/// Sending state: the peer's metadata key and this incarnation's epoch.
+struct DataTx {
+    index: u32,
+    mkey: SecretBytes<80>,
+    epoch: u64,
+    sealer: Sealer,
+    /// Peer key exchanges completed when it was made ([`Peer::status`] `peer_rekey_count`).
+    made_at_rekey: u64,
+}
+
+fn add_stats(into: &mut OpenStats, s: OpenStats) {
+    into.delivered += s.delivered;
+    into.replayed += s.replayed;
+    into.tampered += s.tampered;
 }
 
 /// One peer's security state machine.
@@ -529,6 +657,16 @@ pub struct Peer<A: PeerAuthenticator> {
     flags: [bool; 6],
     peer: Option<AuthenticatedPeer>,
     kex: Option<kex::Initiator>,
+    /// Responder nonce the exchange in progress was signed for.
+    kex_nonce: [u8; NONCE_LEN],
+    /// When the last exchange was started (initiator; rate limit of restart requests).
+    kex_started: Option<Instant>,
+    /// Responder: the nonce the next hello must carry.
+    hello_nonce: Option<[u8; NONCE_LEN]>,
+    /// Initiator: the latest nonce the responder sent.
+    peer_nonce: Option<[u8; NONCE_LEN]>,
+    /// Responder: hellos refused as stale (replayed or made for an old nonce).
+    stale_hellos: u64,
     last_reply: Option<(KexMessage, KexMessage)>,
     peer_key: Option<PeerKeyState>,
     old_peer_rx: Option<(CbcHmacOpener, Instant)>,
@@ -536,7 +674,7 @@ pub struct Peer<A: PeerAuthenticator> {
     peer_salt: u64,
     local_mkey: Option<(u32, SecretBytes<80>)>,
     peer_mkey_index: Option<u32>,
-    data_tx: Option<(u32, CbcHmacSealer)>,
+    data_tx: Option<DataTx>,
     data_rx: Vec<RxKey>,
     outbox: VecDeque<Vec<u8>>,
     events: VecDeque<PeerEvent>,
@@ -593,6 +731,11 @@ impl<A: PeerAuthenticator> Peer<A> {
             flags: [false; 6],
             peer: None,
             kex: None,
+            kex_nonce: [0; NONCE_LEN],
+            kex_started: None,
+            hello_nonce: None,
+            peer_nonce: None,
+            stale_hellos: 0,
             last_reply: None,
             peer_key: None,
             old_peer_rx: None,
@@ -621,8 +764,7 @@ impl<A: PeerAuthenticator> Peer<A> {
 
     fn start(&mut self, now: Instant) {
         self.state = SecurityState::CertExch;
-        self.outbox
-            .push_back(Control::Cert(self.me.cert_der.clone()).encode());
+        self.send_cert();
         self.retransmit_at = Some(now + self.cfg.retransmit);
         if self.peer_key.is_none() && self.deadline.is_none() {
             self.deadline = Some(now + self.cfg.timeout);
@@ -657,7 +799,8 @@ impl<A: PeerAuthenticator> Peer<A> {
         let expiries = self
             .data_rx
             .iter()
-            .filter_map(|k| k.expires)
+            .flat_map(|k| k.epochs.iter().map(|e| e.expires).chain([k.expires]))
+            .flatten()
             .chain(self.old_peer_rx.as_ref().map(|o| o.1));
         [self.retransmit_at, self.deadline, self.rekey_at]
             .into_iter()
@@ -692,7 +835,7 @@ impl<A: PeerAuthenticator> Peer<A> {
             || !self.flags[CERT_REC]
             || self.kex.is_some()
             || (self.peer_key.is_some() && self.local_mkey.is_some() && !self.flags[KEY_ACK])
-            || (self.peer_key.is_none() && self.initiator)
+            || self.peer_key.is_none()
     }
 
     fn arm_retransmit(&mut self, now: Instant) {
@@ -714,14 +857,18 @@ impl<A: PeerAuthenticator> Peer<A> {
             return;
         }
         let retired = &mut self.data_stats_retired;
-        self.data_rx.retain(|k| {
+        self.data_rx.retain_mut(|k| {
             let keep = k.expires.is_none_or(|e| now < e);
-            if !keep {
-                let s = k.opener.stats();
-                retired.delivered += s.delivered;
-                retired.replayed += s.replayed;
-                retired.tampered += s.tampered;
-            }
+            let mut newest_gone = k.retired_time;
+            k.epochs.retain(|e| {
+                let keep_e = keep && e.expires.is_none_or(|x| now < x);
+                if !keep_e {
+                    add_stats(retired, e.opener.stats());
+                    newest_gone = newest_gone.max(epoch_time(e.epoch));
+                }
+                keep_e
+            });
+            k.retired_time = newest_gone;
             keep
         });
         if self.old_peer_rx.as_ref().is_some_and(|o| now >= o.1) {
@@ -761,31 +908,90 @@ impl<A: PeerAuthenticator> Peer<A> {
 
     fn resend<R: CryptoRng>(&mut self, now: Instant, rng: &mut R) {
         if !self.flags[CERT_ACK] || !self.flags[CERT_REC] {
-            self.outbox
-                .push_back(Control::Cert(self.me.cert_der.clone()).encode());
+            self.send_cert();
         }
         if let Some(k) = &self.kex {
-            self.outbox
-                .push_back(Control::Hello(k.hello().clone()).encode());
+            if self.peer_nonce == Some(self.kex_nonce) {
+                let hello = Control::Hello {
+                    nonce: self.kex_nonce,
+                    suite: self.cfg.suite,
+                    msg: k.hello().clone(),
+                };
+                self.outbox.push_back(hello.encode());
+            } else {
+                // The responder has moved on to another nonce: a new hello for it.
+                self.begin_kex(now, rng);
+            }
         } else if self.initiator && self.peer_key.is_none() && self.peer.is_some() {
             self.begin_kex(now, rng);
+        }
+        if !self.initiator && self.peer_key.is_none() && self.certs_done() {
+            self.send_kex_request(rng);
         }
         if self.peer_key.is_some() && !self.flags[KEY_ACK] {
             self.send_mkey();
         }
     }
 
+    /// Our certificate; asking for the peer's while we do not have it.
+    fn send_cert(&mut self) {
+        let der = self.me.cert_der.clone();
+        let m = if self.flags[CERT_REC] {
+            Control::Cert(der)
+        } else {
+            Control::CertRequest(der)
+        };
+        self.outbox.push_back(m.encode());
+    }
+
+    /// Wall time at `now`: the Unix time given at creation advanced by the virtual clock.
+    fn unix_at(&self, now: Instant) -> u64 {
+        self.now_unix_base
+            .saturating_add(now.saturating_duration_since(self.created).as_secs())
+    }
+
+    fn certs_done(&self) -> bool {
+        self.flags[CERT_REC] && self.flags[CERT_ACK] && self.peer.is_some()
+    }
+
+    /// Responder: tells the initiator the nonce its next hello must be signed for.
+    fn send_kex_request<R: CryptoRng>(&mut self, rng: &mut R) {
+        let nonce = *self.hello_nonce.get_or_insert_with(|| {
+            let mut n = [0u8; NONCE_LEN];
+            rng.fill_bytes(&mut n);
+            n
+        });
+        let restart = self.peer_key.is_none();
+        self.outbox
+            .push_back(Control::KexRequest { nonce, restart }.encode());
+    }
+
+    /// Initiator: starts an exchange once the responder's nonce is known.
     fn begin_kex<R: CryptoRng>(&mut self, now: Instant, rng: &mut R) {
+        let Some(nonce) = self.peer_nonce else {
+            return; // The responder's KexRequest starts it.
+        };
         let (st, hello) = kex::Initiator::start(
             self.cfg.algorithm,
             &self.me.signing_key,
             &self.me.common_name,
             &self.peer_cn,
+            &freshness(&nonce, self.cfg.suite),
             rng,
         );
         self.local_salt = hello.salt;
-        self.outbox.push_back(Control::Hello(hello).encode());
+        let suite = self.cfg.suite;
+        self.outbox.push_back(
+            Control::Hello {
+                nonce,
+                suite,
+                msg: hello,
+            }
+            .encode(),
+        );
         self.kex = Some(st);
+        self.kex_nonce = nonce;
+        self.kex_started = Some(now);
         if self.peer_key.is_none() {
             self.state = SecurityState::SaltExch;
         }
@@ -794,20 +1000,33 @@ impl<A: PeerAuthenticator> Peer<A> {
 
     /// The router's metadata key changed (or is set for the first time).
     pub fn handle_local_metadata_key(&mut self, manager: &KeyManager, now: Instant) {
-        let old = self.local_mkey.take();
+        self.local_mkey = None;
         let new_index = manager.index();
         // The old key's opener stays until KEY_OVERLAP after the peer acknowledges.
-        self.data_rx.push(RxKey {
-            index: new_index,
-            opener: CbcHmacOpener::new(&data_key(
-                manager.key(),
-                &self.peer_cn,
-                &self.me.common_name,
-            )),
-            expires: None,
+        // (Receiving keys are derived per sender epoch when its first packet authenticates.)
+        let have = self.data_rx.iter().position(|k| k.index == new_index);
+        let same_key = have.is_some_and(|i| {
+            bool::from(
+                self.data_rx[i]
+                    .mkey
+                    .secret_bytes()
+                    .ct_eq(manager.key().secret_bytes()),
+            )
         });
-        if old.is_some_and(|(old_index, _)| old_index == new_index) {
-            self.data_rx.pop();
+        if let (Some(i), false) = (have, same_key) {
+            let gone = self.data_rx.remove(i);
+            for e in &gone.epochs {
+                add_stats(&mut self.data_stats_retired, e.opener.stats());
+            }
+        }
+        if !same_key {
+            self.data_rx.push(RxKey {
+                index: new_index,
+                mkey: SecretBytes::from_bytes(*manager.key().secret_bytes()),
+                epochs: Vec::new(),
+                expires: None,
+                retired_time: 0,
+            });
         }
         self.local_mkey = Some((
             new_index,
@@ -893,18 +1112,26 @@ impl<A: PeerAuthenticator> Peer<A> {
         now: Instant,
         rng: &mut R,
     ) -> Result<(), Error> {
-        match Control::decode(msg)? {
-            Control::Cert(der) => {
+        let ctl = Control::decode(msg)?;
+        let request = matches!(ctl, Control::CertRequest(_));
+        match ctl {
+            Control::Cert(der) | Control::CertRequest(der) => {
                 // Certificates are judged at wall time: the Unix time given at creation
                 // advanced by the virtual clock.
-                let now_unix = self
-                    .now_unix_base
-                    .saturating_add(now.saturating_duration_since(self.created).as_secs());
+                let now_unix = self.unix_at(now);
                 match self.auth.authenticate(&der, now_unix) {
                     Ok(p) if p.common_name == self.peer_cn => {
                         self.peer = Some(p);
                         self.flags[CERT_REC] = true;
+                        if request {
+                            self.send_cert();
+                        }
                         self.outbox.push_back(Control::CertAck.encode());
+                        // A certificate may mean that the peer (re)started: the
+                        // responder hands out its nonce again.
+                        if !self.initiator && self.flags[CERT_ACK] {
+                            self.send_kex_request(rng);
+                        }
                         if self.initiator
                             && self.peer_key.is_none()
                             && self.kex.is_none()
@@ -929,7 +1156,11 @@ impl<A: PeerAuthenticator> Peer<A> {
                 }
             }
             Control::CertAck => {
+                let first = !self.flags[CERT_ACK];
                 self.flags[CERT_ACK] = true;
+                if !self.initiator && first && self.certs_done() {
+                    self.send_kex_request(rng);
+                }
                 if self.initiator
                     && self.peer_key.is_none()
                     && self.kex.is_none()
@@ -940,14 +1171,29 @@ impl<A: PeerAuthenticator> Peer<A> {
                 self.arm_retransmit(now);
                 Ok(())
             }
-            Control::Hello(hello) => {
+            Control::Hello {
+                nonce,
+                suite,
+                msg: hello,
+            } => {
                 let peer = self.peer.clone().ok_or(Error::Unauthenticated)?;
                 if let Some((_, reply)) = self.last_reply.as_ref().filter(|(h, _)| *h == hello) {
                     self.outbox
                         .push_back(Control::Reply(reply.clone()).encode());
                     return Ok(());
                 }
-                if hello.alg != self.cfg.algorithm {
+                if self.initiator || self.hello_nonce != Some(nonce) {
+                    // Replayed, or made for a nonce this incarnation never gave or has
+                    // already used: refused and counted; the current nonce goes out again.
+                    self.stale_hellos += 1;
+                    if !self.initiator && self.certs_done() {
+                        self.send_kex_request(rng);
+                    }
+                    return Err(Error::StaleHello);
+                }
+                if hello.alg != self.cfg.algorithm || suite != self.cfg.suite {
+                    // Both ends must agree; the suite is signed, so a changed one fails
+                    // the signature below even between two ends configured alike.
                     return Err(Error::Unauthenticated);
                 }
                 let (reply, keys) = kex::respond(
@@ -955,6 +1201,7 @@ impl<A: PeerAuthenticator> Peer<A> {
                     &peer,
                     &self.me.signing_key,
                     &self.me.common_name,
+                    &freshness(&nonce, suite),
                     rng,
                 )?;
                 self.peer_salt = hello.salt;
@@ -962,7 +1209,10 @@ impl<A: PeerAuthenticator> Peer<A> {
                 self.outbox
                     .push_back(Control::Reply(reply.clone()).encode());
                 self.last_reply = Some((hello, reply));
+                // Single use: the next hello needs a new nonce.
+                self.hello_nonce = None;
                 self.install_peer_keys(&keys, now);
+                self.send_kex_request(rng);
                 Ok(())
             }
             Control::Reply(reply) => {
@@ -995,15 +1245,51 @@ impl<A: PeerAuthenticator> Peer<A> {
                 self.flags[SALT_ACK] = true; // the peer uses our exchange's key
                 self.outbox
                     .push_back(Control::MetadataKeyAck(index).encode());
-                if self.peer_mkey_index != Some(index) || self.data_tx.is_none() {
-                    self.data_tx = Some((
+                // A new index, or the same index with another key (the peer restarted or
+                // failed over): a new sealer with a fresh epoch.
+                // After every peer key exchange too: the peer may have restarted or failed
+                // over to its HA node, which drops old epochs above its imported mark.
+                let same = self.data_tx.as_ref().is_some_and(|t| {
+                    t.index == index
+                        && t.made_at_rekey == self.rekeys
+                        && bool::from(t.mkey.secret_bytes().ct_eq(key.secret_bytes()))
+                });
+                if !same {
+                    let mut tx = new_data_tx(
+                        self.cfg.suite,
                         index,
-                        CbcHmacSealer::new(&data_key(&key, &self.me.common_name, &self.peer_cn)),
-                    ));
+                        key,
+                        &self.me.common_name,
+                        &self.peer_cn,
+                        new_epoch(self.unix_at(now), rng),
+                    );
+                    tx.made_at_rekey = self.rekeys;
+                    self.data_tx = Some(tx);
                     self.peer_mkey_index = Some(index);
                     self.events.push_back(PeerEvent::PeerMetadataKey(index));
                 }
                 self.flags[KEY_REC] = true;
+                Ok(())
+            }
+            Control::KexRequest { nonce, restart } => {
+                if !self.initiator {
+                    return Ok(());
+                }
+                self.peer_nonce = Some(nonce);
+                if !self.certs_done() {
+                    return Ok(());
+                }
+                // Unauthenticated: a replayed request can start at most one exchange per
+                // retransmit interval.
+                let rate_ok = self
+                    .kex_started
+                    .is_none_or(|t| now >= t + self.cfg.retransmit);
+                let stale = self.kex.is_some() && self.kex_nonce != nonce;
+                if (self.kex.is_none() && self.peer_key.is_none())
+                    || (restart && rate_ok && (self.kex.is_none() || stale))
+                {
+                    self.begin_kex(now, rng);
+                }
                 Ok(())
             }
             Control::MetadataKeyAck(index) => {
@@ -1046,45 +1332,105 @@ impl<A: PeerAuthenticator> Peer<A> {
         }
     }
 
-    /// Seals a data packet to the peer into `out`: `index u32 BE | packet`.
+    /// Seals a data packet to the peer into `out`:
+    /// `index u32 BE | epoch u64 BE | packet` ([`DATA_HEADER_LEN`] + [`crate::packet::sealed_len`]).
     /// Fails with [`Error::Unauthenticated`] when no key is in place (path out of service).
     pub fn seal_data(&mut self, payload: &[u8], out: &mut [u8]) -> Result<usize, Error> {
-        let (index, sealer) = self.data_tx.as_mut().ok_or(Error::Unauthenticated)?;
-        if out.len() < 4 {
+        let tx = self.data_tx.as_mut().ok_or(Error::Unauthenticated)?;
+        if out.len() < DATA_HEADER_LEN {
             return Err(Error::BufferTooSmall {
-                needed: 4,
+                needed: DATA_HEADER_LEN,
                 have: out.len(),
             });
         }
-        let (hdr, body) = out.split_at_mut(4);
-        hdr.copy_from_slice(&index.to_be_bytes());
-        Ok(4 + sealer.seal(payload, body)?)
+        let (hdr, body) = out.split_at_mut(DATA_HEADER_LEN);
+        hdr[..4].copy_from_slice(&tx.index.to_be_bytes());
+        hdr[4..].copy_from_slice(&tx.epoch.to_be_bytes());
+        Ok(DATA_HEADER_LEN + tx.sealer.seal(payload, body)?)
     }
 
-    /// Opens a data packet from the peer into `out`.
-    pub fn open_data(&mut self, packet: &[u8], out: &mut [u8]) -> Result<usize, Error> {
-        let idx: [u8; 4] = packet
-            .get(..4)
-            .and_then(|s| s.try_into().ok())
-            .ok_or(Error::Unauthenticated)?;
-        let index = u32::from_be_bytes(idx);
-        match self.data_rx.iter_mut().find(|k| k.index == index) {
-            Some(k) => k.opener.open(&packet[4..], out),
-            None => {
-                self.data_stats_retired.tampered += 1;
-                Err(Error::Unauthenticated)
-            }
+    /// Opens a data packet from the peer into `out`. A packet under a sender epoch not
+    /// seen before is opened with that epoch's key derived on the spot; only if it
+    /// authenticates does the epoch become the current one (the others then stay valid
+    /// for [`KEY_OVERLAP`] from `now`).
+    pub fn open_data(
+        &mut self,
+        packet: &[u8],
+        out: &mut [u8],
+        now: Instant,
+    ) -> Result<usize, Error> {
+        let (index, epoch) = parse_data_header(packet).ok_or_else(|| {
+            self.data_stats_retired.tampered += 1;
+            Error::Unauthenticated
+        })?;
+        self.rx_open(index, epoch, &packet[DATA_HEADER_LEN..], out, now)
+    }
+
+    fn rx_open(
+        &mut self,
+        index: u32,
+        epoch: u64,
+        sealed: &[u8],
+        out: &mut [u8],
+        now: Instant,
+    ) -> Result<usize, Error> {
+        let Some(k) = self.data_rx.iter_mut().find(|k| k.index == index) else {
+            self.data_stats_retired.tampered += 1;
+            return Err(Error::Unauthenticated);
+        };
+        if let Some(e) = k.epochs.iter_mut().find(|e| e.epoch == epoch) {
+            return e.opener.open(sealed, out);
         }
+        // A sender epoch not seen yet: accepted only once a packet under it authenticates,
+        // and never one no newer than an epoch already retired.
+        if epoch_time(epoch) <= k.retired_time {
+            self.data_stats_retired.replayed += 1;
+            let seq = CbcHmacOpener::peek_seq(sealed).unwrap_or(0);
+            return Err(Error::Replay { seq });
+        }
+        let mut opener = Opener::new(
+            self.cfg.suite,
+            &data_key(&k.mkey, &self.peer_cn, &self.me.common_name, epoch),
+        );
+        let r = opener.open(sealed, out);
+        if r.is_err() {
+            add_stats(&mut self.data_stats_retired, opener.stats());
+            return r;
+        }
+        // The newest epoch (by its time) is the current one; any other is in its overlap,
+        // a late packet of an older one included.
+        let newest = k
+            .epochs
+            .iter()
+            .all(|e| epoch_time(e.epoch) <= epoch_time(epoch));
+        let mut expires = None;
+        if newest {
+            for e in &mut k.epochs {
+                if e.expires.is_none() {
+                    e.expires = Some(now + KEY_OVERLAP);
+                }
+            }
+        } else {
+            expires = Some(now + KEY_OVERLAP);
+        }
+        if k.epochs.len() >= MAX_EPOCHS {
+            let old = k.epochs.remove(0);
+            k.retired_time = k.retired_time.max(epoch_time(old.epoch));
+            add_stats(&mut self.data_stats_retired, old.opener.stats());
+        }
+        k.epochs.push(RxEpoch {
+            epoch,
+            opener,
+            expires,
+        });
+        r
     }
 
     /// `show peers security`.
     pub fn status(&self) -> PeerStatus {
         let mut data = self.data_stats_retired;
-        for k in &self.data_rx {
-            let s = k.opener.stats();
-            data.delivered += s.delivered;
-            data.replayed += s.replayed;
-            data.tampered += s.tampered;
+        for e in self.data_rx.iter().flat_map(|k| &k.epochs) {
+            add_stats(&mut data, e.opener.stats());
         }
         PeerStatus {
             peer: self.peer_cn.clone(),
@@ -1103,8 +1449,231 @@ impl<A: PeerAuthenticator> Peer<A> {
             last_rekey: self.last_rekey,
             next_rekey: self.rekey_at,
             key_change_errors: self.key_change_errors,
+            stale_hellos: self.stale_hellos,
             data,
         }
+    }
+}
+
+/// How far above an exported receive high-water mark the HA node starts its replay
+/// windows: covers the packets the old node accepted after the last export (the sync
+/// lag), so none of them can be replayed to the new node.
+pub const HA_SEQ_JUMP: u64 = 1 << 24;
+
+const PEER_HA_VERSION: u8 = 1;
+const NO_EXPIRY: u32 = u32::MAX;
+const MAX_RX_KEYS: usize = 16;
+
+/// One peer's data-path state for the HA node ([`Peer::export_ha`]). Secret: zeroized on
+/// drop, `Debug` prints `[redacted]`.
+pub struct PeerHaExport(Vec<u8>);
+
+impl PeerHaExport {
+    /// The bytes to ship to the HA node (over its authenticated, encrypted sync link).
+    pub fn secret_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for PeerHaExport {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl core::fmt::Debug for PeerHaExport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+fn remaining_ms(expires: Option<Instant>, now: Instant) -> u32 {
+    expires.map_or(NO_EXPIRY, |e| {
+        u32::try_from(e.saturating_duration_since(now).as_millis())
+            .unwrap_or(NO_EXPIRY - 1)
+            .min(NO_EXPIRY - 1)
+    })
+}
+
+fn expiry_at(ms: u32, now: Instant) -> Option<Instant> {
+    (ms != NO_EXPIRY).then(|| now + Duration::from_millis(u64::from(ms)))
+}
+
+impl<A: PeerAuthenticator> Peer<A> {
+    /// HA export of this peer's data path:
+    /// `version u8 (1) | tx u8 (0/1) [| peer key index u32 | peer metadata key (80)]
+    /// | n u8 | n × (index u32 | metadata key (80) | overlap ms u32 | retired time u32 | m u8 |
+    /// m × (epoch u64 | received u8 (0/1) | high-water mark u64 | overlap ms u32))`
+    /// (big-endian; overlap `u32::MAX` = none). The sending direction carries no sequence
+    /// number: the HA node seals under a fresh epoch, a new key, so nothing it sends can
+    /// repeat a (key, sequence number). Peer keys are not exported: the HA node runs a
+    /// new exchange.
+    pub fn export_ha(&self, now: Instant) -> PeerHaExport {
+        let mut v = vec![PEER_HA_VERSION];
+        match &self.data_tx {
+            Some(t) => {
+                v.push(1);
+                v.extend_from_slice(&t.index.to_be_bytes());
+                v.extend_from_slice(t.mkey.secret_bytes());
+            }
+            None => v.push(0),
+        }
+        let keys = &self.data_rx[self.data_rx.len().saturating_sub(MAX_RX_KEYS)..];
+        v.push(keys.len() as u8);
+        for k in keys {
+            v.extend_from_slice(&k.index.to_be_bytes());
+            v.extend_from_slice(k.mkey.secret_bytes());
+            v.extend_from_slice(&remaining_ms(k.expires, now).to_be_bytes());
+            v.extend_from_slice(&k.retired_time.to_be_bytes());
+            v.push(k.epochs.len() as u8);
+            for e in &k.epochs {
+                v.extend_from_slice(&e.epoch.to_be_bytes());
+                let top = e.opener.high_water_mark();
+                v.push(u8::from(top.is_some()));
+                v.extend_from_slice(&top.unwrap_or(0).to_be_bytes());
+                v.extend_from_slice(&remaining_ms(e.expires, now).to_be_bytes());
+            }
+        }
+        PeerHaExport(v)
+    }
+
+    /// On the HA node, right after [`Peer::new`] (and before
+    /// [`Peer::handle_local_metadata_key`] with the imported [`KeyManager`]): takes over
+    /// the data path of [`Peer::export_ha`]. Each exported receiving epoch opens only
+    /// sequence numbers above its high-water mark plus [`HA_SEQ_JUMP`] (nothing captured
+    /// before the failover is accepted); the sending side gets a fresh epoch. Strict:
+    /// anything but an exact, well-formed export is refused and nothing changes.
+    pub fn import_ha<R: CryptoRng>(
+        &mut self,
+        state: &[u8],
+        now: Instant,
+        rng: &mut R,
+    ) -> Result<(), Error> {
+        const W: &str = "peer ha export";
+        let bad = |reason| Error::Malformed { what: W, reason };
+        let mut r = Reader::new(state);
+        if r.u8() != Some(PEER_HA_VERSION) {
+            return Err(bad("unknown version"));
+        }
+        let u32_of = |r: &mut Reader<'_>| -> Option<u32> {
+            r.take(4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let key_of = |r: &mut Reader<'_>| -> Option<SecretBytes<80>> {
+            r.take(80).and_then(|b| SecretBytes::from_slice(b).ok())
+        };
+        let tx = match r.u8() {
+            Some(0) => None,
+            Some(1) => {
+                let index = u32_of(&mut r).ok_or(bad("short"))?;
+                Some((index, key_of(&mut r).ok_or(bad("short"))?))
+            }
+            _ => return Err(bad("bad tx flag")),
+        };
+        let n = usize::from(r.u8().ok_or(bad("short"))?);
+        if n > MAX_RX_KEYS {
+            return Err(bad("too many keys"));
+        }
+        let mut rx = Vec::with_capacity(n);
+        for _ in 0..n {
+            let index = u32_of(&mut r).ok_or(bad("short"))?;
+            let mkey = key_of(&mut r).ok_or(bad("short"))?;
+            let expires = expiry_at(u32_of(&mut r).ok_or(bad("short"))?, now);
+            let retired_time = u32_of(&mut r).ok_or(bad("short"))?;
+            let m = usize::from(r.u8().ok_or(bad("short"))?);
+            if m > MAX_EPOCHS {
+                return Err(bad("too many epochs"));
+            }
+            let mut epochs = Vec::with_capacity(m);
+            for _ in 0..m {
+                let epoch = r.u64().ok_or(bad("short"))?;
+                let seen = r.u8().ok_or(bad("short"))?;
+                let top = r.u64().ok_or(bad("short"))?;
+                let e_expires = expiry_at(u32_of(&mut r).ok_or(bad("short"))?, now);
+                let floor = match seen {
+                    0 => HA_SEQ_JUMP - 1,
+                    1 => top.saturating_add(HA_SEQ_JUMP),
+                    _ => return Err(bad("bad flag")),
+                };
+                let material = data_key(&mkey, &self.peer_cn, &self.me.common_name, epoch);
+                epochs.push(RxEpoch {
+                    epoch,
+                    opener: Opener::after(self.cfg.suite, &material, floor),
+                    expires: e_expires,
+                });
+            }
+            // Epochs the export does not hold (begun after it) may carry packets captured
+            // before the failover: only epochs begun after the import are new.
+            rx.push(RxKey {
+                index,
+                mkey,
+                epochs,
+                expires,
+                retired_time: retired_time.max(self.unix_at(now) as u32),
+            });
+        }
+        if !r.is_empty() {
+            return Err(bad("trailing bytes"));
+        }
+        if let Some((index, key)) = tx {
+            let mut t = new_data_tx(
+                self.cfg.suite,
+                index,
+                key,
+                &self.me.common_name,
+                &self.peer_cn,
+                new_epoch(self.unix_at(now), rng),
+            );
+            t.made_at_rekey = self.rekeys;
+            self.data_tx = Some(t);
+            self.peer_mkey_index = Some(index);
+        }
+        self.data_rx = rx;
+        Ok(())
+    }
+}
+
+/// What the hello signs besides the key exchange message: the responder nonce and the
+/// packet suite.
+fn freshness(nonce: &[u8; NONCE_LEN], suite: Suite) -> [u8; NONCE_LEN + 1] {
+    let mut f = [0u8; NONCE_LEN + 1];
+    f[..NONCE_LEN].copy_from_slice(nonce);
+    f[NONCE_LEN] = suite.code();
+    f
+}
+
+fn parse_data_header(packet: &[u8]) -> Option<(u32, u64)> {
+    let h = packet.get(..DATA_HEADER_LEN)?;
+    let index = u32::from_be_bytes(h[..4].try_into().ok()?);
+    let epoch = u64::from_be_bytes(h[4..].try_into().ok()?);
+    Some((index, epoch))
+}
+
+/// A sender epoch: the Unix time in seconds (u32) in the high half, 32 random bits in
+/// the low half. Fresh per sealer; increasing across the incarnations of a sender whose
+/// clock does not go back, which lets receivers refuse epochs older than retired ones.
+fn new_epoch<R: CryptoRng>(now_unix: u64, rng: &mut R) -> u64 {
+    (u64::from(now_unix as u32) << 32) | u64::from(rng.next_u32())
+}
+
+fn epoch_time(epoch: u64) -> u32 {
+    (epoch >> 32) as u32
+}
+
+fn new_data_tx(
+    suite: Suite,
+    index: u32,
+    mkey: SecretBytes<80>,
+    me: &str,
+    peer: &str,
+    epoch: u64,
+) -> DataTx {
+    DataTx {
+        index,
+        sealer: Sealer::new(suite, &data_key(&mkey, me, peer, epoch)),
+        mkey,
+        epoch,
+        made_at_rekey: 0,
     }
 }
 
@@ -1114,23 +1683,32 @@ pub type PayloadKey = SecretBytes<80>;
 /// A session identifier carried in the metadata.
 pub type SessionId = [u8; 16];
 
+/// Sealed in the metadata: session id (16) | generation u32 | payload key (80).
+const SEALED_KEY_LEN: usize = 100;
+
 impl<A: PeerAuthenticator> Peer<A> {
-    /// Builds the SVR metadata of a session's first packet into `out`: header TLV
-    /// [`crate::tlv::TLV_METADATA_KEY_INDEX`] (the peer's metadata key index), payload TLVs
-    /// [`crate::tlv::TLV_SESSION_ID`] and [`crate::tlv::TLV_SEALED_PAYLOAD_KEY`] (the
-    /// payload key sealed under the peer's metadata key, CBC-HMAC).
+    /// Builds the SVR metadata of a session's first packet (and of the first packets
+    /// after a payload rekey) into `out`: header TLV
+    /// [`crate::tlv::TLV_METADATA_KEY_INDEX`] (`index u32 | epoch u64`, as a data packet
+    /// header), payload TLVs [`crate::tlv::TLV_SESSION_ID`] and
+    /// [`crate::tlv::TLV_SEALED_PAYLOAD_KEY`] (`session id (16) | generation u32 |
+    /// payload key (80)` sealed under this sender's data key, CBC-HMAC).
     pub fn seal_session_metadata(
         &mut self,
-        session: &SessionId,
-        key: &PayloadKey,
+        key: &crate::session::SessionKey,
         out: &mut [u8],
     ) -> Result<usize, Error> {
-        let (index, sealer) = self.data_tx.as_mut().ok_or(Error::Unauthenticated)?;
-        let idx = index.to_be_bytes();
-        let mut plain = [0u8; 96];
+        let session = &key.session;
+        let tx = self.data_tx.as_mut().ok_or(Error::Unauthenticated)?;
+        let mut idx = [0u8; DATA_HEADER_LEN];
+        idx[..4].copy_from_slice(&tx.index.to_be_bytes());
+        idx[4..].copy_from_slice(&tx.epoch.to_be_bytes());
+        let sealer = &mut tx.sealer;
+        let mut plain = [0u8; SEALED_KEY_LEN];
         plain[..16].copy_from_slice(session);
-        plain[16..].copy_from_slice(key.secret_bytes());
-        let mut sealed = [0u8; crate::packet::sealed_len(96)];
+        plain[16..20].copy_from_slice(&key.generation.to_be_bytes());
+        plain[20..].copy_from_slice(key.key.secret_bytes());
+        let mut sealed = [0u8; crate::packet::sealed_len(SEALED_KEY_LEN)];
         let r = sealer.seal(&plain, &mut sealed);
         zeroize::Zeroize::zeroize(&mut plain);
         let n = r?;
@@ -1153,12 +1731,14 @@ impl<A: PeerAuthenticator> Peer<A> {
         md.encode(out)
     }
 
-    /// Parses and opens session metadata from the peer: the session id and its payload key.
-    /// The session id in the clear must match the one sealed with the key.
+    /// Parses and opens session metadata from the peer: the session id, the key
+    /// generation and the payload key (for [`crate::session::SessionRx`]). The session id
+    /// in the clear must match the one sealed with the key.
     pub fn open_session_metadata(
         &mut self,
         metadata: &[u8],
-    ) -> Result<(SessionId, PayloadKey), Error> {
+        now: Instant,
+    ) -> Result<crate::session::SessionKey, Error> {
         let md = crate::tlv::Metadata::parse(metadata)?;
         let idx = md
             .get(crate::tlv::TLV_METADATA_KEY_INDEX)
@@ -1166,10 +1746,12 @@ impl<A: PeerAuthenticator> Peer<A> {
                 what: "svr metadata",
                 reason: "no metadata key index",
             })?;
-        let index = u32::from_be_bytes(idx.try_into().map_err(|_| Error::BadLength {
-            what: "metadata key index",
-            len: idx.len(),
-        })?);
+        let (index, epoch) = parse_data_header(idx)
+            .filter(|_| idx.len() == DATA_HEADER_LEN)
+            .ok_or(Error::BadLength {
+                what: "metadata key index",
+                len: idx.len(),
+            })?;
         let session = md.get(crate::tlv::TLV_SESSION_ID).ok_or(Error::Malformed {
             what: "svr metadata",
             reason: "no session id",
@@ -1180,21 +1762,21 @@ impl<A: PeerAuthenticator> Peer<A> {
                 what: "svr metadata",
                 reason: "no payload key",
             })?;
-        let rx = self
-            .data_rx
-            .iter_mut()
-            .find(|k| k.index == index)
-            .ok_or(Error::Unauthenticated)?;
-        let mut plain = [0u8; crate::packet::sealed_len(96)];
-        let n = rx.opener.open(sealed, &mut plain)?;
-        let ok = n == 96 && plain[..16] == *session;
+        let mut plain = [0u8; crate::packet::sealed_len(SEALED_KEY_LEN)];
+        let n = self.rx_open(index, epoch, sealed, &mut plain, now)?;
+        let ok = n == SEALED_KEY_LEN && plain[..16] == *session;
         let mut sid = [0u8; 16];
         sid.copy_from_slice(&plain[..16]);
-        let key = PayloadKey::from_slice(&plain[16..96]);
+        let generation = u32::from_be_bytes([plain[16], plain[17], plain[18], plain[19]]);
+        let key = PayloadKey::from_slice(&plain[20..SEALED_KEY_LEN]);
         zeroize::Zeroize::zeroize(&mut plain);
         if !ok {
             return Err(Error::Unauthenticated);
         }
-        Ok((sid, key?))
+        Ok(crate::session::SessionKey {
+            session: sid,
+            generation,
+            key: key?,
+        })
     }
 }

@@ -33,6 +33,25 @@ impl ReplayWindow {
         }
     }
 
+    /// A window that rejects every sequence number up to and including `floor` (an HA
+    /// node importing a peer's high-water mark plus a safety jump): as if all of them
+    /// had been received.
+    pub const fn after(floor: u64) -> Self {
+        let mut bitmap = [u64::MAX; WORDS];
+        let word = ((floor / 64) % WORDS as u64) as usize;
+        let bit = floor % 64;
+        // Bits above `floor` in its own word stand for newer, unseen numbers.
+        bitmap[word] = if bit == 63 {
+            u64::MAX
+        } else {
+            (1u64 << (bit + 1)) - 1
+        };
+        Self {
+            top: Some(floor),
+            bitmap,
+        }
+    }
+
     /// Highest committed sequence number.
     pub fn top(&self) -> Option<u64> {
         self.top
@@ -121,6 +140,21 @@ mod tests {
             w.check(100_000 - back).unwrap();
             w.commit(100_000 - back);
             assert!(w.check(100_000 - back).is_err());
+        }
+    }
+
+    #[test]
+    fn after_floor_rejects_up_to_the_floor_and_accepts_above_in_any_order() {
+        for floor in [0u64, 5, 63, 64, 1000, 1 << 40] {
+            let mut w = ReplayWindow::after(floor);
+            for back in 0..3000u64.min(floor + 1) {
+                assert!(w.check(floor - back).is_err(), "{floor} - {back}");
+            }
+            for s in [floor + 3, floor + 1, floor + 2, floor + 70] {
+                w.check(s).unwrap();
+                w.commit(s);
+                assert!(w.check(s).is_err());
+            }
         }
     }
 

@@ -101,15 +101,23 @@ fn parse_section(b: &[u8]) -> Result<Vec<Tlv<'_>>, Error> {
             what: W,
             reason: "TLV overruns its section",
         })?;
-        if out.iter().any(|t| t.typ == typ) {
-            return Err(Error::Malformed {
-                what: W,
-                reason: "duplicate TLV type",
-            });
-        }
         out.push(Tlv { typ, value });
     }
+    if has_duplicate_type(&out) {
+        return Err(Error::Malformed {
+            what: W,
+            reason: "duplicate TLV type",
+        });
+    }
     Ok(out)
+}
+
+/// Does a type repeat? Sorts a copy of the types: O(n log n) on unauthenticated input
+/// (a 64 KiB section holds up to 16 383 TLVs; pairwise comparison was ~134M steps).
+fn has_duplicate_type(tlvs: &[Tlv<'_>]) -> bool {
+    let mut types: Vec<u16> = tlvs.iter().map(|t| t.typ).collect();
+    types.sort_unstable();
+    types.windows(2).any(|w| w[0] == w[1])
 }
 
 impl<'a> Metadata<'a> {
@@ -184,19 +192,17 @@ impl<'a> Metadata<'a> {
             });
         }
         for sec in [&self.header, &self.payload] {
-            for (i, t) in sec.iter().enumerate() {
-                if t.value.len() > usize::from(u16::MAX) {
-                    return Err(Error::BadLength {
-                        what: "tlv value",
-                        len: t.value.len(),
-                    });
-                }
-                if sec.iter().take(i).any(|u| u.typ == t.typ) {
-                    return Err(Error::Malformed {
-                        what: W,
-                        reason: "duplicate TLV type",
-                    });
-                }
+            if let Some(t) = sec.iter().find(|t| t.value.len() > usize::from(u16::MAX)) {
+                return Err(Error::BadLength {
+                    what: "tlv value",
+                    len: t.value.len(),
+                });
+            }
+            if has_duplicate_type(sec) {
+                return Err(Error::Malformed {
+                    what: W,
+                    reason: "duplicate TLV type",
+                });
             }
         }
         let n = hlen + plen;
@@ -233,10 +239,59 @@ fn section_len(s: &[Tlv<'_>]) -> usize {
     s.iter().map(|t| 4 + t.value.len()).sum()
 }
 
+/// The most expensive metadata for the parser (not a stable API; shared by the unit
+/// test and the criterion bench): 65 535 + 4 095 bytes, a full header section and a full
+/// payload section of zero-length TLVs with distinct types (16 383 in the payload: the
+/// duplicate check must look at all of them). With `duplicate`, the payload's last TLV
+/// repeats its first type.
+#[doc(hidden)]
+pub fn worst_case_metadata(duplicate: bool) -> Vec<u8> {
+    let hdr_tlvs = (MAX_HEADER_LEN - FIXED_LEN) / 4; // 1020, 3 bytes left
+    let hlen = FIXED_LEN + hdr_tlvs * 4 + 3;
+    let plen = usize::from(u16::MAX);
+    let mut v = COOKIE.to_be_bytes().to_vec();
+    v.extend_from_slice(&((u16::from(VERSION) << 12) | hlen as u16).to_be_bytes());
+    v.extend_from_slice(&(plen as u16).to_be_bytes());
+    let tlv = |v: &mut Vec<u8>, typ: u16, len: usize| {
+        v.extend_from_slice(&typ.to_be_bytes());
+        v.extend_from_slice(&(len as u16).to_be_bytes());
+        v.extend(core::iter::repeat_n(0u8, len));
+    };
+    for t in 0..hdr_tlvs - 1 {
+        tlv(&mut v, (t as u16).wrapping_mul(7919), 0);
+    }
+    tlv(&mut v, 0xFFFF, 3);
+    let n = (plen - 3) / 4; // 16 383 TLVs: 16 382 empty, the last one 3 bytes long
+    for t in 0..n - 1 {
+        // Descending types: the worst order for an insertion-style check.
+        tlv(&mut v, u16::MAX - t as u16, 0);
+    }
+    let last = if duplicate { u16::MAX } else { 0 };
+    tlv(&mut v, last, 3);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn worst_case_64k_metadata_parses_and_a_late_duplicate_is_found() {
+        let ok = worst_case_metadata(false);
+        assert_eq!(ok.len(), MAX_HEADER_LEN + usize::from(u16::MAX));
+        let m = Metadata::parse(&ok).unwrap();
+        assert_eq!(m.payload.len(), 16_383);
+        assert_eq!(m.header.len(), 1020);
+        let dup = worst_case_metadata(true);
+        assert_eq!(
+            Metadata::parse(&dup).err(),
+            Some(Error::Malformed {
+                what: W,
+                reason: "duplicate TLV type"
+            })
+        );
+    }
 
     #[test]
     fn round_trip_and_strictness() {

@@ -114,6 +114,29 @@ fn sealed_packet_matches_openssl_enc_and_dgst() {
     let key = material(3);
     let mut sealer = CbcHmacSealer::new(&key);
     let dir = tempfile::tempdir().unwrap();
+    // The IV-encryption key: HMAC-SHA-384(material, "svr cbc iv key v1")[..32], by openssl.
+    let labelf = dir.path().join("label");
+    std::fs::write(&labelf, b"svr cbc iv key v1").unwrap();
+    let ivk = Command::new("openssl")
+        .args([
+            "dgst",
+            "-sha384",
+            "-mac",
+            "HMAC",
+            "-macopt",
+            &format!("hexkey:{}", hex::encode(key.secret_bytes())),
+            "-binary",
+        ])
+        .arg(&labelf)
+        .output()
+        .unwrap();
+    assert!(ivk.status.success());
+    let iv_key = hex::encode(&ivk.stdout[..32]);
+    assert_ne!(
+        iv_key,
+        hex::encode(&key.secret_bytes()[..32]),
+        "not the CBC key"
+    );
     // Lengths around the SHA-512 block and padding boundaries of the stitched MAC
     // (header 24 bytes, 128-byte blocks, one- or two-block tails) and long packets.
     for len in [
@@ -126,21 +149,15 @@ fn sealed_packet_matches_openssl_enc_and_dgst() {
         assert_eq!(n, sealed_len(len));
         assert_eq!(&out[..8], &seq.to_be_bytes());
         let iv = &out[8..HEADER_LEN];
-        // The IV is AES-K(seq | 0x80 | 0…), as the wire format says.
+        // The IV is AES-Kiv(seq | 0x80 | 0…) under the separate IV key, as the wire
+        // format says.
         let mut iv_in = [0u8; 16];
         iv_in[..8].copy_from_slice(&seq.to_be_bytes());
         iv_in[8] = 0x80;
         let ivf = dir.path().join("iv_in");
         std::fs::write(&ivf, iv_in).unwrap();
         let ecb = Command::new("openssl")
-            .args([
-                "enc",
-                "-aes-256-ecb",
-                "-nopad",
-                "-K",
-                &hex::encode(&key.secret_bytes()[..32]),
-                "-in",
-            ])
+            .args(["enc", "-aes-256-ecb", "-nopad", "-K", &iv_key, "-in"])
             .arg(&ivf)
             .output()
             .unwrap();

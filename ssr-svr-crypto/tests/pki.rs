@@ -187,7 +187,9 @@ fn two_peers_with_certificates_from_one_authority_exchange_keys_and_data() {
     let mut pkt = vec![0u8; 512];
     let n = west.seal_data(b"hello east", &mut pkt).unwrap();
     let mut out = vec![0u8; 512];
-    let m = east.open_data(&pkt[..n], &mut out).unwrap();
+    let m = east
+        .open_data(&pkt[..n], &mut out, std::time::Instant::now())
+        .unwrap();
     assert_eq!(&out[..m], b"hello east");
     assert_eq!(auth.counters(), Default::default());
 }

@@ -7,10 +7,12 @@ use p256::ecdsa::SigningKey;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use ssr_svr_crypto::kex::{KexAlgorithm, StaticAuthenticator};
+use ssr_svr_crypto::packet::{CbcHmacOpener, Suite, gcm_sealed_len, sealed_len};
 use ssr_svr_crypto::peer::{
     FailMode, KeyManager, LocalIdentity, Peer, PeerEvent, RekeyInterval, SecurityConfig,
     SecurityState,
 };
+use ssr_svr_crypto::session::{SessionRx, SessionTx};
 
 struct Net {
     queue: Vec<(Instant, usize, usize, Vec<u8>, bool)>, // (at, from, to, bytes, is_data)
@@ -21,6 +23,9 @@ struct Net {
     rng: StdRng,
     sent_data: u64,
     delivered_data: u64,
+    /// Every message handed to the network, in order (for capture-and-replay tests):
+    /// (from, to, bytes, is_data).
+    tap: Vec<(usize, usize, Vec<u8>, bool)>,
 }
 
 impl Net {
@@ -28,6 +33,7 @@ impl Net {
         if data {
             self.sent_data += 1;
         }
+        self.tap.push((from, to, b.clone(), data));
         if self.down[from] || self.down[to] || self.rng.random_bool(self.loss) {
             return;
         }
@@ -49,6 +55,7 @@ struct Node {
 }
 
 struct World {
+    start: Instant,
     now: Instant,
     nodes: Vec<Node>,
     net: Net,
@@ -56,6 +63,10 @@ struct World {
     next_data: Instant,
     data_open_failures: u64,
     data_replays: u64,
+    keys: Vec<SigningKey>,
+    auth: StaticAuthenticator,
+    cfgs: Vec<SecurityConfig>,
+    incarnations: u64,
 }
 
 fn cn(i: usize) -> String {
@@ -68,6 +79,12 @@ fn cert(i: usize) -> Vec<u8> {
 
 impl World {
     fn new(n: usize, cfg: SecurityConfig, seed: u64, loss: f64, dup: f64) -> Self {
+        Self::new_mixed(vec![cfg; n], seed, loss, dup)
+    }
+
+    /// Router `i` configured with `cfgs[i]`.
+    fn new_mixed(cfgs: Vec<SecurityConfig>, seed: u64, loss: f64, dup: f64) -> Self {
+        let n = cfgs.len();
         let start = Instant::now();
         let mut rng = StdRng::seed_from_u64(seed);
         let keys: Vec<SigningKey> = (0..n)
@@ -91,7 +108,7 @@ impl World {
                 };
                 let jitter = Duration::from_secs(nrng.random_range(0..360));
                 let mut p = Peer::new(
-                    cfg.clone(),
+                    cfgs[i].clone(),
                     me,
                     cn(j),
                     auth.clone(),
@@ -117,8 +134,10 @@ impl World {
             rng: StdRng::seed_from_u64(seed ^ 0xabcdef),
             sent_data: 0,
             delivered_data: 0,
+            tap: Vec::new(),
         };
         let mut w = Self {
+            start,
             now: start,
             nodes,
             net,
@@ -126,6 +145,10 @@ impl World {
             next_data: start,
             data_open_failures: 0,
             data_replays: 0,
+            keys,
+            auth,
+            cfgs,
+            incarnations: seed * 1000 + 500,
         };
         w.drain();
         w
@@ -173,7 +196,7 @@ impl World {
             if is_data {
                 self.net.delivered_data += 1;
                 let mut out = vec![0u8; bytes.len()];
-                match self.peer_mut(to, from).open_data(&bytes, &mut out) {
+                match self.peer_mut(to, from).open_data(&bytes, &mut out, now) {
                     Ok(_) => {}
                     Err(ssr_svr_crypto::Error::Replay { .. }) => self.data_replays += 1,
                     Err(_) => self.data_open_failures += 1,
@@ -225,6 +248,50 @@ impl World {
                 .iter()
                 .all(|p| p.1.state() == SecurityState::MkeyExchComp)
         })
+    }
+
+    /// Router `i`'s process restarts: all its state is lost (a new metadata key with
+    /// index 1, new peer state machines), its certificate and name stay.
+    fn restart(&mut self, i: usize) {
+        self.incarnations += 1;
+        let mut nrng = StdRng::seed_from_u64(self.incarnations);
+        let km = KeyManager::new(&mut nrng, self.now);
+        let n = self.nodes.len();
+        let mut peers = Vec::new();
+        for j in (0..n).filter(|&j| j != i) {
+            let me = LocalIdentity {
+                cert_der: cert(i),
+                signing_key: self.keys[i].clone(),
+                common_name: cn(i),
+            };
+            let mut p = Peer::new(
+                self.cfgs[i].clone(),
+                me,
+                cn(j),
+                self.auth.clone(),
+                Duration::from_secs(nrng.random_range(0..360)),
+                self.now,
+                self.unix(),
+            );
+            p.handle_local_metadata_key(&km, self.now);
+            peers.push((j, p));
+        }
+        self.nodes[i] = Node {
+            peers,
+            km,
+            rng: nrng,
+        };
+        self.drain();
+    }
+
+    /// The routers' (synchronised) wall clock at the current virtual time.
+    fn unix(&self) -> u64 {
+        1_700_000_000 + self.now.duration_since(self.start).as_secs()
+    }
+
+    fn reset_counters(&mut self) {
+        self.data_open_failures = 0;
+        self.data_replays = 0;
     }
 
     fn regenerate(&mut self, i: usize) {
@@ -495,37 +562,478 @@ fn payload_keys_travel_in_session_metadata() {
     let mut w = World::new(2, cfg(KexAlgorithm::EcdhP256, 24), 21, 0.0, 0.0);
     w.run_for(Duration::from_secs(60));
     assert!(w.all_complete());
+    let now = w.now;
     let mut rng = StdRng::seed_from_u64(22);
-    let key = ssr_svr_crypto::peer::PayloadKey::random(&mut rng).unwrap();
     let sid = [7u8; 16];
+    let mut tx = SessionTx::new(sid, RekeyInterval::NEVER, now, &mut rng).unwrap();
     let mut md = [0u8; 512];
     let n = w
         .peer_mut(0, 1)
-        .seal_session_metadata(&sid, &key, &mut md)
+        .seal_session_metadata(tx.key(), &mut md)
         .unwrap();
     // It is SVR metadata: the strict parser accepts it and finds the cookie.
     assert!(ssr_svr_crypto::tlv::Metadata::parse(&md[..n]).is_ok());
-    let (got_sid, got_key) = w.peer_mut(1, 0).open_session_metadata(&md[..n]).unwrap();
-    assert_eq!(got_sid, sid);
-    assert_eq!(got_key, key);
+    let got = w
+        .peer_mut(1, 0)
+        .open_session_metadata(&md[..n], now)
+        .unwrap();
+    assert_eq!(&got, tx.key());
+    // Payloads travel under that payload key (not the data key).
+    let mut rx = SessionRx::new(&got);
+    let mut pkt = [0u8; 256];
+    let mut out = [0u8; 256];
+    let k = tx.seal(b"session payload", &mut pkt).unwrap();
+    let mut direct = CbcHmacOpener::new(&got.key);
+    assert_eq!(direct.open(&pkt[4..k], &mut out).unwrap(), 15);
+    let m = rx.open(&pkt[..k], &mut out).unwrap();
+    assert_eq!(&out[..m], b"session payload");
+    let key = tx.key();
     // Replayed, tampered, or sent the wrong way: rejected.
-    assert!(w.peer_mut(1, 0).open_session_metadata(&md[..n]).is_err());
+    assert!(
+        w.peer_mut(1, 0)
+            .open_session_metadata(&md[..n], now)
+            .is_err()
+    );
     let n2 = w
         .peer_mut(0, 1)
-        .seal_session_metadata(&sid, &key, &mut md)
+        .seal_session_metadata(key, &mut md)
         .unwrap();
     let mut t = md[..n2].to_vec();
     t[40] ^= 1;
-    assert!(w.peer_mut(1, 0).open_session_metadata(&t).is_err());
-    assert!(w.peer_mut(0, 1).open_session_metadata(&md[..n2]).is_err());
+    assert!(w.peer_mut(1, 0).open_session_metadata(&t, now).is_err());
+    assert!(
+        w.peer_mut(0, 1)
+            .open_session_metadata(&md[..n2], now)
+            .is_err()
+    );
     // The clear session id must match the sealed one.
     let mut swapped = md[..n2].to_vec();
     let pos = swapped.windows(16).position(|w| w == sid).unwrap();
     swapped[pos] ^= 1;
-    assert!(w.peer_mut(1, 0).open_session_metadata(&swapped).is_err());
+    assert!(
+        w.peer_mut(1, 0)
+            .open_session_metadata(&swapped, now)
+            .is_err()
+    );
     let n3 = w
         .peer_mut(0, 1)
-        .seal_session_metadata(&sid, &key, &mut md)
+        .seal_session_metadata(key, &mut md)
         .unwrap();
-    assert!(w.peer_mut(1, 0).open_session_metadata(&md[..n3]).is_ok());
+    assert!(
+        w.peer_mut(1, 0)
+            .open_session_metadata(&md[..n3], now)
+            .is_ok()
+    );
+}
+
+/// The IV field of a data packet (after the 12-byte data header and the 8-byte sequence
+/// number): `AES-Kiv(seq | 0x80 | 0…)`, so one (key, sequence number) pair used twice
+/// shows as one IV seen twice.
+fn iv_of(p: &[u8]) -> [u8; 16] {
+    p[20..36].try_into().unwrap()
+}
+
+fn data_sent(w: &World, from: usize, to: usize, since: usize) -> usize {
+    w.net.tap[since..]
+        .iter()
+        .filter(|t| t.3 && t.0 == from && t.1 == to)
+        .count()
+}
+
+#[test]
+fn a_restarted_router_never_reuses_a_key_and_sequence_number_and_is_accepted() {
+    // router-00 initiates the key exchange, router-01 responds: restart each in turn.
+    for who in [0usize, 1] {
+        let mut w = World::new(
+            2,
+            cfg(KexAlgorithm::EcdhP256, 24),
+            31 + who as u64,
+            0.0,
+            0.0,
+        );
+        w.run_for(Duration::from_secs(60));
+        assert!(w.all_complete());
+        w.data_every = Some(Duration::from_millis(100));
+        w.next_data = w.now;
+        w.run_for(Duration::from_secs(30));
+        assert_eq!(w.data_open_failures, 0);
+        let survivor = 1 - who;
+        let before_restart: Vec<Vec<u8>> = w
+            .net
+            .tap
+            .iter()
+            .filter(|t| t.3 && t.0 == who && t.1 == survivor)
+            .map(|t| t.2.clone())
+            .collect();
+        // The process restarts: new metadata key (index 1 again), new state machines,
+        // sequence numbers from 0 again.
+        w.restart(who);
+        // (A metadata key that overtakes the exchange's reply waits for its retransmission.)
+        w.run_for(Duration::from_secs(60));
+        assert!(
+            w.all_complete(),
+            "restart of {who}: {:?} / {:?}",
+            w.peer(0, 1).status(),
+            w.peer(1, 0).status()
+        );
+        w.reset_counters();
+        let mark = w.net.tap.len();
+        w.run_for(Duration::from_secs(60));
+        assert_eq!(w.data_open_failures, 0, "restart of {who}");
+        assert_eq!(
+            w.data_replays, 0,
+            "restart of {who}: no packet taken for a replay"
+        );
+        assert!(data_sent(&w, 0, 1, mark) >= 590 && data_sent(&w, 1, 0, mark) >= 590);
+        // Never the same (key, sequence number) twice: no IV repeats in either direction
+        // over both incarnations.
+        let mut seen = std::collections::HashSet::new();
+        for (from, to, p, data) in &w.net.tap {
+            if *data {
+                assert!(
+                    seen.insert((*from, *to, iv_of(p))),
+                    "restart of {who}: an IV (a key and sequence number) was used twice"
+                );
+            }
+        }
+        assert!(seen.len() > 1500);
+        // The old incarnation's epoch is retired (the overlap is long over): its packets,
+        // replayed now, are refused, not taken for a new epoch with a fresh window.
+        let now = w.now;
+        let delivered = w.peer(survivor, who).status().data.delivered;
+        let mut out = vec![0u8; 256];
+        for p in &before_restart {
+            assert!(
+                w.peer_mut(survivor, who)
+                    .open_data(p, &mut out, now)
+                    .is_err(),
+                "restart of {who}: a packet of the retired epoch was accepted again"
+            );
+        }
+        assert_eq!(w.peer(survivor, who).status().data.delivered, delivered);
+    }
+}
+
+#[test]
+fn ha_failover_refuses_every_captured_packet_and_accepts_the_new_nodes_first_packets() {
+    let mut w = World::new(2, cfg(KexAlgorithm::EcdhP256, 24), 51, 0.0, 0.0);
+    w.run_for(Duration::from_secs(60));
+    assert!(w.all_complete());
+    w.data_every = Some(Duration::from_millis(100));
+    w.next_data = w.now;
+    w.run_for(Duration::from_secs(30));
+    // HA sync of router-01 (metadata key and the peer's data path), then more traffic
+    // before the failover: the export lags behind.
+    let km_export = w.nodes[1].km.export_ha();
+    let peer_export = w.peer(1, 0).export_ha(w.now);
+    assert_eq!(format!("{peer_export:?}"), "[redacted]");
+    w.run_for(Duration::from_secs(10));
+    w.data_every = None;
+    w.run_for(Duration::from_secs(1)); // in-flight packets land
+    let captured: Vec<Vec<u8>> = w
+        .net
+        .tap
+        .iter()
+        .filter(|t| t.3 && t.0 == 0 && t.1 == 1)
+        .map(|t| t.2.clone())
+        .collect();
+    assert!(captured.len() > 350);
+    // Failover: the redundant node takes over router-01 from the exports.
+    let now = w.now;
+    let mut rng = StdRng::seed_from_u64(52);
+    let km = KeyManager::import_ha(km_export.secret_bytes(), now).unwrap();
+    let me = LocalIdentity {
+        cert_der: cert(1),
+        signing_key: w.keys[1].clone(),
+        common_name: cn(1),
+    };
+    let mut p = Peer::new(
+        w.cfgs[1].clone(),
+        me,
+        cn(0),
+        w.auth.clone(),
+        Duration::ZERO,
+        now,
+        w.unix(),
+    );
+    assert!(
+        p.import_ha(&peer_export.secret_bytes()[1..], now, &mut rng)
+            .is_err()
+    );
+    let mut trailing = peer_export.secret_bytes().to_vec();
+    trailing.push(0);
+    assert!(p.import_ha(&trailing, now, &mut rng).is_err());
+    p.import_ha(peer_export.secret_bytes(), now, &mut rng)
+        .unwrap();
+    p.handle_local_metadata_key(&km, now);
+    w.nodes[1] = Node {
+        peers: vec![(0, p)],
+        km,
+        rng,
+    };
+    // Every packet captured before the failover, replayed to the new node: refused,
+    // those sent after the export included.
+    let mut out = vec![0u8; 256];
+    for c in &captured {
+        assert!(w.peer_mut(1, 0).open_data(c, &mut out, now).is_err());
+    }
+    assert_eq!(w.peer(1, 0).status().data.delivered, 0);
+    // The new node's first packets are accepted by the peer at once (fresh epoch).
+    for i in 0..5u8 {
+        let mut pkt = vec![0u8; 256];
+        let n = w.peer_mut(1, 0).seal_data(&[i; 40], &mut pkt).unwrap();
+        let m = w
+            .peer_mut(0, 1)
+            .open_data(&pkt[..n], &mut out, now)
+            .unwrap();
+        assert_eq!(&out[..m], &[i; 40]);
+    }
+    // The control exchange runs again and data flows both ways without loss.
+    w.drain();
+    w.run_for(Duration::from_secs(60));
+    assert!(w.all_complete(), "{:?}", w.peer(1, 0).status());
+    w.reset_counters();
+    w.data_every = Some(Duration::from_millis(100));
+    w.next_data = w.now;
+    w.run_for(Duration::from_secs(30));
+    assert_eq!(w.data_open_failures, 0);
+    assert_eq!(
+        w.data_replays,
+        0,
+        "{:?}\n{:?}",
+        w.peer(1, 0).status(),
+        w.peer(0, 1).status()
+    );
+    assert!(w.peer(1, 0).status().data.delivered >= 290);
+}
+
+#[test]
+fn a_replayed_hello_is_refused_counted_and_installs_no_key() {
+    // Hourly peer rekeys: several hellos go by.
+    let mut w = World::new(2, cfg(KexAlgorithm::EcdhP256, 1), 61, 0.0, 0.0);
+    w.run_for(Duration::from_secs(3 * 3600));
+    assert!(w.all_complete());
+    let hellos: Vec<Vec<u8>> = w
+        .net
+        .tap
+        .iter()
+        .filter(|t| !t.3 && t.0 == 0 && t.1 == 1 && t.2.get(1) == Some(&3))
+        .map(|t| t.2.clone())
+        .collect();
+    assert!(hellos.len() >= 3, "{}", hellos.len());
+    let before = w.peer(1, 0).status();
+    assert_eq!(before.stale_hellos, 0);
+    let now = w.now;
+    // Older hellos replayed to the responder: refused, counted, no key installed.
+    for (k, h) in hellos[..hellos.len() - 1].iter().enumerate() {
+        let node = &mut w.nodes[1];
+        let r = node.peers[0].1.handle_control(h, now, &mut node.rng);
+        assert_eq!(r, Err(ssr_svr_crypto::Error::StaleHello));
+        assert_eq!(w.peer(1, 0).status().stale_hellos, k as u64 + 1);
+    }
+    let after = w.peer(1, 0).status();
+    assert_eq!(after.peer_rekey_count, before.peer_rekey_count);
+    assert_eq!(after.salt, before.salt);
+    // Keys still agree: data flows both ways.
+    w.drain();
+    w.reset_counters();
+    w.data_every = Some(Duration::from_secs(1));
+    w.next_data = w.now;
+    w.run_for(Duration::from_secs(60));
+    assert_eq!(w.data_open_failures, 0);
+    assert_eq!(
+        w.peer(0, 1).status().peer_rekey_count,
+        after.peer_rekey_count
+    );
+    // After a restart of the responder, even the last hello is stale.
+    w.restart(1);
+    let now = w.now;
+    let last = hellos.last().unwrap();
+    for m in [
+        &w.net
+            .tap
+            .iter()
+            .find(|t| !t.3 && t.0 == 0 && t.1 == 1 && t.2.get(1) == Some(&1))
+            .unwrap()
+            .2
+            .clone(),
+        last,
+    ] {
+        let node = &mut w.nodes[1];
+        let _ = node.peers[0].1.handle_control(m, now, &mut node.rng);
+    }
+    let st = w.peer(1, 0).status();
+    assert_eq!(st.peer_rekey_count, 0, "no key from a replayed hello");
+    assert_eq!(st.stale_hellos, 1);
+}
+
+#[test]
+fn payload_keys_are_rekeyed_at_the_interval_with_an_overlap_and_then_retired() {
+    let mut w = World::new(2, cfg(KexAlgorithm::EcdhP256, 24), 71, 0.0, 0.0);
+    w.run_for(Duration::from_secs(60));
+    assert!(w.all_complete());
+    let mut rng = StdRng::seed_from_u64(72);
+    let t0 = w.now;
+    let interval = RekeyInterval::hours(1).unwrap();
+    let mut tx = SessionTx::new([9u8; 16], interval, t0, &mut rng).unwrap();
+    let mut md = [0u8; 512];
+    let n = w
+        .peer_mut(0, 1)
+        .seal_session_metadata(tx.key(), &mut md)
+        .unwrap();
+    let mut rx = SessionRx::new(
+        &w.peer_mut(1, 0)
+            .open_session_metadata(&md[..n], t0)
+            .unwrap(),
+    );
+    // 3.5 hours, a payload every second; payloads are delayed 0-5 s and reordered, the
+    // metadata with a new key arrives after 0.2 s, so packets under the old key arrive
+    // after the new one is installed.
+    let mut inflight: Vec<(Instant, Vec<u8>)> = Vec::new();
+    let mut metadata: Vec<(Instant, Vec<u8>)> = Vec::new();
+    let (mut sent, mut failed, mut rekeys) = (0u64, 0u64, 0u32);
+    let mut max_gens = 0;
+    for s in 0..(3 * 3600 + 1800u64) {
+        let now = t0 + Duration::from_secs(s);
+        if tx.poll_rekey(now, &mut rng).unwrap() {
+            rekeys += 1;
+            let n = w
+                .peer_mut(0, 1)
+                .seal_session_metadata(tx.key(), &mut md)
+                .unwrap();
+            metadata.push((now + Duration::from_millis(200), md[..n].to_vec()));
+        }
+        let mut pkt = vec![0u8; 128];
+        let k = tx.seal(&s.to_be_bytes(), &mut pkt).unwrap();
+        pkt.truncate(k);
+        inflight.push((now + Duration::from_millis(rng.random_range(0..5000)), pkt));
+        sent += 1;
+        for (_, m) in metadata.extract_if(.., |(t, _)| *t <= now) {
+            let key = w.peer_mut(1, 0).open_session_metadata(&m, now).unwrap();
+            rx.install(&key, now).unwrap();
+        }
+        let mut out = [0u8; 128];
+        for (_, p) in inflight.extract_if(.., |(t, _)| *t <= now) {
+            if rx.open(&p, &mut out).is_err() {
+                failed += 1;
+            }
+        }
+        if rx.poll_timeout().is_some_and(|t| t <= now) {
+            rx.handle_timeout(now);
+        }
+        max_gens = max_gens.max(rx.generations().len());
+    }
+    assert_eq!(rekeys, 3, "a new payload key every hour");
+    assert_eq!(failed, 0, "no payload lost to a payload rekey");
+    assert_eq!(rx.stats().delivered + inflight.len() as u64, sent);
+    assert_eq!(max_gens, 2, "old and new during the overlap only");
+    // Long after the last rekey only the newest generation is left: a packet sealed
+    // under a retired key is refused.
+    assert_eq!(rx.generations(), vec![4]);
+    let mut old = SessionTx::new([9u8; 16], RekeyInterval::NEVER, t0, &mut rng).unwrap();
+    let mut pkt = [0u8; 128];
+    let k = old.seal(b"x", &mut pkt).unwrap();
+    assert!(rx.open(&pkt[..k], &mut [0u8; 128]).is_err());
+}
+
+#[test]
+fn the_gcm_suite_is_negotiated_per_peer_and_a_downgrade_is_refused() {
+    let gcm = cfg(KexAlgorithm::EcdhP256, 24).with_suite(Suite::Aes256Gcm);
+    let cbc = cfg(KexAlgorithm::EcdhP256, 24);
+    let payload = b"svr data packet payload".len();
+    // Both configured for GCM: GCM data packets, delivered.
+    let mut w = World::new(2, gcm.clone(), 81, 0.1, 0.1);
+    w.run_for(Duration::from_secs(300));
+    assert!(w.all_complete());
+    w.data_every = Some(Duration::from_secs(1));
+    w.next_data = w.now;
+    w.run_for(Duration::from_secs(60));
+    assert_eq!(w.data_open_failures, 0);
+    assert!(w.peer(1, 0).status().data.delivered > 40);
+    let data: Vec<usize> = w
+        .net
+        .tap
+        .iter()
+        .filter(|t| t.3)
+        .map(|t| t.2.len())
+        .collect();
+    assert!(data.iter().all(|&l| l == 12 + gcm_sealed_len(payload)));
+    assert_ne!(gcm_sealed_len(payload), sealed_len(payload));
+    // GCM against CBC: no key at all (both must agree), the refusals counted.
+    let mut w = World::new_mixed(vec![gcm, cbc], 82, 0.0, 0.0);
+    w.run_for(Duration::from_secs(600));
+    assert!(!w.peer(0, 1).in_service() && !w.peer(1, 0).in_service());
+    assert_eq!(w.peer(1, 0).status().peer_rekey_count, 0);
+    assert!(w.peer(1, 0).status().key_change_errors > 0);
+    // A downgrade: the GCM hello with its suite byte rewritten to CBC, for the CBC
+    // responder. The suite is signed: refused, no key.
+    let hello = w
+        .net
+        .tap
+        .iter()
+        .rev()
+        .find(|t| !t.3 && t.0 == 0 && t.2.get(1) == Some(&3))
+        .unwrap()
+        .2
+        .clone();
+    // version | type | nonce (16) | suite | kex message
+    assert_eq!(hello[18], Suite::Aes256Gcm.code());
+    let mut forged = hello.clone();
+    forged[18] = Suite::CbcHmacSha384.code();
+    let errors = w.peer(1, 0).status().key_change_errors;
+    let now = w.now;
+    let node = &mut w.nodes[1];
+    let r = node.peers[0].1.handle_control(&forged, now, &mut node.rng);
+    assert_eq!(r, Err(ssr_svr_crypto::Error::Unauthenticated));
+    let st = w.peer(1, 0).status();
+    assert_eq!(st.peer_rekey_count, 0, "no key from a downgraded hello");
+    assert_eq!(st.key_change_errors, errors + 1);
+}
+
+#[test]
+fn a_packet_of_the_previous_epoch_opens_during_the_overlap_and_not_after() {
+    // Hourly peer rekeys: every rekey gives each sender a new epoch.
+    let mut w = World::new(2, cfg(KexAlgorithm::EcdhP256, 1), 91, 0.0, 0.0);
+    w.run_for(Duration::from_secs(60));
+    assert!(w.all_complete());
+    let seal = |w: &mut World| {
+        let mut b = vec![0u8; 256];
+        let n = w.peer_mut(0, 1).seal_data(b"old or new", &mut b).unwrap();
+        b.truncate(n);
+        b
+    };
+    let old_a = seal(&mut w);
+    let old_b = seal(&mut w);
+    // The receiver holds the old epoch (a packet under it arrived).
+    let first = seal(&mut w);
+    let now = w.now;
+    w.peer_mut(1, 0)
+        .open_data(&first, &mut vec![0u8; 256], now)
+        .unwrap();
+    let rekeys = w.peer(0, 1).status().peer_rekey_count;
+    while w.peer(0, 1).status().peer_rekey_count == rekeys {
+        w.run_for(Duration::from_secs(10));
+    }
+    // The metadata keys go again under the new peer key (a key that overtook the reply
+    // waits for its retransmission); then the sender has a new epoch.
+    let mut new = seal(&mut w);
+    for _ in 0..24 {
+        if new[4..12] != old_a[4..12] {
+            break;
+        }
+        w.run_for(Duration::from_secs(5));
+        new = seal(&mut w);
+    }
+    assert_ne!(new[4..12], old_a[4..12], "a new epoch after the rekey");
+    let mut out = vec![0u8; 256];
+    let now = w.now;
+    w.peer_mut(1, 0).open_data(&new, &mut out, now).unwrap();
+    // Sealed before the switch, arriving 0.1 s after it: still opens.
+    w.run_for(Duration::from_millis(100));
+    let now = w.now;
+    w.peer_mut(1, 0).open_data(&old_a, &mut out, now).unwrap();
+    // After the 30 s overlap the old epoch is retired.
+    w.run_for(Duration::from_secs(31));
+    let now = w.now;
+    assert!(w.peer_mut(1, 0).open_data(&old_b, &mut out, now).is_err());
 }

@@ -24,9 +24,9 @@ pub fn is_root() -> bool {
 
 /// Gate for tests that need root (loop mounts, nftables, network namespaces).
 ///
-/// Returns `true` when running as root. Otherwise it prints why the test is skipped and
-/// returns `false`, except when the `CI` environment variable is set: CI runs as root,
-/// so a missing privilege there is a failure, never a silent skip.
+/// Returns `true` when running as root. Otherwise the test cannot run: see [`skip`]
+/// (outside CI it prints `SKIPPED: <test>: needs root` and returns `false`; inside CI,
+/// where tests run as root, it panics, so a real-component test never skips there).
 ///
 /// ```no_run
 /// if !ssr_testkit::require_root() {
@@ -38,12 +38,46 @@ pub fn require_root() -> bool {
     if is_root() {
         return true;
     }
-    let caller = std::panic::Location::caller();
-    if std::env::var_os("CI").is_some() {
-        panic!("{caller}: this test needs root and CI is set; run the suite as root");
-    }
-    eprintln!("{caller}: skipped: needs root");
+    skip("needs root (run the suite as root, as `cargo xtask ci` does)");
     false
+}
+
+/// True when the `CI` environment variable is set to anything but empty, `0` or
+/// `false` (`cargo xtask ci` sets `CI=true` for everything it runs).
+pub fn in_ci() -> bool {
+    ci_value_means_ci(std::env::var_os("CI").as_deref())
+}
+
+fn ci_value_means_ci(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+/// The one way a test gives up because a prerequisite is missing (root, a tool, a
+/// device): call it, then return from the test.
+///
+/// Inside CI ([`in_ci`]) a missing prerequisite is a failure: this panics with the
+/// reason. Outside CI it writes `SKIPPED: <test>: <reason> (<file:line>)` straight to
+/// the process's stderr, past libtest's output capture, so the line shows in a normal
+/// `cargo test` run; `cargo xtask ci` counts these lines. `<test>` is the test's name
+/// (libtest names each test's thread after it).
+#[track_caller]
+pub fn skip(reason: &str) {
+    let line = skip_line(reason);
+    if in_ci() {
+        panic!("{line}: a missing prerequisite fails the test when CI is set");
+    }
+    use std::io::Write;
+    // Written in one call so lines of parallel tests do not interleave.
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
+/// `SKIPPED: <test>: <reason> (<file:line>)`.
+#[track_caller]
+fn skip_line(reason: &str) -> String {
+    let caller = std::panic::Location::caller();
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("<unnamed test>");
+    format!("SKIPPED: {test}: {reason} ({caller})")
 }
 
 fn effective_uid() -> Option<u32> {
@@ -135,6 +169,61 @@ mod tests {
         let p = free_port_pair().unwrap();
         let _a = TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
         let _b = TcpListener::bind((Ipv4Addr::LOCALHOST, p + 1)).unwrap();
+    }
+
+    #[test]
+    fn ci_variable_values() {
+        use std::ffi::OsStr;
+        assert!(!ci_value_means_ci(None));
+        for off in ["", "0", "false", "FALSE"] {
+            assert!(!ci_value_means_ci(Some(OsStr::new(off))), "{off:?}");
+        }
+        for on in ["true", "1", "yes"] {
+            assert!(ci_value_means_ci(Some(OsStr::new(on))), "{on:?}");
+        }
+    }
+
+    #[test]
+    fn skip_line_names_the_test_and_the_reason() {
+        let line = skip_line("needs a widget");
+        assert!(
+            line.starts_with(
+                "SKIPPED: tests::skip_line_names_the_test_and_the_reason: needs a widget ("
+            ),
+            "{line}"
+        );
+        assert!(line.contains("lib.rs:"), "{line}");
+    }
+
+    #[test]
+    fn skip_fails_inside_ci() {
+        // A child process of this test binary, with CI set, runs the skip below.
+        if std::env::var_os("SSR_TESTKIT_SKIP_CHILD").is_some() {
+            skip("needs a widget");
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let run = |ci: &str| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "tests::skip_fails_inside_ci", "--test-threads=1"])
+                .env("SSR_TESTKIT_SKIP_CHILD", "1")
+                .env("CI", ci)
+                .output()
+                .unwrap()
+        };
+        let inside = run("true");
+        assert!(!inside.status.success(), "a skip inside CI must fail");
+        assert!(
+            String::from_utf8_lossy(&inside.stdout).contains("needs a widget"),
+            "{inside:?}"
+        );
+        let outside = run("");
+        assert!(outside.status.success(), "{outside:?}");
+        let err = String::from_utf8_lossy(&outside.stderr);
+        assert!(
+            err.contains("SKIPPED: tests::skip_fails_inside_ci: needs a widget ("),
+            "{err}"
+        );
     }
 
     #[test]

@@ -62,22 +62,31 @@ fn ci_value_means_ci(value: Option<&std::ffi::OsStr>) -> bool {
 /// (libtest names each test's thread after it).
 #[track_caller]
 pub fn skip(reason: &str) {
-    let line = skip_line(reason);
     if in_ci() {
-        panic!("{line}: a missing prerequisite fails the test when CI is set");
+        let (test, caller) = test_and_caller();
+        panic!(
+            "{test} cannot run: {reason} ({caller}); a missing prerequisite fails the test when CI is set"
+        );
     }
     use std::io::Write;
     // Written in one call so lines of parallel tests do not interleave.
-    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+    let _ = std::io::stderr().write_all(format!("{}\n", skip_line(reason)).as_bytes());
 }
 
 /// `SKIPPED: <test>: <reason> (<file:line>)`.
 #[track_caller]
 fn skip_line(reason: &str) -> String {
+    let (test, caller) = test_and_caller();
+    format!("SKIPPED: {test}: {reason} ({caller})")
+}
+
+/// The running test's name (libtest names its thread after it) and the caller's place.
+#[track_caller]
+fn test_and_caller() -> (String, &'static std::panic::Location<'static>) {
     let caller = std::panic::Location::caller();
     let thread = std::thread::current();
-    let test = thread.name().unwrap_or("<unnamed test>");
-    format!("SKIPPED: {test}: {reason} ({caller})")
+    let test = thread.name().unwrap_or("<unnamed test>").to_owned();
+    (test, caller)
 }
 
 fn effective_uid() -> Option<u32> {
@@ -213,9 +222,11 @@ mod tests {
         };
         let inside = run("true");
         assert!(!inside.status.success(), "a skip inside CI must fail");
+        let out = String::from_utf8_lossy(&inside.stdout);
         assert!(
-            String::from_utf8_lossy(&inside.stdout).contains("needs a widget"),
-            "{inside:?}"
+            out.contains("tests::skip_fails_inside_ci cannot run: needs a widget (")
+                && !out.contains("SKIPPED"),
+            "{out}"
         );
         let outside = run("");
         assert!(outside.status.success(), "{outside:?}");

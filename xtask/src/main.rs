@@ -3,7 +3,9 @@
 //! - `deps`: install the Debian packages the project needs (apt-get, as root), the
 //!   nightly-only `cargo-fuzz`, and nothing else.
 //! - `ci`: everything CI checks, in order: deps, fmt, clippy, tests (real components,
-//!   as root), docs, benches built, a short run of every fuzz target.
+//!   as root), docs, benches built, a short run of every fuzz target. Refuses to start
+//!   unless root; runs every step with `CI=true` (so a test missing a prerequisite fails
+//!   instead of skipping) and ends with a table (see `summary`).
 //! - `demo`: deps, then the device demo on built-in defaults.
 //! - `fuzz-smoke [SECONDS]`: build every fuzz target and run each for a few seconds.
 //!
@@ -13,6 +15,10 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
+
+mod summary;
+
+use summary::Summary;
 
 /// Debian packages the tests and the demo use (see README).
 const DEBIAN_PACKAGES: &[&str] = &[
@@ -150,10 +156,32 @@ fn ensure_cargo_fuzz() -> Result {
 }
 
 fn ci() -> Result {
+    if !is_root() {
+        return Err(
+            "ci needs root (loop mounts, network namespaces, nftables): run it as root, e.g. `sudo -E cargo xtask ci`"
+                .into(),
+        );
+    }
     let start = Instant::now();
-    deps()?;
-    step("fmt", cargo().args(["fmt", "--all", "--check"]))?;
-    step(
+    let mut run = CiRun::default();
+    let result = ci_steps(&mut run);
+    eprintln!("{}", run.summary.table());
+    result?;
+    eprintln!(
+        "xtask ci: all steps passed in {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The steps of `ci`, each run with `CI=true` and recorded in the summary table.
+fn ci_steps(run: &mut CiRun) -> Result {
+    let deps_start = Instant::now();
+    let deps_result = deps();
+    run.summary.record("deps", deps_start, deps_result.is_ok());
+    deps_result?;
+    run.step("fmt", cargo().args(["fmt", "--all", "--check"]))?;
+    run.step(
         "clippy",
         cargo().args([
             "clippy",
@@ -165,29 +193,88 @@ fn ci() -> Result {
             "warnings",
         ]),
     )?;
-    step(
-        "test",
-        cargo().args(["test", "--workspace", "--all-features"]),
-    )?;
-    step(
+    run.tests(&["test", "--workspace", "--all-features"])?;
+    run.step(
         "doc",
         cargo()
             .args(["doc", "--workspace", "--no-deps", "--all-features"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
-    step(
+    run.step(
         "bench build",
         cargo().args(["bench", "--workspace", "--no-run"]),
     )?;
-    fuzz_smoke(10)?;
-    eprintln!(
-        "xtask ci: all steps passed in {:.0} s",
-        start.elapsed().as_secs_f64()
-    );
+    fuzz_smoke_steps(10, &mut |name, cmd| run.step(name, cmd))?;
     Ok(())
 }
 
+/// A `ci` run: steps get `CI=true` and their times go into the summary.
+#[derive(Debug, Default)]
+struct CiRun {
+    summary: Summary,
+}
+
+impl CiRun {
+    fn step(&mut self, name: &str, cmd: &mut Command) -> Result {
+        let start = Instant::now();
+        let result = step(name, cmd.env("CI", "true"));
+        self.summary.record(name, start, result.is_ok());
+        result
+    }
+
+    /// `cargo <test_args>`: the test binaries are built first (`test build`, which maps
+    /// each binary to its crate), then run with their output streamed and counted
+    /// (`test`). `--no-fail-fast` so the table covers every crate.
+    fn tests(&mut self, test_args: &[&str]) -> Result {
+        let start = Instant::now();
+        let built = self.build_tests(test_args);
+        self.summary.record("test build", start, built.is_ok());
+        let crate_of = built?;
+
+        let start = Instant::now();
+        let mut cmd = cargo();
+        cmd.args(test_args).arg("--no-fail-fast").env("CI", "true");
+        eprintln!("==> test: {cmd:?}");
+        let status = self
+            .summary
+            .run_tests(cmd, &crate_of)
+            .map_err(|e| format!("test: cannot run cargo test: {e}"));
+        let result = status.and_then(|s| {
+            eprintln!("<== test: {s} after {:.0} s", start.elapsed().as_secs_f64());
+            summary::check("test", s)
+        });
+        self.summary.record("test", start, result.is_ok());
+        result
+    }
+
+    /// `cargo <test_args> --no-run --message-format=json-render-diagnostics`: builds the
+    /// test binaries (diagnostics on stderr as usual) and returns binary -> crate.
+    fn build_tests(
+        &self,
+        test_args: &[&str],
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        let mut cmd = cargo();
+        cmd.args(test_args)
+            .args(["--no-run", "--message-format=json-render-diagnostics"])
+            .env("CI", "true")
+            .stderr(std::process::Stdio::inherit());
+        eprintln!("==> test build: {cmd:?}");
+        let out = cmd
+            .output()
+            .map_err(|e| format!("test build: cannot run cargo: {e}"))?;
+        summary::check("test build", out.status)?;
+        Ok(summary::binaries_from_cargo_json(&String::from_utf8_lossy(
+            &out.stdout,
+        )))
+    }
+}
+
 fn fuzz_smoke(seconds: u32) -> Result {
+    fuzz_smoke_steps(seconds, &mut step)
+}
+
+/// Builds every fuzz target and runs each for `seconds`, each command through `run`.
+fn fuzz_smoke_steps(seconds: u32, run: &mut dyn FnMut(&str, &mut Command) -> Result) -> Result {
     ensure_cargo_fuzz()?;
     let fuzz_dir = root().join("fuzz");
     let fuzz = || {
@@ -208,13 +295,13 @@ fn fuzz_smoke(seconds: u32) -> Result {
     if targets.is_empty() {
         return Err("no fuzz targets found".into());
     }
-    step("fuzz build", fuzz().arg("build"))?;
+    run("fuzz build", fuzz().arg("build"))?;
     for target in &targets {
         // An empty corpus directory per run: the smoke run starts from nothing and leaves
         // nothing in the tree.
         let corpus = env::temp_dir().join(format!("ssr-fuzz-{target}"));
         let _ = std::fs::create_dir_all(&corpus);
-        step(
+        run(
             &format!("fuzz {target}"),
             fuzz().args(["run", target]).arg(&corpus).args([
                 "--",

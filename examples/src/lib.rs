@@ -4,6 +4,7 @@
 
 pub mod onboard;
 pub mod pki;
+pub mod steps;
 pub mod svr;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

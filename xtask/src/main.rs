@@ -7,7 +7,9 @@
 //!   unless root; runs every step with `CI=true` (so a test missing a prerequisite fails
 //!   instead of skipping) and ends with a table (see `summary`).
 //! - `demo`: deps, then the device demo on built-in defaults.
-//! - `fuzz-smoke [SECONDS]`: build every fuzz target and run each for a few seconds.
+//! - `fuzz-smoke [SECONDS]`: build every fuzz target and run each for a few seconds,
+//!   starting from its seed corpus (`fuzz/corpus/<target>/`).
+//! - `fuzz-seeds`: regenerate those seed corpora with the project's own encoders.
 //!
 //! Plain std only, so it builds in seconds on a fresh machine.
 
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Some("deps") => deps(),
         Some("ci") => ci(),
         Some("demo") => deps().and_then(|()| demo(&args[1..])),
+        Some("fuzz-seeds") => fuzz_seeds(),
         Some("fuzz-smoke") => {
             let seconds = args.get(1).map_or(Ok(10), |s| {
                 s.parse()
@@ -54,7 +57,7 @@ fn main() -> ExitCode {
             });
             seconds.and_then(fuzz_smoke)
         }
-        _ => Err("usage: cargo xtask <deps|ci|demo|fuzz-smoke [SECONDS]>".to_string()),
+        _ => Err("usage: cargo xtask <deps|ci|demo|fuzz-smoke [SECONDS]|fuzz-seeds>".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -297,21 +300,71 @@ fn fuzz_smoke_steps(seconds: u32, run: &mut dyn FnMut(&str, &mut Command) -> Res
     }
     run("fuzz build", fuzz().arg("build"))?;
     for target in &targets {
-        // An empty corpus directory per run: the smoke run starts from nothing and leaves
-        // nothing in the tree.
-        let corpus = env::temp_dir().join(format!("ssr-fuzz-{target}"));
-        let _ = std::fs::create_dir_all(&corpus);
-        run(
-            &format!("fuzz {target}"),
-            fuzz().args(["run", target]).arg(&corpus).args([
-                "--",
-                &format!("-max_total_time={seconds}"),
-                "-rss_limit_mb=2048",
-            ]),
-        )?;
+        // A temporary corpus directory per run (per process), seeded from the committed
+        // corpus: libFuzzer writes what it finds there, and nothing lands in the tree.
+        let corpus = env::temp_dir().join(format!("ssr-fuzz-{}-{target}", std::process::id()));
         let _ = std::fs::remove_dir_all(&corpus);
+        let seeds = copy_seed_corpus(&fuzz_dir.join("corpus").join(target), &corpus)
+            .map_err(|e| format!("fuzz {target}: seed corpus: {e}"))?;
+        eprintln!("fuzz {target}: {seeds} seed inputs");
+        let result = run(
+            &format!("fuzz {target}"),
+            fuzz()
+                .args(["run", target])
+                .arg(&corpus)
+                .args([
+                    "--",
+                    &format!("-max_total_time={seconds}"),
+                    "-rss_limit_mb=2048",
+                ])
+                .args(fuzz_max_len(target).map(|n| format!("-max_len={n}"))),
+        );
+        let _ = std::fs::remove_dir_all(&corpus);
+        result?;
     }
     Ok(())
+}
+
+/// Targets whose inputs are packets or packet metadata: run with inputs up to 64 KiB
+/// (libFuzzer's default is 4 KiB).
+fn fuzz_max_len(target: &str) -> Option<u32> {
+    matches!(target, "ssr_svr_crypto_metadata" | "ssr_svr_crypto_packet").then_some(65_536)
+}
+
+/// Creates `dest` and copies the files of `seeds` (`fuzz/corpus/<target>/`, made by
+/// `cargo xtask fuzz-seeds`) into it; a target without seeds starts empty.
+fn copy_seed_corpus(seeds: &Path, dest: &Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dest)?;
+    let entries = match std::fs::read_dir(seeds) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut copied = 0;
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), dest.join(entry.file_name()))?;
+            copied += 1;
+        }
+    }
+    Ok(copied)
+}
+
+/// `fuzz-seeds`: regenerates `fuzz/corpus/<target>/` with the project's own encoders
+/// (the `fuzz-seeds` example); commit the result.
+fn fuzz_seeds() -> Result {
+    step(
+        "fuzz seeds",
+        cargo().args([
+            "run",
+            "--quiet",
+            "-p",
+            "examples",
+            "--example",
+            "fuzz-seeds",
+        ]),
+    )
 }
 
 fn demo(args: &[String]) -> Result {
@@ -333,4 +386,48 @@ fn demo(args: &[String]) -> Result {
             // to fail (a key not provisioned yet); the demo reports those itself.
             .env("TSS2_LOG", "all+NONE"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_corpus_is_copied_and_a_missing_one_starts_empty() {
+        let base = env::temp_dir().join(format!("xtask-seeds-{}", std::process::id()));
+        let seeds = base.join("seeds");
+        std::fs::create_dir_all(&seeds).unwrap();
+        std::fs::write(seeds.join("a"), b"seed a").unwrap();
+        std::fs::write(seeds.join("b"), b"seed b").unwrap();
+        let dest = base.join("run");
+        assert_eq!(copy_seed_corpus(&seeds, &dest).unwrap(), 2);
+        assert_eq!(std::fs::read(dest.join("b")).unwrap(), b"seed b");
+        let empty = base.join("empty-run");
+        assert_eq!(copy_seed_corpus(&base.join("none"), &empty).unwrap(), 0);
+        assert!(empty.is_dir());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn packet_targets_get_64_kib_inputs() {
+        assert_eq!(fuzz_max_len("ssr_svr_crypto_packet"), Some(65_536));
+        assert_eq!(fuzz_max_len("ssr_svr_crypto_metadata"), Some(65_536));
+        assert_eq!(fuzz_max_len("ssr_pki_cert"), None);
+    }
+
+    #[test]
+    fn every_fuzz_target_has_seeds() {
+        let fuzz = root().join("fuzz");
+        for entry in std::fs::read_dir(fuzz.join("fuzz_targets")).unwrap() {
+            let path = entry.unwrap().path();
+            let target = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let seeds = std::fs::read_dir(fuzz.join("corpus").join(&target))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            assert!(
+                seeds > 0,
+                "fuzz target {target} has no seed corpus: run `cargo xtask fuzz-seeds`"
+            );
+        }
+    }
 }

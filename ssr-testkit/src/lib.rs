@@ -116,6 +116,21 @@ pub fn free_port_pair() -> io::Result<u16> {
     ))
 }
 
+/// A machine-wide lock for a test that must use a fixed port (e.g. 930, the port a router
+/// uses after onboarding): held until the returned file is dropped, so the same test run
+/// by another process at once (two suites on one machine) waits instead of failing on
+/// "port in use". The lock file is `<temp dir>/ssr-testkit-port-<port>.lock`.
+pub fn lock_fixed_port(port: u16) -> io::Result<std::fs::File> {
+    let path = std::env::temp_dir().join(format!("ssr-testkit-port-{port}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    file.lock()?;
+    Ok(file)
+}
+
 /// Runs a command to completion; a non-zero exit becomes an error carrying its stderr.
 pub fn run(cmd: &mut Command) -> io::Result<Output> {
     let output = cmd.output().map_err(|e| {
@@ -235,6 +250,42 @@ mod tests {
             err.contains("SKIPPED: tests::skip_fails_inside_ci: needs a widget ("),
             "{err}"
         );
+    }
+
+    #[test]
+    fn fixed_port_lock_is_exclusive_across_processes() {
+        // A child process of this test binary holds the lock for a moment.
+        if std::env::var_os("SSR_TESTKIT_LOCK_CHILD").is_some() {
+            let _lock = lock_fixed_port(1).unwrap();
+            println!("locked");
+            std::thread::sleep(Duration::from_millis(1500));
+            return;
+        }
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "tests::fixed_port_lock_is_exclusive_across_processes",
+                "--nocapture",
+            ])
+            .env("SSR_TESTKIT_LOCK_CHILD", "1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the child holds the lock (it prints `locked`).
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("locked") {
+            line.clear();
+            assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
+        }
+        let asked = Instant::now();
+        let _lock = lock_fixed_port(1).unwrap();
+        // The child holds it for 1.5 s after saying so: we cannot have it sooner.
+        assert!(
+            asked.elapsed() >= Duration::from_secs(1),
+            "the lock was granted while another process held it"
+        );
+        assert!(child.wait().unwrap().success());
     }
 
     #[test]

@@ -97,7 +97,9 @@ fn completes_over_a_link_dropping_ten_percent_of_packets() {
     if !ssr_testkit::require_root() {
         return;
     }
-    let tag = std::process::id() % 100_000;
+    // The full PID: names stay unique among concurrent test processes (veth names <= 15
+    // bytes: "dls" + 7 digits).
+    let tag = std::process::id();
     let mut ns = Netns::create(tag);
     // Each chain counts every packet crossing the veth, then drops 10% of them with a
     // counter of its own: the counters are the witness that the loss really happened.

@@ -415,6 +415,58 @@ mod tests {
         assert_eq!(fuzz_max_len("ssr_pki_cert"), None);
     }
 
+    /// Tidy check: no test, example, bench or fuzz target names a path outside the
+    /// repository (a fresh clone has no `../shared` beside it).
+    #[test]
+    fn tests_examples_and_benches_read_only_inside_the_repository() {
+        const OUTSIDE: &[&str] = &["/../..", "\"../..", "../shared", "\"/work/"];
+        let mut offenders = Vec::new();
+        let mut files = Vec::new();
+        collect_rs(&root(), &mut files);
+        for file in files {
+            let rel = file.strip_prefix(root()).unwrap_or(&file).to_path_buf();
+            let in_scope = rel.components().any(|c| {
+                matches!(
+                    c.as_os_str().to_str(),
+                    Some("tests" | "examples" | "benches" | "fuzz_targets")
+                )
+            });
+            if !in_scope {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            for (n, line) in text.lines().enumerate() {
+                if OUTSIDE.iter().any(|p| line.contains(p)) {
+                    offenders.push(format!("{}:{}: {}", rel.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "paths outside the repository (vendor the data instead): {offenders:#?}"
+        );
+    }
+
+    /// Every `.rs` file under `dir`, skipping build output and hidden folders.
+    fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name == "target" {
+                continue;
+            }
+            if path.is_dir() {
+                collect_rs(&path, out);
+            } else if name.ends_with(".rs") {
+                out.push(path);
+            }
+        }
+    }
+
     #[test]
     fn every_fuzz_target_has_seeds() {
         let fuzz = root().join("fuzz");

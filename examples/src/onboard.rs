@@ -14,7 +14,6 @@ use serde_json::json;
 use ssr_onboard::config::{ConductorConfig, OnboardingConfig};
 use ssr_onboard::https::{ConductorServer, conductor_policy, join};
 use ssr_onboard::ssh::Ed25519SshKey;
-use ssr_onboard::tpm::TpmSigner;
 use ssr_onboard::{Psk, RouterSigner, SoftwareSigner};
 
 type Result<T> = std::result::Result<T, Box<dyn StdError>>;
@@ -37,7 +36,7 @@ pub struct Summary {
 }
 
 /// A throwaway CA and a conductor certificate for 127.0.0.1 signed by it, written as
-/// `ca.pem`, `conductor.pem` and `conductor-key.pem` in `dir`.
+/// `ca.pem`, `conductor.pem`, `conductor-key.pem` and `token-key.pem` in `dir`.
 fn conductor_pki(dir: &Path) -> Result<()> {
     use rcgen::{CertificateParams, DnType, KeyPair};
     let (ca, issuer) = crate::throwaway_ca("demo conductor CA")?;
@@ -52,6 +51,11 @@ fn conductor_pki(dir: &Path) -> Result<()> {
         leaf.signed_by(&key, &issuer)?.pem(),
     )?;
     fs::write(dir.join("conductor-key.pem"), key.serialize_pem())?;
+    // The token-signing key: a key of its own, not the TLS key.
+    fs::write(
+        dir.join("token-key.pem"),
+        KeyPair::generate()?.serialize_pem(),
+    )?;
     Ok(())
 }
 
@@ -77,6 +81,7 @@ pub fn run(dir: &Path, tpm_tcti: Option<&str>) -> Result<Summary> {
         "listen": "127.0.0.1:0",
         "certificate": p("conductor.pem"),
         "private-key": p("conductor-key.pem"),
+        "token-key": p("token-key.pem"),
         "routers": { ROUTER: psk.secret_str() },
         "used-tokens": p("used-tokens.jsonl"),
         "audit-log": p("audit.jsonl"),
@@ -87,7 +92,11 @@ pub fn run(dir: &Path, tpm_tcti: Option<&str>) -> Result<Summary> {
 
     // Router key: in the TPM when there is one.
     let signer: Box<dyn RouterSigner> = match tpm_tcti {
-        Some(tcti) => Box::new(TpmSigner::open(tcti)?),
+        // The key store entry `router` of ssr-tpm, as `ssr cert keygen --tpm` makes it.
+        Some(tcti) => Box::new(ssr_onboard::tpm::open_router_key(
+            tcti,
+            &dir.join("tpm-keys"),
+        )?),
         None => Box::new(SoftwareSigner::generate(&mut rng)),
     };
     let spki = signer.public_key_spki()?;

@@ -139,6 +139,7 @@ pub fn run(dir: &Path) -> Result<Summary> {
         crls: &[],
         trusted: &trusted,
         router_key: Some(key.verifying_key()),
+        chain_check: ssr_pki::import::ChainCheck::Required,
     };
     let imported = import_certificate(&pem, &policy)?;
     let cert = &imported.certificate;

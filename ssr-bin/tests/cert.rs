@@ -104,10 +104,14 @@ fn ca_params(cn: &str) -> CertificateParams {
 }
 
 fn pki() -> Pki {
-    let root_params = ca_params("CLI Test Root CA");
+    pki_named("CLI Test Root CA", "CLI Test Issuing CA")
+}
+
+fn pki_named(root: &str, issuing: &str) -> Pki {
+    let root_params = ca_params(root);
     let root_key = KeyPair::generate().unwrap();
     let root_pem = root_params.self_signed(&root_key).unwrap().pem();
-    let mut ica_params = ca_params("CLI Test Issuing CA");
+    let mut ica_params = ca_params(issuing);
     ica_params.use_authority_key_identifier_extension = true;
     let ica_key = KeyPair::generate().unwrap();
     let ica_pem = ica_params
@@ -242,7 +246,7 @@ fn provisioning_import_show_verify_and_crls() {
         ])
         .output()
         .unwrap();
-    assert!(verify.status.success());
+    assert!(verify.status.success() && stderr(&verify).contains("verify OK"));
     assert!(String::from_utf8_lossy(&verify.stdout).contains(&format!("subject=CN={UUID}")));
 
     // 3. The CA signs it (openssl); the trust bundle is installed strictly.
@@ -521,4 +525,503 @@ fn errors_are_one_line() {
     for (args, code, needle) in cases {
         fails(ssr(args), code, needle);
     }
+}
+
+#[test]
+fn import_without_a_trust_bundle_is_refused_unless_no_chain_check_audited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = dir.join("store");
+    let store_s = store.to_str().unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    // Any issuer at all: nothing is installed to say whom to trust.
+    let pki = pki();
+    ok(ssr(&["cert", "keygen", "--store", store_s]));
+    ok(ssr(&[
+        "cert",
+        "csr",
+        "--store",
+        store_s,
+        "--uuid",
+        UUID,
+        "--out",
+        &path("router.csr"),
+    ]));
+    pki.sign(
+        dir,
+        "router.csr",
+        0x77,
+        // Two distribution points: an ldap:// one (unsupported) before an http:// one.
+        "ldap://dir.test/cn=CA?certificateRevocationList,URI:http://127.0.0.1:9/x.crl",
+        "router.pem",
+    );
+
+    let err = fails(
+        ssr(&["cert", "import", "--store", store_s, &path("router.pem")]),
+        1,
+        "no trusted CA bundle is installed",
+    );
+    assert!(err.contains("--no-chain-check"), "{err}");
+    assert!(!store.join("router.pem").exists(), "nothing imported");
+    let audit = std::fs::read_to_string(store.join("audit.jsonl")).unwrap();
+    assert!(audit.contains("system.reject_certificate"), "{audit}");
+    assert!(!audit.contains("import_without_chain_check"), "{audit}");
+
+    // The operator's explicit choice imports it, and the choice is audited first.
+    let o = ssr(&[
+        "cert",
+        "import",
+        "--store",
+        store_s,
+        "--no-chain-check",
+        &path("router.pem"),
+    ]);
+    assert!(
+        stderr(&o).contains(
+            "CRL distribution point ldap://dir.test/cn=CA?certificateRevocationList not used"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let out = ok(o);
+    assert!(out.contains("imported"), "{out}");
+    assert!(store.join("router.pem").exists());
+    // The ldap:// point is reported, the http:// point of the same certificate is kept.
+    let crl_config = std::fs::read_to_string(store.join("crl/config.json")).unwrap();
+    assert!(
+        crl_config.contains("http://127.0.0.1:9/x.crl"),
+        "{crl_config}"
+    );
+    assert!(!crl_config.contains("ldap"), "{crl_config}");
+    let audit = std::fs::read_to_string(store.join("audit.jsonl")).unwrap();
+    let skipped = audit
+        .lines()
+        .position(|l| l.contains("\"system.import_without_chain_check\""))
+        .expect("the skipped chain check is audited");
+    let ingest = audit
+        .lines()
+        .position(|l| l.contains("\"system.ingest_certificate\""))
+        .expect("ingested");
+    assert!(skipped < ingest, "{audit}");
+    let line = audit.lines().nth(skipped).unwrap();
+    assert!(line.contains("CLI Test Issuing CA"), "{line}");
+    assert!(line.contains("\"trusted_certificates\":0"), "{line}");
+
+    // Once a bundle is installed, a plain import checks the chain again: a stranger's
+    // certificate is refused.
+    std::fs::write(dir.join("bundle.pem"), pki.bundle()).unwrap();
+    ok(install_ca(store_s, "strict", &[], &path("bundle.pem")));
+    let stranger = pki_named("Stranger Root", "Stranger Issuing CA");
+    stranger.sign(
+        dir,
+        "router.csr",
+        0x78,
+        "http://127.0.0.1:9/x.crl",
+        "stranger.pem",
+    );
+    fails(
+        ssr(&["cert", "import", "--store", store_s, &path("stranger.pem")]),
+        1,
+        "issuer",
+    );
+    ok(ssr(&[
+        "cert",
+        "import",
+        "--store",
+        store_s,
+        &path("router.pem"),
+    ]));
+}
+
+#[test]
+fn tpm_router_key_signs_the_csr_and_is_the_imported_certificates_key() {
+    let swtpm = ssr_testkit::Swtpm::start().expect("swtpm");
+    let tcti = swtpm.tcti();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = dir.join("store");
+    let store_s = store.to_str().unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let pki = pki();
+
+    // keygen --tpm: the key store entry, no software key; never silently replaced,
+    // neither by another TPM key nor by a software key.
+    let out = ok(ssr(&[
+        "cert", "keygen", "--tpm", "--tcti", &tcti, "--store", store_s,
+    ]));
+    assert!(out.contains("router key created in the TPM"), "{out}");
+    let public = &out[out.find("-----BEGIN PUBLIC KEY-----").expect("public key")..];
+    assert!(store.join("tpm-keys/router.key").exists());
+    assert!(!store.join("router.key").exists());
+    fails(
+        ssr(&[
+            "cert", "keygen", "--tpm", "--tcti", &tcti, "--store", store_s,
+        ]),
+        1,
+        "exists already",
+    );
+    fails(
+        ssr(&["cert", "keygen", "--store", store_s]),
+        1,
+        "exists already (in the TPM",
+    );
+
+    // The CSR is signed inside the TPM: openssl verifies it, and its key is the
+    // TPM key keygen printed.
+    let csr = path("router.csr");
+    ok(ssr(&[
+        "cert", "csr", "--tcti", &tcti, "--store", store_s, "--uuid", UUID, "--out", &csr,
+    ]));
+    let verify = Command::new("openssl")
+        .args(["req", "-in", &csr, "-noout", "-verify", "-pubkey"])
+        .output()
+        .unwrap();
+    // openssl 3.0 may exit 0 on a verify failure: the verdict is its message.
+    assert!(
+        verify.status.success() && stderr(&verify).contains("verify OK"),
+        "{}",
+        stderr(&verify)
+    );
+    assert_eq!(String::from_utf8_lossy(&verify.stdout), public);
+    let audit = std::fs::read_to_string(store.join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"key\":\"ecdsa-p256-tpm\""), "{audit}");
+    // A tampered CSR fails the same oracle (the check is not vacuous).
+    let mut der = {
+        let pem = std::fs::read_to_string(&csr).unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-in",
+                "router.csr",
+                "-outform",
+                "DER",
+                "-out",
+                "csr.der",
+            ],
+        );
+        drop(pem);
+        std::fs::read(dir.join("csr.der")).unwrap()
+    };
+    let n = der.len();
+    der[n - 10] ^= 1;
+    std::fs::write(dir.join("bad.der"), &der).unwrap();
+    let bad = Command::new("openssl")
+        .args([
+            "req", "-inform", "DER", "-in", "bad.der", "-noout", "-verify",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(!stderr(&bad).contains("verify OK"), "{}", stderr(&bad));
+    assert!(
+        !bad.status.success() || stderr(&bad).contains("verify failure"),
+        "{}",
+        stderr(&bad)
+    );
+
+    // Without the TPM the CSR cannot be made (the key is not in software).
+    let gone = ssr_testkit::Swtpm::start().expect("swtpm 2");
+    let gone_tcti = gone.tcti();
+    drop(gone);
+    fails(
+        ssr(&[
+            "cert", "csr", "--tcti", &gone_tcti, "--store", store_s, "--uuid", UUID,
+        ]),
+        1,
+        "TPM router key",
+    );
+
+    // The certificate for the TPM key is imported; one for another key is refused.
+    std::fs::write(dir.join("bundle.pem"), pki.bundle()).unwrap();
+    ok(install_ca(store_s, "strict", &[], &path("bundle.pem")));
+    pki.sign(
+        dir,
+        "router.csr",
+        0x51,
+        "http://127.0.0.1:9/x.crl",
+        "router.pem",
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-subj",
+            "/CN=other",
+            "-out",
+            "other.csr",
+        ],
+    );
+    pki.sign(
+        dir,
+        "other.csr",
+        0x52,
+        "http://127.0.0.1:9/x.crl",
+        "other.pem",
+    );
+    fails(
+        ssr(&["cert", "import", "--store", store_s, &path("other.pem")]),
+        1,
+        "not the router's key",
+    );
+    ok(ssr(&[
+        "cert",
+        "import",
+        "--store",
+        store_s,
+        &path("router.pem"),
+    ]));
+
+    // --force to software: one router key remains.
+    ok(ssr(&["cert", "keygen", "--force", "--store", store_s]));
+    assert!(store.join("router.key").exists());
+    assert!(!store.join("tpm-keys/router.key").exists());
+}
+
+/// A running `ssr crl watch`: its stdout and stderr lines arrive on one channel; killed
+/// (SIGKILL, no chance to tidy up) on drop.
+struct Watch {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watch {
+    fn start(args: &[&str]) -> Watch {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ssr"))
+            .args(["crl", "watch"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ssr crl watch");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for reader in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err) as Box<dyn std::io::Read + Send>,
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(reader)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Watch {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a line containing `needle`; returns it.
+    #[track_caller]
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn status_json(store: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(store.join("crl/status.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn crl_watch_keeps_crls_fresh_and_a_restart_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = dir.join("store");
+    let store_s = store.to_str().unwrap();
+    let pki = pki();
+    std::fs::write(dir.join("bundle.pem"), pki.bundle()).unwrap();
+    ok(install_ca(
+        store_s,
+        "strict",
+        &[],
+        dir.join("bundle.pem").to_str().unwrap(),
+    ));
+
+    // A serves a CRL revoking 0x31; B is down until told otherwise, then revokes 0x32.
+    let files = StaticFiles::new();
+    files.insert("/a.crl", pki.crl(&[0x31]));
+    let a = HttpServer::start(files.clone()).unwrap();
+    let files_b = StaticFiles::new();
+    files_b.insert("/b.crl", pki.crl(&[0x32]));
+    let b = HttpServer::start(files_b).unwrap();
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = down.clone();
+    b.set_faults(move |_r, _n| {
+        flag.load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(Fault::Status(503))
+    });
+    let (url_a, url_b) = (format!("{}/a.crl", a.url()), format!("{}/b.crl", b.url()));
+
+    // First run: A ingested and published; B fails, its alarm is raised once, and it is
+    // retried on the doubling backoff (1 s, 2 s, …).
+    let mut w = Watch::start(&[
+        "--store",
+        store_s,
+        "--url",
+        &url_a,
+        "--url",
+        &url_b,
+        "--backoff-secs",
+        "1",
+        "--polling-hours",
+        "1",
+    ]);
+    w.wait_for(&format!("{url_a}: ingested"));
+    w.wait_for("published 1 revoked");
+    w.wait_for(&format!("alarm raised: CRL {url_b}"));
+    w.wait_for(&format!("CRL {url_b}: attempt failed (2 consecutive)"));
+    // A crash (SIGKILL) right after: the state on disk is whole.
+    drop(w);
+    let st = status_json(&store);
+    let sa = st
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["url"] == url_a)
+        .unwrap();
+    let sb = st
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["url"] == url_b)
+        .unwrap();
+    assert_eq!(sa["alarm"], false);
+    assert_eq!(sb["alarm"], true);
+    let failures = sb["consecutive_failures"].as_u64().unwrap();
+    assert!(failures >= 2, "{st}");
+    // A is next due a polling interval after its success.
+    assert!(
+        sa["next_fetch"].as_i64().unwrap() > unix_now() + 3000,
+        "{st}"
+    );
+    let master = std::fs::read_to_string(store.join("crl/master.json")).unwrap();
+    assert!(master.contains("\"31\""), "{master}");
+    let out = ok(ssr(&["crl", "status", "--store", store_s]));
+    assert!(out.contains(&format!("{url_b}: ALARM")), "{out}");
+    assert!(out.contains(", next fetch 20"), "{out}");
+    assert_eq!(a.stats().requests, 1);
+
+    // Restart: B's failure count continues (its alarm is not raised a second time), A
+    // is not refetched before its schedule.
+    let mut w = Watch::start(&["--store", store_s]);
+    w.wait_for(&format!("{url_a}: next fetch at"));
+    w.wait_for(&format!(
+        "CRL {url_b}: attempt failed ({} consecutive)",
+        failures + 1
+    ));
+    // B comes back: its next try ingests it, the alarm clears, the merged list holds both.
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    w.wait_for(&format!("alarm cleared: CRL {url_b}"));
+    w.wait_for("published 2 revoked");
+    assert!(
+        !w.seen.iter().any(|l| l.contains("alarm raised")),
+        "{:#?}",
+        w.seen
+    );
+    drop(w);
+    assert_eq!(a.stats().requests, 1, "A was not refetched at the restart");
+    let master = std::fs::read_to_string(store.join("crl/master.json")).unwrap();
+    assert!(
+        master.contains("\"31\"") && master.contains("\"32\""),
+        "{master}"
+    );
+    let st = status_json(&store);
+    assert!(
+        st.as_array().unwrap().iter().all(|s| s["alarm"] == false),
+        "{st}"
+    );
+    let out = ok(ssr(&["crl", "status", "--store", store_s]));
+    assert!(!out.contains("ALARM"), "{out}");
+    let counters = std::fs::read_to_string(store.join("counters.json")).unwrap();
+    assert!(counters.contains("\"crl_fetch_failure\": "), "{counters}");
+}
+
+#[test]
+fn crl_watch_once_fetches_what_is_due_and_exits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = dir.join("store");
+    let store_s = store.to_str().unwrap();
+    let pki = pki();
+    std::fs::write(dir.join("bundle.pem"), pki.bundle()).unwrap();
+    ok(install_ca(
+        store_s,
+        "strict",
+        &[],
+        dir.join("bundle.pem").to_str().unwrap(),
+    ));
+    let files = StaticFiles::new();
+    files.insert("/a.crl", pki.crl(&[0x41]));
+    let a = HttpServer::start(files).unwrap();
+    let url = format!("{}/a.crl", a.url());
+    let out = ok(ssr(&[
+        "crl", "watch", "--once", "--store", store_s, "--url", &url,
+    ]));
+    assert!(out.contains("published 1 revoked"), "{out}");
+    // Nothing is due at the second run: no request.
+    let out = ok(ssr(&["crl", "watch", "--once", "--store", store_s]));
+    assert!(out.contains("next fetch at"), "{out}");
+    assert_eq!(a.stats().requests, 1);
+}
+
+#[test]
+fn the_crl_watch_unit_runs_the_watch_command() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd/crl-watch.service"),
+    )
+    .unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/bin/ssr"));
+    let args: Vec<&str> = words.collect();
+    assert_eq!(&args[..2], ["crl", "watch"]);
+    // The unit's arguments parse (with --help, nothing runs).
+    let help = ok(ssr(&[&args[..], &["--help"]].concat()));
+    assert!(help.contains("--once"), "{help}");
+    let store = args
+        .iter()
+        .position(|a| *a == "--store")
+        .and_then(|i| args.get(i + 1))
+        .expect("--store");
+    assert!(unit.contains(&format!("ReadWritePaths={store}")), "{unit}");
 }

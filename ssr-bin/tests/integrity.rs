@@ -24,6 +24,9 @@ struct System {
     config: PathBuf,
     journal: Journal,
     dirs: Vec<PathBuf>,
+    /// More configuration lines (after the defaults above; a key given here must not
+    /// be among them).
+    extra_config: String,
 }
 
 /// A bound datagram socket standing in for journald, drained by a thread (the kernel
@@ -91,6 +94,7 @@ impl System {
             config: root.join("integrity-handler.toml"),
             journal,
             dirs,
+            extra_config: String::new(),
         };
         system.configure(tcti, false);
         system
@@ -106,9 +110,15 @@ impl System {
         fs::write(
             &self.config,
             format!(
-                "tcti = {tcti:?}\nstate-dir = {:?}\ndirectories = [{dirs}]\nblock-network-on-event = {block_network}\njournal-socket = {:?}\n",
+                "tcti = {tcti:?}\nstate-dir = {:?}\ndirectories = [{dirs}]\nblock-network-on-event = {block_network}\njournal-socket = {:?}\n{}{}",
                 self.state_dir().display().to_string(),
                 self.root.join("journal.sock").display().to_string(),
+                if self.extra_config.contains("tpm-wait-seconds") {
+                    ""
+                } else {
+                    "tpm-wait-seconds = 0\n"
+                },
+                self.extra_config,
             ),
         )
         .unwrap();
@@ -357,14 +367,48 @@ fn onboards_locks_and_unlocks_with_files_intact() {
     system.ok(&["lock"]);
     system.assert_locked();
 
-    // The downgrade guard, onboarded.
+    // The downgrade guard, onboarded: --previous alone allows nothing.
     assert_eq!(system.check_target(&["7.1.2"]), Some(4));
     assert_eq!(
         system.check_target(&["7.1.2", "--previous", "7.1.2-R1"]),
-        Some(0)
+        Some(4)
     );
     assert_eq!(system.check_target(&["7.2.0"]), Some(0));
     assert_eq!(system.check_target(&["seven"]), Some(2));
+    // The installer of 7.1.3 recorded that it replaced 7.1.2: a rollback to it is
+    // allowed, unless the installer's claim contradicts the history.
+    system.ok(&["record-installed", "7.1.3-R1", "--previous", "7.1.2"]);
+    assert_eq!(
+        fs::read_to_string(system.state_dir().join("installed-versions")).unwrap(),
+        "integrity-handler installed versions v1\n7.1.2\n7.1.3\n"
+    );
+    assert_eq!(system.check_target(&["7.1.2"]), Some(0));
+    assert_eq!(
+        system.check_target(&["7.1.2", "--previous", "7.1.2"]),
+        Some(0)
+    );
+    assert_eq!(
+        system.check_target(&["7.1.2", "--previous", "7.1.1"]),
+        Some(4)
+    );
+    assert_eq!(
+        system.check_target(&["7.1.1", "--previous", "7.1.1"]),
+        Some(4)
+    );
+    // After an upgrade to 7.2.0 the previous version is 7.1.3: 7.1.2 is refused,
+    // whatever --previous says.
+    system.ok(&["record-installed", "7.2.0", "--previous", "7.1.2"]);
+    assert_eq!(
+        system.check_target(&["7.1.2", "--previous", "7.1.2"]),
+        Some(4)
+    );
+    assert_eq!(system.check_target(&["7.1.3"]), Some(0));
+    // A damaged history shows no previous version.
+    fs::write(system.state_dir().join("installed-versions"), "7.1.2\n").unwrap();
+    assert_eq!(
+        system.check_target(&["7.1.2", "--previous", "7.1.2"]),
+        Some(4)
+    );
 }
 
 #[test]
@@ -632,6 +676,66 @@ impl NetNs {
             .success()
     }
 
+    fn ping6(&self, addr: &str) -> bool {
+        self.exec("ping")
+            .args(["-6", "-c", "1", "-W", "1", addr])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    /// The handler's drop table is loaded in this namespace.
+    fn has_drop_table(&self) -> bool {
+        self.exec("nft")
+            .args(["list", "table", "inet", "integrity_handler"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    /// `integrity-handler … start` run inside the namespace.
+    fn start_handler(&self, system: &System) -> Output {
+        self.exec(env!("CARGO_BIN_EXE_integrity-handler"))
+            .arg("--config")
+            .arg(&system.config)
+            .arg("start")
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap()
+    }
+
+    /// swtpm inside the namespace on its loopback, port 2321/2322, over `state`.
+    fn swtpm(&self, state: &Path) -> Killed {
+        let child = self
+            .exec("swtpm")
+            .args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", state.display()))
+            .args([
+                "--server",
+                "type=tcp,port=2321,bindaddr=127.0.0.1",
+                "--ctrl",
+                "type=tcp,port=2322,bindaddr=127.0.0.1",
+                "--flags",
+                "not-need-init,startup-clear",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let killed = Killed(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.loopback_connects(2321) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "swtpm in the namespace did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        killed
+    }
+
     /// A TCP connection to 127.0.0.1:port inside the namespace succeeds.
     fn loopback_connects(&self, port: u16) -> bool {
         self.exec("bash")
@@ -760,4 +864,691 @@ fn other_tpm_is_an_integrity_event_that_blocks_the_network() {
     system.configure(&tpm.tcti(), false);
     system.ok(&["start"]);
     system.assert_files_read_back();
+}
+
+/// Runs a tool (tpm2-tools get `tpm` as their TCTI), asserting success.
+fn tool(tpm: Option<&Swtpm>, program: &str, args: &[&str]) {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    if let Some(tpm) = tpm {
+        cmd.env("TPM2TOOLS_TCTI", tpm.tcti());
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{program} {args:?}: {}", stderr(&out));
+}
+
+/// Replaces the ciphertext of the sealed FEK and fixes its checksum (a forger with
+/// write access to the state directory can do both).
+fn with_ciphertext(sealed: &[u8], ct: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut bytes = sealed.to_vec();
+    bytes[50..306].copy_from_slice(ct);
+    let n = bytes.len() - 32;
+    let sum = sha2::Sha256::digest(&bytes[..n]);
+    bytes[n..].copy_from_slice(&sum);
+    bytes
+}
+
+/// A sealed FEK forged with the public sealing key (`openssl pkeyutl`, OAEP SHA-256)
+/// is an integrity event: the TPM's HMAC does not vouch for it. A version-1 file (an
+/// earlier release) still unlocks and is upgraded to an authenticated one; a
+/// version-1 file is never resumed from.
+#[test]
+fn a_forged_sealed_fek_is_an_integrity_event_and_a_version_1_file_is_upgraded() {
+    let Some((_fs, tpm, mut system)) = system_on_ext4(32) else {
+        return;
+    };
+    system.onboard_with_files_locked();
+    let genuine = fs::read(system.sealed_fek()).unwrap();
+    assert_eq!(genuine[4], 2, "version 2 written");
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    tool(
+        Some(&tpm),
+        "tpm2_readpublic",
+        &["-Q", "-c", "0x81000100", "-f", "pem", "-o", &p("key.pem")],
+    );
+    fs::write(p("fek.bin"), [0x33u8; 32]).unwrap();
+    tool(
+        None,
+        "openssl",
+        &[
+            "pkeyutl",
+            "-encrypt",
+            "-pubin",
+            "-inkey",
+            &p("key.pem"),
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha256",
+            "-pkeyopt",
+            "rsa_mgf1_md:sha256",
+            "-in",
+            &p("fek.bin"),
+            "-out",
+            &p("ct.bin"),
+        ],
+    );
+    let forged = with_ciphertext(&genuine, &fs::read(p("ct.bin")).unwrap());
+    fs::write(system.sealed_fek(), &forged).unwrap();
+    let out = system.start_is_integrity_event();
+    assert_stderr_contains(&out, "not authenticated by the TPM's HMAC key");
+    assert_eq!(fs::read(system.sealed_fek()).unwrap(), forged);
+    system.assert_locked();
+
+    // The genuine file as version 1 (what an earlier release wrote): unlocks, and is
+    // rewritten as version 2.
+    use sha2::Digest as _;
+    let mut v1 = genuine[..306].to_vec();
+    v1[4] = 1;
+    let sum = sha2::Sha256::digest(&v1);
+    v1.extend_from_slice(&sum);
+    fs::write(system.sealed_fek(), &v1).unwrap();
+    let out = system.run(&["start"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_stderr_contains(&out, "upgraded to version 2");
+    system.assert_files_read_back();
+    let upgraded = fs::read(system.sealed_fek()).unwrap();
+    assert_eq!(upgraded.len(), genuine.len());
+    assert_eq!(upgraded[4], 2);
+    system.lock_and_unlock();
+
+    // Without the onboarding record (an interrupted onboarding), a version-1 file
+    // is not resumed from, even a genuine one: it is set aside.
+    let fresh = System::new(&system.root.join("fresh"), &tpm.tcti());
+    fs::create_dir_all(fresh.state_dir()).unwrap();
+    fs::write(fresh.sealed_fek(), &v1).unwrap();
+    let out = fresh.run(&["start"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_stderr_contains(&out, "version 1 (not authenticated by the TPM)");
+    assert_eq!(
+        fs::read(fresh.state_dir().join("sealed-fek.unusable-1")).unwrap(),
+        v1
+    );
+}
+
+/// Transient objects and sessions loaded in the TPM (tpm2_getcap), as a raw TPM keeps
+/// them after the process that loaded them died.
+fn tpm_loaded(tpm: &Swtpm) -> usize {
+    [
+        "handles-transient",
+        "handles-loaded-session",
+        "handles-saved-session",
+    ]
+    .iter()
+    .map(|what| {
+        let out = Command::new("tpm2_getcap")
+            .arg(what)
+            .env("TPM2TOOLS_TCTI", tpm.tcti())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.trim_start().starts_with("- 0x"))
+            .count()
+    })
+    .sum()
+}
+
+/// Onboarding SIGKILLed from outside at moments spread over its TPM work, again and
+/// again, without restarting the TPM (swtpm has no resource manager, like
+/// `/dev/tpm0`): each kill that lands mid-command leaves transient objects or sessions
+/// loaded. The next `start` flushes them and completes.
+#[test]
+fn onboarding_killed_mid_tpm_command_leaves_no_stale_tpm_objects_behind() {
+    let Some((_fs, tpm, mut system)) = system_on_ext4(32) else {
+        return;
+    };
+    let mut kills_that_left_objects = 0;
+    for attempt in 0..60u64 {
+        let mut child = system.command(&["start"]).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(15 + (attempt * 37) % 700));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if status.success() {
+            // Finished before the kill: start over on a fresh system.
+            system = System::new(&system.root.join(format!("again-{attempt}")), &tpm.tcti());
+            continue;
+        }
+        if tpm_loaded(&tpm) > 0 {
+            kills_that_left_objects += 1;
+            if kills_that_left_objects == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        kills_that_left_objects, 3,
+        "no kill landed while the TPM held an object or session"
+    );
+    let out = system.run(&["start"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_stderr_contains(&out, "stale transient object(s)/session(s)");
+    assert_eq!(tpm_loaded(&tpm), 0);
+    system.write_files();
+    system.lock_and_unlock();
+}
+
+/// Two namespaces joined by a veth pair, with IPv4 and IPv6 addresses: the handler's
+/// (`.0`, 192.0.2.1 / 2001:db8::1) and a peer (`.1`, 192.0.2.2 / 2001:db8::2).
+fn veth_pair() -> (NetNs, NetNs) {
+    let id = format!("{}-{}", std::process::id(), rand_suffix());
+    let host = NetNs::add(format!("ih-{id}-h"));
+    let peer = NetNs::add(format!("ih-{id}-p"));
+    host.ip(&[
+        "link", "add", "ih0", "type", "veth", "peer", "name", "ih1", "netns", &peer.0,
+    ]);
+    host.ip(&["addr", "add", "192.0.2.1/24", "dev", "ih0"]);
+    peer.ip(&["addr", "add", "192.0.2.2/24", "dev", "ih1"]);
+    host.ip(&["-6", "addr", "add", "2001:db8::1/64", "dev", "ih0", "nodad"]);
+    peer.ip(&["-6", "addr", "add", "2001:db8::2/64", "dev", "ih1", "nodad"]);
+    host.ip(&["link", "set", "ih0", "up"]);
+    peer.ip(&["link", "set", "ih1", "up"]);
+    (host, peer)
+}
+
+fn rand_suffix() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    t.subsec_nanos() ^ (t.as_secs() as u32)
+}
+
+/// Traffic in both directions, IPv4 and IPv6, between the two namespaces.
+fn traffic_flows(host: &NetNs, peer: &NetNs) -> [bool; 4] {
+    [
+        peer.ping("192.0.2.1"),
+        host.ping("192.0.2.2"),
+        peer.ping6("2001:db8::1"),
+        host.ping6("2001:db8::2"),
+    ]
+}
+
+/// An integrity event that goes away: the TPM does not answer (not started yet), so
+/// `start` is an integrity event that blocks IPv4 and IPv6 both ways; once the TPM
+/// answers, the next `start` unlocks, removes the drop table, says so in the journal,
+/// and traffic flows again.
+#[test]
+fn a_later_unlock_lifts_the_block_of_an_earlier_event_ipv4_and_ipv6() {
+    let Some((_fs, tpm, mut system)) = system_on_ext4(32) else {
+        return;
+    };
+    system.onboard_with_files_locked();
+    let state = tpm.stop().unwrap().expect("own state");
+    let (host, peer) = veth_pair();
+    // IPv6 with nodad is usable at once; give the link a moment anyway.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while traffic_flows(&host, &peer) != [true; 4] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "veth pair does not carry pings: {:?}",
+            traffic_flows(&host, &peer)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    system.configure("swtpm:host=127.0.0.1,port=2321", true);
+
+    let out = host.start_handler(&system);
+    assert_integrity_event(&mut system, &out);
+    assert_stderr_contains(&out, "no TPM at");
+    assert!(host.has_drop_table());
+    assert_eq!(
+        traffic_flows(&host, &peer),
+        [false; 4],
+        "IPv4 and IPv6 blocked both ways"
+    );
+    system.assert_locked();
+
+    // The TPM answers now (the same one, its state kept).
+    let _tpm = host.swtpm(state.path());
+    let out = host.start_handler(&system);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = system.journal_records();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["MESSAGE"].starts_with("network unblocked") && r["PRIORITY"] == "6"),
+        "{records:?}"
+    );
+    assert!(!host.has_drop_table());
+    assert_eq!(traffic_flows(&host, &peer), [true; 4]);
+    system.assert_files_read_back();
+    // Another start of the unlocked system says nothing about the network.
+    let out = host.start_handler(&system);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("network unblocked"));
+}
+
+/// A missing, unreadable or invalid configuration on a system whose state directory
+/// shows it onboarded is an integrity event (network blocked, emergency record), not
+/// a configuration error; on a system that is not onboarded it stays exit 2.
+#[test]
+fn a_broken_configuration_of_an_onboarded_system_is_an_integrity_event() {
+    let Some((_fs, _tpm, mut system)) = system_on_ext4(16) else {
+        return;
+    };
+    system.onboard_with_files_locked();
+    let good = fs::read(&system.config).unwrap();
+    let ns = NetNs::add(format!("ih-{}-{}-c", std::process::id(), rand_suffix()));
+    let start = |system: &System, state: &Path| {
+        ns.exec(env!("CARGO_BIN_EXE_integrity-handler"))
+            .arg("--config")
+            .arg(&system.config)
+            .arg("start")
+            .env_remove("JOURNAL_STREAM")
+            .env("INTEGRITY_HANDLER_STATE_DIR", state)
+            .env("INTEGRITY_HANDLER_JOURNAL_SOCKET", &system.journal.path)
+            .output()
+            .unwrap()
+    };
+    for (what, broken) in [
+        ("invalid", Some(&b"tcti = 7\n"[..])),
+        ("not TOML", Some(&b"\xff\xfe garbage"[..])),
+        ("missing", None),
+    ] {
+        match broken {
+            Some(text) => fs::write(&system.config, text).unwrap(),
+            None => fs::remove_file(&system.config).unwrap(),
+        }
+        let out = start(&system, &system.state_dir());
+        assert_integrity_event(&mut system, &out);
+        assert_stderr_contains(&out, "configuration");
+        assert!(ns.has_drop_table(), "{what}");
+        ns.exec("nft")
+            .args(["delete", "table", "inet", "integrity_handler"])
+            .status()
+            .unwrap();
+        // Not onboarded (an empty state directory): a configuration error.
+        let empty = tempfile::tempdir().unwrap();
+        let out = start(&system, empty.path());
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", stderr(&out));
+        assert!(!ns.has_drop_table());
+        system.journal_records();
+    }
+    fs::write(&system.config, good).unwrap();
+    system.ok(&["start"]);
+    system.assert_files_read_back();
+}
+
+/// Kernel status line `field` (e.g. `VmLck`) of a process, in kB, if it is running.
+fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .strip_prefix(':')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// Runs `program args` with an unlimited core size in `dir` (the kernel's
+/// core_pattern is `core`: a dump lands there), waits until it has locked memory (or
+/// `settle` has passed), sends SIGQUIT; returns whether a core was dumped and the
+/// VmLck it showed.
+fn quit_with_core_limit(dir: &Path, program: &Path, args: &[&str], settle: bool) -> (bool, u64) {
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg("ulimit -c unlimited; exec \"$@\"")
+        .arg("bash")
+        .arg(program)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("JOURNAL_STREAM")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut locked = 0;
+    loop {
+        if let Some(kb) = proc_status_kb(pid, "VmLck").filter(|&kb| kb > 0) {
+            locked = kb;
+            break;
+        }
+        if settle || std::time::Instant::now() > deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // It must still be running (mid-onboarding) for the test to mean anything.
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited before the signal"
+    );
+    // SIGQUIT: its default action dumps a core, and Rust's runtime does not catch it
+    // (it does catch SIGSEGV, for stack overflows).
+    ssr_testkit::run(Command::new("kill").args(["-QUIT", &pid.to_string()])).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(3), "{status:?}");
+    let cores = fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("core")
+        })
+        .count();
+    assert_eq!(
+        status.core_dumped(),
+        cores > 0,
+        "{status:?}, {cores} core files"
+    );
+    (status.core_dumped(), locked)
+}
+
+/// No core dump can carry the FEK: during onboarding the handler has locked its
+/// memory (`VmLck` in /proc/<pid>/status) and a SIGQUIT leaves no core, while the
+/// same signal under the same limits and core_pattern dumps a core of a plain
+/// process (the control that shows the test can fail).
+#[test]
+fn the_handler_is_not_dumpable_and_locks_its_memory_during_onboarding() {
+    let Some((_fs, _tpm, system)) = system_on_ext4(16) else {
+        return;
+    };
+    let pattern = fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    assert_eq!(pattern.trim(), "core", "the test needs core_pattern = core");
+    let control = tempfile::tempdir().unwrap();
+    let (dumped, _) = quit_with_core_limit(control.path(), Path::new("sleep"), &["30"], true);
+    assert!(dumped, "control: a plain process must dump a core here");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = system.config.to_str().unwrap().to_owned();
+    let (dumped, locked) = quit_with_core_limit(
+        dir.path(),
+        Path::new(env!("CARGO_BIN_EXE_integrity-handler")),
+        &["--config", &config, "start"],
+        false,
+    );
+    assert!(locked > 0, "VmLck stayed 0: memory not locked");
+    assert!(!dumped, "the handler dumped a core");
+}
+
+/// `pcrs = [7]`: the sealing keys are bound to PCR 7. Extending PCR 7 (as a changed
+/// Secure Boot state would) makes `start` an integrity event; the TPM rebooted
+/// (PCRs back to their boot values) unlocks again.
+#[test]
+fn pcr_binding_from_the_configuration() {
+    let Some((_fs, tpm, mut system)) = system_on_ext4(32) else {
+        return;
+    };
+    system.extra_config = "pcrs = [7]\n".into();
+    system.configure(&tpm.tcti(), false);
+    system.onboard_with_files_locked();
+    let sealed = fs::read(system.sealed_fek()).unwrap();
+    assert_eq!(&sealed[44..48], &0x80u32.to_be_bytes(), "PCR 7 in the file");
+    tool(
+        Some(&tpm),
+        "tpm2_pcrextend",
+        &[&format!("7:sha256={}", "ab".repeat(32))],
+    );
+    let out = system.start_is_integrity_event();
+    assert_stderr_contains(&out, "PCR policy");
+    system.assert_locked();
+
+    let state = tpm.stop().unwrap().expect("own state");
+    let rebooted = ssr_testkit::Swtpm::builder()
+        .state_dir(state.path())
+        .start()
+        .unwrap();
+    system.configure(&rebooted.tcti(), false);
+    system.ok(&["start"]);
+    system.assert_files_read_back();
+    drop(rebooted);
+}
+
+/// On an onboarded system a TPM that does not answer yet is waited for (bounded by
+/// `tpm-wait-seconds`): the TPM comes up a second after `start` and it unlocks.
+#[test]
+fn start_waits_for_a_late_tpm() {
+    let Some((_fs, tpm, mut system)) = system_on_ext4(32) else {
+        return;
+    };
+    system.onboard_with_files_locked();
+    let state = tpm.stop().unwrap().expect("own state");
+    let port = ssr_testkit::free_port_pair().unwrap();
+    system.extra_config = "tpm-wait-seconds = 30\n".into();
+    system.configure(&format!("swtpm:host=127.0.0.1,port={port}"), false);
+    let handler = system.command(&["start"]).output_later();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let _late = Killed(
+        Command::new("swtpm")
+            .args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", state.path().display()))
+            .arg("--server")
+            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+            .arg("--ctrl")
+            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+            .args(["--flags", "not-need-init,startup-clear"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = handler.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_stderr_contains(&out, "waiting up to 30 s");
+    assert_stderr_contains(&out, "the TPM answered after");
+    system.assert_files_read_back();
+    // Without the wait it is an integrity event at once.
+    system.extra_config = "tpm-wait-seconds = 0\n".into();
+    let absent = absent_tpm_tcti();
+    system.configure(&absent, false);
+    system.journal_records();
+    system.start_is_integrity_event();
+}
+
+trait OutputLater {
+    fn output_later(self) -> std::thread::JoinHandle<Output>;
+}
+
+impl OutputLater for Command {
+    /// Runs the command on a thread; join for its output.
+    fn output_later(mut self) -> std::thread::JoinHandle<Output> {
+        std::thread::spawn(move || self.output().unwrap())
+    }
+}
+
+/// Persistent handles in the TPM (tpm2_getcap).
+fn tpm_persistent(tpm: &Swtpm) -> Vec<String> {
+    let out = Command::new("tpm2_getcap")
+        .arg("handles-persistent")
+        .env("TPM2TOOLS_TCTI", tpm.tcti())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches(['-', ' ']).to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// A key at the sealing handle that this code did not create (one with a password,
+/// one with an auth policy, placed with tpm2_create + tpm2_evictcontrol): onboarding
+/// is refused with a clear error (exit 1) and nothing is touched: no state directory,
+/// no protected directory, no other TPM key.
+#[test]
+fn a_foreign_key_at_the_sealing_handle_refuses_onboarding_and_touches_nothing() {
+    if !ssr_testkit::require_root() {
+        return;
+    }
+    let ext4 = LoopExt4::create(16, 4096).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    fs::write(p("policy"), [0x42u8; 32]).unwrap();
+    let ours = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|decrypt";
+    for (i, extra) in [["-p", "secret"], ["-L", &p("policy")]].iter().enumerate() {
+        let tpm = Swtpm::start().unwrap();
+        let t = Some(&tpm);
+        tool(
+            t,
+            "tpm2_createprimary",
+            &["-Q", "-C", "o", "-c", &p("prim.ctx")],
+        );
+        tool(t, "tpm2_flushcontext", &["-t"]);
+        let (prim, public, private) = (p("prim.ctx"), p("k.pub"), p("k.priv"));
+        let mut create = vec![
+            "-Q",
+            "-C",
+            &prim,
+            "-G",
+            "rsa2048:oaep-sha256:null",
+            "-a",
+            ours,
+            "-u",
+            &public,
+            "-r",
+            &private,
+        ];
+        create.extend_from_slice(extra);
+        tool(t, "tpm2_create", &create);
+        tool(t, "tpm2_flushcontext", &["-t"]);
+        tool(
+            t,
+            "tpm2_load",
+            &[
+                "-Q",
+                "-C",
+                &p("prim.ctx"),
+                "-u",
+                &p("k.pub"),
+                "-r",
+                &p("k.priv"),
+                "-c",
+                &p("k.ctx"),
+            ],
+        );
+        tool(
+            t,
+            "tpm2_evictcontrol",
+            &["-Q", "-C", "o", "-c", &p("k.ctx"), "0x81000100"],
+        );
+        tool(t, "tpm2_flushcontext", &["-t"]);
+        let before = tpm_persistent(&tpm);
+        assert_eq!(before, ["0x81000100"]);
+
+        let system = System::new(&ext4.mount_point().join(format!("sys-{i}")), &tpm.tcti());
+        let out = system.run(&["start"]);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", stderr(&out));
+        assert_stderr_contains(&out, "is not this system's sealing key");
+        assert_stderr_contains(&out, "nothing was changed");
+        assert!(!system.state_dir().exists(), "{extra:?}");
+        assert!(system.dirs.iter().all(|d| !d.exists()), "{extra:?}");
+        assert_eq!(tpm_persistent(&tpm), before, "{extra:?}");
+    }
+}
+
+/// The capabilities the unit keeps (`CapabilityBoundingSet=` of
+/// packaging/systemd/integrity-handler.service), as setpriv's `--bounding-set`.
+fn unit_bounding_set() -> String {
+    let unit = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/systemd/integrity-handler.service"),
+    )
+    .unwrap();
+    let caps = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet=");
+    let mut set = String::from("-all");
+    for cap in caps.split_whitespace() {
+        let name = cap.strip_prefix("CAP_").expect("CAP_ names");
+        set.push_str(&format!(",+{}", name.to_ascii_lowercase()));
+    }
+    set
+}
+
+/// The handler does its whole job with only the capabilities the unit leaves it:
+/// onboarding, lock, unlock (next to the test's swtpm), and an integrity event that
+/// loads the drop table (in a network namespace; the missing sealed FEK is found
+/// before any TPM is asked). Onboarding, lock and unlock also run as under
+/// `ProtectSystem=strict` + `ReadWritePaths=`: in a mount namespace where the file
+/// system is read-only but for the system's own directory (the fscrypt key ioctls
+/// go to the read-only mount point).
+#[test]
+fn the_handler_works_with_the_units_capability_bounding_set() {
+    let Some((fs, _tpm, mut system)) = system_on_ext4(16) else {
+        return;
+    };
+    let set = unit_bounding_set();
+    let ns = NetNs::add(format!("ih-{}-{}-k", std::process::id(), rand_suffix()));
+    let config = system.config.clone();
+    let limited = |mut cmd: Command, args: &[&str]| {
+        cmd.args(["--bounding-set", &set, "--"])
+            .arg(env!("CARGO_BIN_EXE_integrity-handler"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap()
+    };
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$2" && shift 2 && exec setpriv "$@""#)
+            .arg("sh")
+            .arg(&system.root)
+            .arg(fs.mount_point());
+        limited(cmd, args)
+    };
+    let out = run(&["start"]);
+    assert!(out.status.success(), "{set}: {}", stderr(&out));
+    assert_stderr_contains(&out, "onboarding recorded");
+    assert!(
+        !stderr(&out).contains("mlockall failed"),
+        "{}",
+        stderr(&out)
+    );
+    system.write_files();
+    let out = run(&["lock"]);
+    assert!(out.status.success(), "{set}: {}", stderr(&out));
+    system.assert_locked();
+    let out = run(&["start"]);
+    assert!(out.status.success(), "{set}: {}", stderr(&out));
+    system.assert_files_read_back();
+    assert!(run(&["lock"]).status.success());
+    // Without CAP_IPC_LOCK and with a small RLIMIT_MEMLOCK the handler must not lock
+    // (every later allocation would count against the limit): a warning, and it works.
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -l 64 && exec setpriv --bounding-set -ipc_lock -- \"$@\"",
+            "sh",
+        ])
+        .arg(env!("CARGO_BIN_EXE_integrity-handler"))
+        .arg("--config")
+        .arg(&config)
+        .arg("start")
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_stderr_contains(
+        &out,
+        "mlockall failed: CAP_IPC_LOCK is not in the effective set",
+    );
+    system.assert_files_read_back();
+    assert!(run(&["lock"]).status.success());
+    system.journal_records();
+
+    let sealed = fs::read(system.sealed_fek()).unwrap();
+    fs::remove_file(system.sealed_fek()).unwrap();
+    system.configure(&absent_tpm_tcti(), true);
+    let out = limited(ns.exec("setpriv"), &["start"]);
+    assert_integrity_event(&mut system, &out);
+    assert!(
+        !stderr(&out).contains("cannot block the network"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(ns.has_drop_table(), "{}", stderr(&out));
+    fs::write(system.sealed_fek(), sealed).unwrap();
 }

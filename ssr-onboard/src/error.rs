@@ -151,6 +151,21 @@ pub enum Error {
         /// The I/O error.
         reason: String,
     },
+    /// A certificate request that does not parse or whose self-signature fails.
+    #[error("malformed certificate request: {reason}")]
+    MalformedCsr {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A certificate request for another key than the one the router proved at
+    /// onboarding (or for a router with no onboarding record).
+    #[error("certificate request for router {router}: {reason}")]
+    CsrKeyMismatch {
+        /// The router.
+        router: String,
+        /// Which check failed.
+        reason: String,
+    },
     /// The network failed (connect, TLS I/O, HTTP framing).
     #[error("network: {reason}")]
     Network {

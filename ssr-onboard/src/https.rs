@@ -1,39 +1,51 @@
-//! The HTTPS adapter (feature `https`): the conductor's onboarding endpoint and the
-//! router's client, over rustls (TLS 1.3 only, ring provider) on blocking std sockets;
-//! plus the file-backed used-token register and the JSON-lines audit log.
+//! The HTTPS adapter (feature `https`): the conductor's onboarding endpoint (hyper 1
+//! HTTP/1.1 over tokio-rustls, connections served concurrently) and the router's
+//! client (rustls on a blocking std socket), both TLS 1.3 only with the ring provider;
+//! plus the JSON-lines audit log. The used-token stores are in
+//! [`crate::used_tokens`].
 //!
 //! Each onboarding runs on one TLS connection: the handshake's messages are HTTP/1.1
 //! `POST /sco/v1` requests (JSON bodies, `Content-Length` framing, keep-alive), and
 //! both sides bind the handshake to the TLS session with exported keying material
 //! (label [`crate::transcript::EKM_LABEL`]).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use getrandom::SysRng;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rand_core::UnwrapErr;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{
-    ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned,
-};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, StreamOwned};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use zeroize::Zeroizing;
 
 use crate::audit::{AuditEvent, AuditKind};
-use crate::conductor::{
-    ConductorOutcome, ConductorPolicy, ConductorSession, MemoryUsedTokens, UsedTokens,
-};
+use crate::conductor::{ConductorOutcome, ConductorPolicy, ConductorSession, UsedTokens};
 use crate::config::{ConductorConfig, OnboardingConfig};
 use crate::msg::{Legacy, MAX_MESSAGE_LEN, Message};
-use crate::router::{RouterHandshake, RouterParams};
+use crate::record::OnboardingRecord;
+use crate::router::{HANDSHAKE_TIMEOUT, RouterHandshake, RouterParams};
 use crate::signer::RouterSigner;
 use crate::ssh::{Ed25519SshKey, SshPublicKey};
 use crate::token::Token;
 use crate::transcript::EKM_LABEL;
+use crate::used_tokens::OnboardingRecords;
 use crate::{Error, ErrorKind};
 
 /// Socket read/write timeout.
@@ -94,75 +106,7 @@ impl AuditLog {
     }
 }
 
-/// The used-token register persisted as JSON lines `{"jti":"…","exp":N}`, each line
-/// written and fsynced before the token is accepted.
-#[derive(Debug)]
-pub struct FileUsedTokens {
-    path: PathBuf,
-    mem: MemoryUsedTokens,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UsedLine {
-    jti: String,
-    exp: u64,
-}
-
-impl FileUsedTokens {
-    /// Opens (or starts) the register; a line that does not parse is an error naming
-    /// the line (a damaged register must not silently re-enable tokens).
-    pub fn open(path: &Path) -> Result<Self, Error> {
-        let mut mem = MemoryUsedTokens::default();
-        match File::open(path) {
-            Ok(f) => {
-                for (i, line) in BufReader::new(f).lines().enumerate() {
-                    let line = line.map_err(|e| storage(path, e))?;
-                    if line.is_empty() {
-                        continue;
-                    }
-                    let l: UsedLine = serde_json::from_str(&line)
-                        .map_err(|e| storage(path, format!("line {}: {e}", i + 1)))?;
-                    mem.insert(l.jti, l.exp);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(storage(path, e)),
-        }
-        Ok(Self {
-            path: path.to_owned(),
-            mem,
-        })
-    }
-
-    /// Whether `jti` was used.
-    pub fn contains(&self, jti: &str) -> bool {
-        self.mem.contains(jti)
-    }
-}
-
-impl UsedTokens for FileUsedTokens {
-    fn consume(&mut self, jti: &str, exp: u64) -> Result<bool, Error> {
-        if self.mem.contains(jti) {
-            return Ok(false);
-        }
-        let line = serde_json::to_string(&UsedLine {
-            jti: jti.to_owned(),
-            exp,
-        })
-        .map_err(|e| storage(&self.path, e))?;
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.path)
-            .map_err(|e| storage(&self.path, e))?;
-        f.write_all(format!("{line}\n").as_bytes())
-            .and_then(|()| f.sync_data())
-            .map_err(|e| storage(&self.path, e))?;
-        self.mem.consume(jti, exp)
-    }
-}
+pub use crate::used_tokens::FileUsedTokens;
 
 /// Reads all certificates from a PEM file.
 pub fn read_certificates(
@@ -191,25 +135,6 @@ fn write_request(w: &mut impl Write, host: &str, body: &[u8]) -> io::Result<()> 
     let mut out = format!(
         "POST {PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    w.write_all(&out)?;
-    w.flush()
-}
-
-fn write_response(w: &mut impl Write, status: u16, body: &[u8], close: bool) -> io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        _ => "Error",
-    };
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
-        body.len(),
-        if close { "close" } else { "keep-alive" }
     )
     .into_bytes();
     out.extend_from_slice(body);
@@ -270,19 +195,149 @@ fn read_message(r: &mut impl Read) -> io::Result<Option<(String, Vec<u8>)>> {
 
 // ---------------------------------------------------------------- conductor
 
-/// The conductor's onboarding endpoint.
+/// The conductor endpoint's limits. Defaults: TLS handshake 10 s, each request (head
+/// and body) 10 s, a whole connection 40 s from its accept (the onboarding handshake's
+/// own deadline is 30 s), 32 concurrent connections per source address, 512 in all.
+/// Request heads are capped at 8 KiB and bodies at [`MAX_MESSAGE_LEN`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// The TLS handshake must complete within this after the TCP accept.
+    pub tls_handshake_timeout: Duration,
+    /// Each HTTP request, head and body, must arrive within this.
+    pub request_timeout: Duration,
+    /// Every connection is closed this long after its accept, whatever it is doing.
+    pub connection_deadline: Duration,
+    /// Concurrent connections (TLS and onboarding handshakes in progress) from one
+    /// source address; further ones from that address are closed at once.
+    pub handshakes_per_source: usize,
+    /// Concurrent connections in all; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            tls_handshake_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            connection_deadline: HANDSHAKE_TIMEOUT + Duration::from_secs(10),
+            handshakes_per_source: 32,
+            max_connections: 512,
+        }
+    }
+}
+
+/// The request head cap (hyper's smallest read buffer).
+const MAX_HEAD: usize = 8192;
+
+/// The conductor's onboarding endpoint: hyper (HTTP/1.1) over tokio-rustls (TLS 1.3),
+/// each connection served concurrently on its own task. The onboarding handshake's
+/// state lives per connection and is bound to it by the TLS exporter; the used-token
+/// store, the audit log and `authorized-keys` are shared by all connections.
 #[derive(Debug)]
 pub struct ConductorServer {
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
-    policy: ConductorPolicy,
-    used: FileUsedTokens,
-    audit: AuditLog,
-    authorized_keys: PathBuf,
+    shared: Arc<Shared>,
+    limits: ServerLimits,
 }
 
-/// Builds the conductor's policy from its configuration (reads the key and the SSH
-/// host key). The routers' PSKs move out of `cfg` into the policy.
+struct Shared {
+    tls: TlsAcceptor,
+    policy: ConductorPolicy,
+    used: Mutex<Box<dyn UsedTokens + Send>>,
+    audit: AuditLog,
+    authorized_keys: Mutex<PathBuf>,
+    records: Option<Mutex<Box<dyn OnboardingRecords>>>,
+    sources: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("policy", &self.policy)
+            .field("audit", &self.audit)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One connection's place in its source address's count.
+struct SourceSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl SourceSlot {
+    fn admit(shared: &Arc<Shared>, ip: IpAddr, cap: usize) -> Option<SourceSlot> {
+        let mut sources = lock(&shared.sources);
+        let n = sources.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut sources = lock(&self.shared.sources);
+        if let Some(n) = sources.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                sources.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The shared store, locked for one `consume` at a time.
+struct LockedStore<'a>(&'a Mutex<Box<dyn UsedTokens + Send>>);
+
+impl UsedTokens for LockedStore<'_> {
+    fn consume(&mut self, jti: &str, exp: u64) -> Result<bool, Error> {
+        match self.0.lock() {
+            Ok(mut store) => store.consume(jti, exp),
+            Err(_) => Err(Error::Storage {
+                path: "used-token store".into(),
+                reason: "an earlier update panicked".into(),
+            }),
+        }
+    }
+}
+
+/// One connection: its handshake state.
+struct Conn {
+    shared: Arc<Shared>,
+    session: Mutex<ConductorSession>,
+    outcomes: mpsc::UnboundedSender<ConductorOutcome>,
+    request_timeout: Duration,
+}
+
+struct Reply {
+    status: StatusCode,
+    body: Vec<u8>,
+    close: bool,
+}
+
+impl Reply {
+    fn close(status: StatusCode) -> Reply {
+        Reply {
+            status,
+            body: Vec::new(),
+            close: true,
+        }
+    }
+}
+
+/// Builds the conductor's policy from its configuration (reads the token-signing key
+/// and the SSH host key; refuses a token key that is the TLS key). The routers' PSKs
+/// move out of `cfg` into the policy.
 pub fn conductor_policy(cfg: &mut ConductorConfig) -> Result<ConductorPolicy, Error> {
     use p256::pkcs8::DecodePrivateKey;
     let file = "conductor-config.json";
@@ -291,10 +346,21 @@ pub fn conductor_policy(cfg: &mut ConductorConfig) -> Result<ConductorPolicy, Er
         field: field.into(),
         reason,
     };
-    let pem = fs::read_to_string(&cfg.private_key)
-        .map_err(|e| cerr("private-key", format!("{}: {e}", cfg.private_key.display())))?;
+    let pem = Zeroizing::new(
+        fs::read_to_string(&cfg.token_key)
+            .map_err(|e| cerr("token-key", format!("{}: {e}", cfg.token_key.display())))?,
+    );
     let key = p256::ecdsa::SigningKey::from_pkcs8_pem(&pem)
-        .map_err(|e| cerr("private-key", format!("not a PKCS#8 P-256 key: {e}")))?;
+        .map_err(|e| cerr("token-key", format!("not a PKCS#8 P-256 key: {e}")))?;
+    if let Ok(tls_pem) = fs::read_to_string(&cfg.private_key).map(Zeroizing::new)
+        && let Ok(tls_key) = p256::ecdsa::SigningKey::from_pkcs8_pem(&tls_pem)
+        && tls_key.verifying_key() == key.verifying_key()
+    {
+        return Err(cerr(
+            "token-key",
+            "is the TLS key (private-key): tokens must be signed with a key of their own".into(),
+        ));
+    }
     let host = fs::read_to_string(&cfg.ssh_host_key).map_err(|e| {
         cerr(
             "ssh-host-key",
@@ -309,7 +375,7 @@ pub fn conductor_policy(cfg: &mut ConductorConfig) -> Result<ConductorPolicy, Er
 }
 
 impl ConductorServer {
-    /// Binds the endpoint from a parsed configuration.
+    /// Binds the endpoint from a parsed configuration and opens its used-token store.
     pub fn from_config(mut cfg: ConductorConfig) -> Result<ConductorServer, Error> {
         let file = "conductor-config.json";
         let certs = read_certificates(&cfg.certificate, "certificate", file)?;
@@ -328,23 +394,34 @@ impl ConductorServer {
                 field: "private-key".into(),
                 reason: format!("does not match the certificate: {e}"),
             })?;
-        let listener = TcpListener::bind(&cfg.listen).map_err(|e| Error::Config {
-            file: file.into(),
-            field: "listen".into(),
-            reason: e.to_string(),
-        })?;
-        let used = FileUsedTokens::open(&cfg.used_tokens)?;
-        let audit = AuditLog::new(Some(cfg.audit_log.clone()));
-        let authorized_keys = cfg.authorized_keys.clone();
         let policy = conductor_policy(&mut cfg)?;
+        let used = crate::used_tokens::open(&cfg.used_tokens)?;
+        let records = crate::used_tokens::open_records(&cfg)?;
+        let listener = TcpListener::bind(&cfg.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| Error::Config {
+                file: file.into(),
+                field: "listen".into(),
+                reason: e.to_string(),
+            })?;
         Ok(ConductorServer {
             listener,
-            tls: Arc::new(tls),
-            policy,
-            used,
-            audit,
-            authorized_keys,
+            shared: Arc::new(Shared {
+                tls: TlsAcceptor::from(Arc::new(tls)),
+                policy,
+                used: Mutex::new(used),
+                audit: AuditLog::new(Some(cfg.audit_log.clone())),
+                authorized_keys: Mutex::new(cfg.authorized_keys.clone()),
+                records: records.map(Mutex::new),
+                sources: Mutex::new(HashMap::new()),
+            }),
+            limits: ServerLimits::default(),
         })
+    }
+
+    /// Replaces the limits (for the next [`ConductorServer::serve`]).
+    pub fn set_limits(&mut self, limits: ServerLimits) {
+        self.limits = limits;
     }
 
     /// The bound address.
@@ -352,86 +429,270 @@ impl ConductorServer {
         self.listener.local_addr().map_err(net)
     }
 
-    /// The used-token register.
-    pub fn used_tokens(&self) -> &FileUsedTokens {
-        &self.used
+    /// Serves connections concurrently until `connections` of them (admitted, not
+    /// refused by the per-source cap) have been accepted and finished; `None`: forever.
+    /// `on_outcome` is called for each onboarded router (its key is then in
+    /// `authorized-keys`). Per-connection failures end that connection only; an error
+    /// here means the endpoint itself could not run.
+    pub fn serve(
+        &self,
+        connections: Option<u64>,
+        on_outcome: &mut dyn FnMut(&ConductorOutcome),
+    ) -> Result<(), Error> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(64)
+            .enable_all()
+            .build()
+            .map_err(net)?;
+        let std_listener = self.listener.try_clone().map_err(net)?;
+        let limits = self.limits.clone();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::from_std(std_listener).map_err(net)?;
+            let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let mut tasks = JoinSet::new();
+            let mut accepted = 0u64;
+            loop {
+                let more = connections.is_none_or(|n| accepted < n);
+                if !more && tasks.is_empty() {
+                    break;
+                }
+                tokio::select! {
+                    Some(o) = rx.recv() => on_outcome(&o),
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                    r = listener.accept(), if more && permits.available_permits() > 0 => {
+                        let (tcp, peer) = match r {
+                            Ok(a) => a,
+                            Err(_) => {
+                                // Out of descriptors or a connection reset before
+                                // accept: back off instead of spinning.
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                continue;
+                            }
+                        };
+                        let Some(slot) =
+                            SourceSlot::admit(&self.shared, peer.ip(), limits.handshakes_per_source)
+                        else {
+                            drop(tcp);
+                            continue;
+                        };
+                        let Ok(permit) = permits.clone().try_acquire_owned() else {
+                            continue;
+                        };
+                        accepted += 1;
+                        let _ = tcp.set_nodelay(true);
+                        let shared = self.shared.clone();
+                        let tx = tx.clone();
+                        let limits = limits.clone();
+                        tasks.spawn(async move {
+                            serve_connection(shared, &limits, tcp, tx).await;
+                            drop(slot);
+                            drop(permit);
+                        });
+                    }
+                }
+            }
+            while let Ok(o) = rx.try_recv() {
+                on_outcome(&o);
+            }
+            Ok(())
+        })
     }
 
-    /// Accepts one connection and runs one onboarding on it. `Ok(Some(_))` when a
-    /// router was onboarded (its key is then in `authorized-keys`).
+    /// Serves one connection: one onboarding. `Ok(Some(_))` when a router was
+    /// onboarded (its key is then in `authorized-keys`).
     pub fn serve_one(&mut self) -> Result<Option<ConductorOutcome>, Error> {
-        let (tcp, _) = self.listener.accept().map_err(net)?;
-        tcp.set_read_timeout(Some(IO_TIMEOUT)).map_err(net)?;
-        tcp.set_write_timeout(Some(IO_TIMEOUT)).map_err(net)?;
-        let conn = ServerConnection::new(self.tls.clone()).map_err(net)?;
-        let mut tls = StreamOwned::new(conn, tcp);
-        while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock).map_err(net)?;
-        }
-        let mut ekm = [0u8; 32];
-        tls.conn
-            .export_keying_material(&mut ekm, EKM_LABEL, None)
-            .map_err(net)?;
-        let mut session = ConductorSession::new(ekm, Instant::now());
-        let mut rng = UnwrapErr(SysRng);
-        let mut outcome = None;
-        while let Some((line, body)) = read_message(&mut tls).map_err(net)? {
-            let res = if line.starts_with(&format!("POST {PATH} ")) {
-                session.handle_message(
-                    &self.policy,
-                    &mut self.used,
-                    &body,
-                    &mut rng,
-                    Instant::now(),
-                    unix_now(),
-                )
-            } else {
-                Err(Error::MalformedMessage {
-                    message: "http",
-                    reason: format!("unexpected request {line:?}"),
-                })
-            };
-            while let Some(ev) = session.poll_audit() {
-                self.audit.write(&ev)?;
-            }
-            if let Some(o) = session.poll_outcome() {
-                let mut f = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(&self.authorized_keys)
-                    .map_err(|e| storage(&self.authorized_keys, e))?;
-                f.write_all(
-                    o.router_ssh_key
-                        .authorized_keys_line(&format!("ssr-router:{}", o.router))
-                        .as_bytes(),
-                )
-                .and_then(|()| f.sync_data())
-                .map_err(|e| storage(&self.authorized_keys, e))?;
-                outcome = Some(o);
-            }
-            let (status, body) = match (&res, session.poll_transmit()) {
-                (Ok(()), Some(b)) => (200, b),
-                (Err(e), Some(b)) => (
-                    if e.kind() == ErrorKind::Other {
-                        400
-                    } else {
-                        403
-                    },
-                    b,
-                ),
-                (_, None) => (404, Vec::new()),
-            };
-            let close = res.is_err() || session.poll_timeout().is_none();
-            write_response(&mut tls, status, &body, close).map_err(net)?;
-            if close {
-                break;
-            }
-        }
-        tls.conn.send_close_notify();
-        let _ = tls.flush();
-        Ok(outcome)
+        let mut out = None;
+        self.serve(Some(1), &mut |o| out = Some(o.clone()))?;
+        Ok(out)
     }
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    limits: &ServerLimits,
+    tcp: tokio::net::TcpStream,
+    outcomes: mpsc::UnboundedSender<ConductorOutcome>,
+) {
+    let request_timeout = limits.request_timeout;
+    let handshake_timeout = limits.tls_handshake_timeout;
+    let whole = async move {
+        let Ok(Ok(tls)) = tokio::time::timeout(handshake_timeout, shared.tls.accept(tcp)).await
+        else {
+            return;
+        };
+        let mut ekm = Zeroizing::new([0u8; 32]);
+        if tls
+            .get_ref()
+            .1
+            .export_keying_material(&mut *ekm, EKM_LABEL, None)
+            .is_err()
+        {
+            return;
+        }
+        let conn = Arc::new(Conn {
+            shared,
+            session: Mutex::new(ConductorSession::new(*ekm, Instant::now())),
+            outcomes,
+            request_timeout,
+        });
+        drop(ekm);
+        let svc = service_fn(move |req| handle_request(conn.clone(), req));
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(request_timeout)
+            .max_buf_size(MAX_HEAD)
+            .keep_alive(true);
+        let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+    };
+    let _ = tokio::time::timeout(limits.connection_deadline, whole).await;
+}
+
+async fn handle_request(
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let reply = if req.method() != Method::POST || req.uri().path() != PATH {
+        Reply::close(StatusCode::NOT_FOUND)
+    } else {
+        let body = Limited::new(req.into_body(), MAX_MESSAGE_LEN);
+        match tokio::time::timeout(conn.request_timeout, body.collect()).await {
+            Err(_) => Reply::close(StatusCode::REQUEST_TIMEOUT),
+            Ok(Err(_)) => Reply::close(StatusCode::PAYLOAD_TOO_LARGE),
+            Ok(Ok(body)) => {
+                let body = body.to_bytes();
+                let c = conn.clone();
+                tokio::task::spawn_blocking(move || c.step(&body))
+                    .await
+                    .unwrap_or_else(|_| Reply::close(StatusCode::INTERNAL_SERVER_ERROR))
+            }
+        }
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(reply.body)));
+    *resp.status_mut() = reply.status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if reply.close {
+        resp.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(resp)
+}
+
+impl Conn {
+    /// One message of the handshake (blocking: signatures, fsync, the database).
+    fn step(&self, body: &[u8]) -> Reply {
+        let shared = &self.shared;
+        let mut session = lock(&self.session);
+        let mut rng = UnwrapErr(SysRng);
+        let res = session.handle_message(
+            &shared.policy,
+            &mut LockedStore(&shared.used),
+            body,
+            &mut rng,
+            Instant::now(),
+            unix_now(),
+        );
+        let mut stored = Ok(());
+        while let Some(ev) = session.poll_audit() {
+            stored = stored.and(shared.audit.write(&ev));
+        }
+        if let Some(o) = session.poll_outcome() {
+            // The same lock orders the records and the authorized keys.
+            let ak = lock(&shared.authorized_keys);
+            if let Some(records) = &shared.records {
+                let record = OnboardingRecord::new(&o.router, &o.router_key, &o.jti, unix_now());
+                stored = stored.and(lock(records).append(&record));
+            }
+            stored = stored.and(append_line(
+                &ak,
+                &o.router_ssh_key.router_authorized_keys_line(&o.router),
+            ));
+            if stored.is_ok() {
+                let _ = self.outcomes.send(o);
+            }
+        }
+        if stored.is_err() {
+            // Without its audit record or authorized key the onboarding must not be
+            // confirmed to the router.
+            return Reply::close(StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        match (&res, session.poll_transmit()) {
+            (Ok(()), Some(b)) => Reply {
+                status: StatusCode::OK,
+                body: b,
+                close: session.poll_timeout().is_none(),
+            },
+            (Err(e), Some(b)) => Reply {
+                status: if e.kind() == ErrorKind::Other {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::FORBIDDEN
+                },
+                body: b,
+                close: true,
+            },
+            (_, None) => Reply::close(StatusCode::NOT_FOUND),
+        }
+    }
+}
+
+/// Reads the onboarding records (`router-keys`); a missing file has none, a line that
+/// does not parse is an error naming it.
+pub fn read_records(path: &Path) -> Result<Vec<OnboardingRecord>, Error> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(storage(path, e)),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| {
+            OnboardingRecord::parse(l).map_err(|e| storage(path, format!("line {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+/// Checks a certificate request (PEM `CERTIFICATE REQUEST` or DER) for `router`
+/// against the conductor's onboarding records (`router-keys`, or the database with
+/// `used-tokens-database`): its key must be the one the router proved at
+/// onboarding. See [`crate::record::check_csr`].
+pub fn check_router_csr(cfg: &ConductorConfig, router: &str, csr: &[u8]) -> Result<(), Error> {
+    let mut records = crate::used_tokens::open_records(cfg)?.ok_or_else(|| Error::Config {
+        file: "conductor-config.json".into(),
+        field: "router-keys".into(),
+        reason: "missing: the conductor keeps no onboarding records to check against".into(),
+    })?;
+    let der = if csr.starts_with(b"-----BEGIN") {
+        use der::DecodePem;
+        use der::Encode;
+        x509_cert::request::CertReq::from_pem(csr)
+            .and_then(|r| r.to_der())
+            .map_err(|e| Error::MalformedCsr {
+                reason: e.to_string(),
+            })?
+    } else {
+        csr.to_vec()
+    };
+    let latest = records.latest(router)?;
+    crate::record::check_csr(router, latest.as_ref(), &der)
+}
+
+/// Appends one line to a 0600 file and fsyncs it.
+pub(crate) fn append_line(path: &Path, line: &str) -> Result<(), Error> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| storage(path, e))?;
+    f.write_all(line.as_bytes())
+        .and_then(|()| f.sync_data())
+        .map_err(|e| storage(path, e))
 }
 
 // ---------------------------------------------------------------- router
@@ -560,7 +821,9 @@ fn post(
     Ok(body)
 }
 
-fn write_private(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
+/// Writes `data` to `path` with `mode` (e.g. 0600) atomically: a fresh temporary file
+/// beside it, fsynced, then renamed over `path`.
+pub fn write_private(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
     let mut f = OpenOptions::new()
@@ -588,6 +851,54 @@ fn audit_refusal(log: &AuditLog, cfg: &OnboardingConfig, token: &Token, e: &Erro
         jti: Some(token.unverified_claims().jti.clone()),
         detail: e.to_string(),
     });
+}
+
+/// Reads the conductor's token-signing public keys (`token-public-key`): one or more
+/// PEM `PUBLIC KEY` blocks, P-256.
+pub fn read_token_public_keys(path: &Path) -> Result<Vec<p256::ecdsa::VerifyingKey>, Error> {
+    use p256::pkcs8::DecodePublicKey;
+    let err = |reason: String| Error::Config {
+        file: "onboarding-config.json".into(),
+        field: "token-public-key".into(),
+        reason: format!("{}: {reason}", path.display()),
+    };
+    let pem = fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    const END: &str = "-----END PUBLIC KEY-----";
+    let mut keys = Vec::new();
+    let mut rest = pem.as_str();
+    while let Some(start) = rest.find("-----BEGIN PUBLIC KEY-----") {
+        let Some(len) = rest[start..].find(END) else {
+            return Err(err("unterminated PEM block".into()));
+        };
+        let block = &rest[start..start + len + END.len()];
+        keys.push(
+            p256::ecdsa::VerifyingKey::from_public_key_pem(block)
+                .map_err(|e| err(format!("not a P-256 public key: {e}")))?,
+        );
+        rest = &rest[start + len + END.len()..];
+    }
+    if keys.is_empty() {
+        return Err(err("no PUBLIC KEY block".into()));
+    }
+    Ok(keys)
+}
+
+/// The router's own check of a token against the conductor's token-signing keys it
+/// trusts: the signature must verify under one of them (and the claims hold).
+fn check_token_signature(
+    token: &Token,
+    keys: &[p256::ecdsa::VerifyingKey],
+    unix_now: u64,
+) -> Result<(), Error> {
+    let iss = token.unverified_claims().iss.clone();
+    let mut last = Error::TokenSignature;
+    for k in keys {
+        match token.verify(k, &iss, unix_now) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Onboards this router: TLS to the conductor (validated against the CA and the
@@ -620,6 +931,9 @@ fn join_inner(
             field: "ssh-dir".into(),
             reason: format!("{}: not a directory", cfg.ssh_dir.display()),
         });
+    }
+    if let Some(path) = &cfg.token_public_key {
+        check_token_signature(token, &read_token_public_keys(path)?, unix_now())?;
     }
     crate::router::check_token(&cfg.router_name, token, signer, unix_now())?;
     let ssh_key = Ed25519SshKey::generate(&mut rng)?;

@@ -8,6 +8,7 @@ pub mod config;
 mod error;
 pub mod msg;
 pub mod psk;
+pub mod record;
 pub mod router;
 pub mod signer;
 pub mod ssh;
@@ -18,6 +19,8 @@ pub mod transcript;
 pub mod https;
 #[cfg(feature = "tpm")]
 pub mod tpm;
+#[cfg(feature = "https")]
+pub mod used_tokens;
 
 pub use error::{Error, ErrorKind};
 pub use psk::Psk;

@@ -1,11 +1,13 @@
 //! The router's signing key, behind a small trait so the TPM-held key and a software
-//! key are interchangeable.
+//! key are interchangeable. Every [`ssr_pki::keys::RouterKey`] is a [`RouterSigner`]:
+//! the router key is one key, the one its CSR carries (`ssr cert keygen [--tpm]`).
 
 use core::fmt;
 
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey, signature::Signer, signature::Verifier};
 use p256::elliptic_curve::Generate;
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
+use ssr_pki::keys::RouterKey;
 
 use crate::Error;
 
@@ -52,21 +54,40 @@ impl fmt::Debug for SoftwareSigner {
     }
 }
 
-impl RouterSigner for SoftwareSigner {
-    fn public_key_spki(&self) -> Result<Vec<u8>, Error> {
-        let der = self
-            .key
-            .verifying_key()
-            .to_public_key_der()
-            .map_err(|e| Error::Signer {
+impl RouterKey for SoftwareSigner {
+    fn public_key_der(&self) -> Result<Vec<u8>, ssr_pki::Error> {
+        let der = self.key.verifying_key().to_public_key_der().map_err(|e| {
+            ssr_pki::Error::InvalidKey {
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         Ok(der.as_bytes().to_vec())
     }
 
-    fn sign(&self, message: &[u8]) -> Result<[u8; 64], Error> {
+    fn sign_p256(&self, message: &[u8]) -> Result<[u8; 64], ssr_pki::Error> {
         let sig: Signature = self.key.sign(message);
         Ok(sig.to_bytes().into())
+    }
+
+    fn holder(&self) -> &'static str {
+        "software"
+    }
+}
+
+/// Any router key of ssr-pki (the software [`ssr_pki::keys::PrivateKey`] of
+/// `router.key`, [`SoftwareSigner`], or with feature `tpm` ssr-tpm's TPM-held key)
+/// signs the onboarding proof.
+impl<K: RouterKey + ?Sized> RouterSigner for K {
+    fn public_key_spki(&self) -> Result<Vec<u8>, Error> {
+        self.public_key_der().map_err(|e| Error::Signer {
+            reason: e.to_string(),
+        })
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], Error> {
+        self.sign_p256(message).map_err(|e| Error::Signer {
+            reason: e.to_string(),
+        })
     }
 }
 

@@ -19,6 +19,12 @@ use crate::Error;
 /// The port a router uses to reach its conductor after onboarding.
 pub const CONDUCTOR_SSH_PORT: u16 = 930;
 
+/// The `authorized_keys` options of an onboarded router's key on the conductor:
+/// `restrict` turns off everything (PTY, agent and X11 forwarding, port forwarding,
+/// `~/.ssh/rc`), `port-forwarding` turns back on the one thing the router's channel to
+/// the conductor needs.
+pub const ROUTER_KEY_OPTIONS: &str = "restrict,port-forwarding";
+
 const MAX_LINE: usize = 8192;
 
 /// A parsed OpenSSH public key line: `<type> <base64 blob> [comment]`.
@@ -98,6 +104,17 @@ impl SshPublicKey {
     pub fn authorized_keys_line(&self, comment: &str) -> String {
         let comment: String = comment.chars().filter(|c| c.is_ascii_graphic()).collect();
         format!("{} {comment}\n", self.to_line())
+    }
+
+    /// The conductor's `authorized_keys` line for an onboarded router's key: options
+    /// [`ROUTER_KEY_OPTIONS`] (no shell, no PTY, no agent or X11 forwarding, no
+    /// `~/.ssh/rc`; only the port forwarding SSR's router-conductor channel uses) and
+    /// the comment `ssr-router:<name>`.
+    pub fn router_authorized_keys_line(&self, router: &str) -> String {
+        format!(
+            "{ROUTER_KEY_OPTIONS} {}",
+            self.authorized_keys_line(&format!("ssr-router:{router}"))
+        )
     }
 
     /// A `known_hosts` line binding this host key to `host` on `port`.
@@ -215,5 +232,24 @@ mod tests {
         assert!(SshPublicKey::parse(&line.replace("ssh-ed25519 ", "ssh-rsa ")).is_err());
         assert!(SshPublicKey::parse("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5").is_err());
         assert!(SshPublicKey::parse("ssh-ed25519\nAAAA").is_err());
+    }
+
+    #[test]
+    fn router_lines_on_the_conductor_are_restricted_and_named() {
+        let k = Ed25519SshKey::generate(&mut TestRng(2)).expect("gen");
+        let line = k.public_key().router_authorized_keys_line("edge-1");
+        assert_eq!(
+            line,
+            format!(
+                "restrict,port-forwarding {} ssr-router:edge-1\n",
+                k.public_key().to_line()
+            )
+        );
+        // A name cannot smuggle a second line or options in.
+        let evil = k
+            .public_key()
+            .router_authorized_keys_line("x\nssh-ed25519 AAAA evil,command=\"sh\"");
+        assert_eq!(evil.matches('\n').count(), 1, "{evil}");
+        assert!(evil.starts_with("restrict,port-forwarding ssh-ed25519 "));
     }
 }

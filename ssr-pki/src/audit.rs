@@ -3,6 +3,7 @@
 //! ```json
 //! {"type":"system.generate_csr","time":1700000000,"common_name":"6f1e…","key":"ecdsa-p256","fingerprint":"AB:…"}
 //! {"type":"system.ingest_certificate","time":…,"common_name":"…","subject":"…","issuer":"…","serial":"…","fingerprint":"…","crl_urls":["http://…"],"certificate_authority":false}
+//! {"type":"system.import_without_chain_check","time":…,"subject":"…","issuer":"…","fingerprint":"…","trusted_certificates":0}
 //! {"type":"system.crl_update","time":…,"crl_url":"…","success":true,"issuer":"…","this_update":…,"next_update":…,"size":…,"total_entries":…,"added_entries":…,"removed_entries":…}
 //! ```
 //! Fingerprints are SHA-256 over the DER, upper-case hex in colon-separated pairs
@@ -46,6 +47,22 @@ pub enum AuditEvent {
         crl_urls: Vec<String>,
         /// Whether the certificate is a CA.
         certificate_authority: bool,
+    },
+    /// A certificate was imported without the chain check, by the operator's explicit
+    /// choice (`ssr cert import --no-chain-check`). Written before the certificate's
+    /// `system.ingest_certificate`.
+    #[serde(rename = "system.import_without_chain_check")]
+    ImportWithoutChainCheck {
+        /// Unix seconds.
+        time: i64,
+        /// Subject DN.
+        subject: String,
+        /// Issuer DN (not checked against any trusted CA).
+        issuer: String,
+        /// SHA-256 of the DER.
+        fingerprint: String,
+        /// How many trusted CA certificates were installed (and not used).
+        trusted_certificates: usize,
     },
     /// A certificate was refused at import.
     #[serde(rename = "system.reject_certificate")]

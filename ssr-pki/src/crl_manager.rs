@@ -123,7 +123,10 @@ impl CrlConfig {
     }
 }
 
-fn check_url(u: &str) -> Result<(), Error> {
+/// Checks a CRL distribution point URL: `http://` or `https://` with a host, at most
+/// 2048 printable ASCII characters. Anything else (`ldap://`, `file:`, …) is
+/// [`Error::InvalidConfig`] naming the URL.
+pub fn check_url(u: &str) -> Result<(), Error> {
     let bad = |reason: &str| Error::InvalidConfig {
         field: "certificate-revocation-list url",
         reason: format!("{:?}: {reason}", u.chars().take(200).collect::<String>()),
@@ -141,6 +144,22 @@ fn check_url(u: &str) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// Splits CRL distribution point URLs (e.g. one certificate's) into the supported
+/// `http(s)://` ones and the others with the reason each is refused, so that an
+/// `ldap://` point is reported without dropping the usable points beside it.
+pub fn split_supported<S: AsRef<str>>(urls: &[S]) -> (Vec<String>, Vec<(String, Error)>) {
+    let mut ok = Vec::new();
+    let mut unsupported = Vec::new();
+    for u in urls {
+        let u = u.as_ref();
+        match check_url(u) {
+            Ok(()) => ok.push(u.to_string()),
+            Err(e) => unsupported.push((u.to_string(), e)),
+        }
+    }
+    (ok, unsupported)
 }
 
 /// What the caller must do next.
@@ -189,6 +208,10 @@ pub struct SourceStatus {
     pub next_update: Option<i64>,
     /// Entries of the CRL held.
     pub entries: usize,
+    /// Unix seconds when the URL is next due (absent in files from older versions:
+    /// due at once).
+    #[serde(default)]
+    pub next_fetch: Option<i64>,
 }
 
 /// One revoked certificate of the master list.
@@ -443,9 +466,39 @@ impl CrlManager {
             removed_entries: old.difference(&new).count(),
             error: None,
         };
+        // An expired CRL (its nextUpdate has passed) is still ingested, since its
+        // revocations stand, but it is not a fresh answer: its alarm is raised and the
+        // URL is retried on the failure schedule until a current CRL comes.
+        if crl.next_update() < unix_now {
+            let reason = format!(
+                "CRL expired: its nextUpdate ({}) has passed; the CA has not published a current CRL",
+                crl.next_update()
+            );
+            let event = AuditEvent::CrlUpdate {
+                time: unix_now,
+                crl_url: url.to_string(),
+                success: true,
+                issuer: Some(crl.issuer()),
+                this_update: Some(crl.this_update()),
+                next_update: Some(crl.next_update()),
+                size: body.len(),
+                total_entries: new.len(),
+                added_entries: new.difference(&old).count(),
+                removed_entries: old.difference(&new).count(),
+                error: Some(reason.clone()),
+            };
+            self.sources[i].crl = Some(crl);
+            self.sources[i].last_success = Some(unix_now);
+            self.outputs.push_back(Output::Audit(event));
+            if changed {
+                self.outputs
+                    .push_back(Output::Publish(self.master_list(unix_now)));
+            }
+            self.schedule_failure(i, reason, now);
+            return true;
+        }
         // Next poll: the polling interval, or the CRL's nextUpdate when sooner (but
         // never sooner than the backoff interval).
-        // A stale CRL (nextUpdate passed) is kept but waits the full polling interval.
         let until_next_update = u64::try_from(crl.next_update().saturating_sub(unix_now))
             .ok()
             .filter(|&d| d > 0)
@@ -537,8 +590,36 @@ impl CrlManager {
                 this_update: s.crl.as_ref().map(Crl::this_update),
                 next_update: s.crl.as_ref().map(Crl::next_update),
                 entries: s.crl.as_ref().map_or(0, Crl::revoked_count),
+                next_fetch: Some(self.unix(s.next_fetch)),
             })
             .collect()
+    }
+
+    /// Continues from a status saved by an earlier run ([`CrlManager::status`], e.g.
+    /// `crl/status.json`): the URL's failure count, alarm, last error and success, and
+    /// its next due time (Unix seconds, mapped onto `now`'s clock; a time already
+    /// passed is due at `now`). The alarm is taken as already raised: no new
+    /// [`Output::Alarm`] is produced for it. Call it after [`CrlManager::restore`]. An
+    /// unknown URL is ignored; returns whether it was known.
+    pub fn restore_status(&mut self, saved: &SourceStatus, now: Instant) -> bool {
+        let unix_now = self.unix(now);
+        let polling = self.config.polling_interval;
+        let Some(s) = self.sources.iter_mut().find(|s| s.url == saved.url) else {
+            return false;
+        };
+        if s.in_flight_since.is_some() {
+            return true;
+        }
+        s.failures = saved.consecutive_failures;
+        s.alarm = saved.alarm;
+        s.last_error = saved.last_error.clone();
+        s.last_success = saved.last_success;
+        if let Some(due) = saved.next_fetch {
+            // Never further out than one polling interval (a clock that jumped back).
+            let wait = u64::try_from(due.saturating_sub(unix_now)).unwrap_or(0);
+            s.next_fetch = now + Duration::from_secs(wait).min(polling);
+        }
+        true
     }
 
     /// Whether any URL is being fetched.
@@ -549,6 +630,12 @@ impl CrlManager {
     /// The CRL fetch and ingestion counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// The counters counted since the last call (or since the start), reset to zero:
+    /// a long-running caller adds them to its stored counters after each round.
+    pub fn take_counters(&mut self) -> Counters {
+        std::mem::take(&mut self.counters)
     }
 
     fn in_flight(&self, url: &str) -> Option<usize> {
@@ -576,8 +663,9 @@ impl CrlManager {
         }))
     }
 
-    fn fail(&mut self, i: usize, reason: String, size: usize, now: Instant) {
-        let unix_now = self.unix(now);
+    /// The failure schedule (backoff doubling up to the polling interval) and the
+    /// alarm, raised once, for source `i`.
+    fn schedule_failure(&mut self, i: usize, reason: String, now: Instant) {
         let backoff = self.config.backoff_interval;
         let polling = self.config.polling_interval;
         let s = &mut self.sources[i];
@@ -587,7 +675,18 @@ impl CrlManager {
         s.next_fetch = now + backoff.saturating_mul(factor).min(polling);
         s.last_error = Some(reason.clone());
         let raise = !std::mem::replace(&mut s.alarm, true);
-        let url = s.url.clone();
+        if raise {
+            self.outputs.push_back(Output::Alarm {
+                url: s.url.clone(),
+                raised: true,
+                reason,
+            });
+        }
+    }
+
+    fn fail(&mut self, i: usize, reason: String, size: usize, now: Instant) {
+        let unix_now = self.unix(now);
+        let url = self.sources[i].url.clone();
         self.outputs.push_back(Output::Audit(AuditEvent::CrlUpdate {
             time: unix_now,
             crl_url: url.clone(),
@@ -601,13 +700,7 @@ impl CrlManager {
             removed_entries: 0,
             error: Some(reason.clone()),
         }));
-        if raise {
-            self.outputs.push_back(Output::Alarm {
-                url,
-                raised: true,
-                reason,
-            });
-        }
+        self.schedule_failure(i, reason, now);
     }
 }
 

@@ -1,21 +1,20 @@
 //! PKCS#10 certificate signing requests whose subject is `CN=<router UUID>`.
 //!
 //! The request carries the router's P-256 public key, no attributes, and an
-//! ecdsa-with-SHA256 self-signature (deterministic, RFC 6979). PEM output uses the
-//! RFC 7468 label `CERTIFICATE REQUEST`.
+//! ecdsa-with-SHA256 self-signature made by the router key wherever it is held
+//! ([`RouterKey`]: software, deterministic RFC 6979; or inside the TPM). PEM output
+//! uses the RFC 7468 label `CERTIFICATE REQUEST`.
 
 use core::fmt;
 use core::str::FromStr;
 
 use der::{Decode, Encode, EncodePem, asn1::BitString, pem::LineEnding};
-use p256::ecdsa::DerSignature;
-use p256::ecdsa::signature::Signer;
 use x509_cert::name::Name;
 use x509_cert::request::{CertReq, CertReqInfo, Version};
 use x509_cert::spki::{SignatureAlgorithmIdentifier, SubjectPublicKeyInfoOwned};
 
 use crate::Error;
-use crate::keys::PrivateKey;
+use crate::keys::{RouterKey, sign_checked};
 
 /// A router UUID in canonical form: 36 characters, `8-4-4-4-12` hexadecimal groups,
 /// stored lower-case (RFC 9562 §4: UUIDs are output in lower case; upper-case input is
@@ -78,13 +77,15 @@ pub struct Csr {
 }
 
 impl Csr {
-    /// Builds and signs the request for `uuid` with `key`.
-    pub fn build(key: &PrivateKey, uuid: &RouterUuid) -> Result<Self, Error> {
+    /// Builds and signs the request for `uuid` with `key` (the software key or the
+    /// TPM-held one). The signature is checked against the key's public key before the
+    /// request is returned.
+    pub fn build(key: &(impl RouterKey + ?Sized), uuid: &RouterUuid) -> Result<Self, Error> {
         let csr_err = |what: &str, e: &dyn fmt::Display| Error::Csr {
             reason: format!("{what}: {e}"),
         };
         let subject = Name::from_str(&format!("CN={uuid}")).map_err(|e| csr_err("subject", &e))?;
-        let public_key = SubjectPublicKeyInfoOwned::from_key(key.verifying_key())
+        let public_key = SubjectPublicKeyInfoOwned::from_der(&key.public_key_der()?)
             .map_err(|e| csr_err("public key", &e))?;
         let info = CertReqInfo {
             version: Version::V1,
@@ -93,7 +94,11 @@ impl Csr {
             attributes: Default::default(),
         };
         let tbs = info.to_der().map_err(|e| csr_err("encoding", &e))?;
-        let signature: DerSignature = key.signing_key().sign(&tbs);
+        let (vk, signature) = sign_checked(key, &tbs)?;
+        if SubjectPublicKeyInfoOwned::from_key(&vk).ok().as_ref() != Some(&info.public_key) {
+            return Err(csr_err("public key", &"not a P-256 key"));
+        }
+        let signature = signature.to_der();
         let req = CertReq {
             info,
             algorithm: p256::ecdsa::SigningKey::SIGNATURE_ALGORITHM_IDENTIFIER.into(),
@@ -133,6 +138,7 @@ impl Csr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::PrivateKey;
     use p256::ecdsa::signature::Verifier;
     use p256::ecdsa::{DerSignature, VerifyingKey};
     use ssr_testkit::TestRng;
@@ -157,6 +163,42 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// A signer whose signatures are not its key's (a faulty TPM, a key mix-up).
+    struct Faulty(PrivateKey, PrivateKey);
+
+    impl RouterKey for Faulty {
+        fn public_key_der(&self) -> Result<Vec<u8>, Error> {
+            self.0.public_key_der()
+        }
+        fn sign_p256(&self, message: &[u8]) -> Result<[u8; 64], Error> {
+            self.1.sign_p256(message)
+        }
+        fn holder(&self) -> &'static str {
+            "tpm"
+        }
+    }
+
+    #[test]
+    fn a_signature_that_does_not_verify_never_makes_a_csr() {
+        let uuid = RouterUuid::parse("6f1e0c62-8d4b-4f55-9a4e-2b8f3c1d7e90").unwrap();
+        let faulty = Faulty(
+            PrivateKey::generate(&mut TestRng(5)),
+            PrivateKey::generate(&mut TestRng(6)),
+        );
+        let err = Csr::build(&faulty, &uuid).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("tpm key's signature does not verify"),
+            "{err}"
+        );
+        // The same key on both sides is fine.
+        let good = Faulty(
+            PrivateKey::generate(&mut TestRng(5)),
+            PrivateKey::generate(&mut TestRng(5)),
+        );
+        assert!(Csr::build(&good, &uuid).is_ok());
     }
 
     #[test]

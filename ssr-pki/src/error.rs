@@ -218,6 +218,12 @@ pub enum Error {
     /// The certificate's public key is not the router's key.
     #[error("rejected: the certificate's public key is not the router's key")]
     KeyMismatch,
+    /// Import check 2 cannot be met: no trusted CA is installed, so the certificate's
+    /// chain cannot be checked.
+    #[error(
+        "rejected: no trusted CA bundle is installed, so the certificate's chain cannot be checked (install one with `ssr cert install-ca`, or pass --no-chain-check to import without a chain check, which is audited)"
+    )]
+    NoTrustAnchor,
     /// A trust bundle with issues under `validation-mode strict`.
     #[error("trust bundle rejected (strict): {}", issues.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("; "))]
     TrustBundleRejected {

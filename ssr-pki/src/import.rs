@@ -7,9 +7,12 @@
 //!    [`check_certificate`] for its role (dates, basicConstraints, keyUsage, EKU,
 //!    unknown critical extensions, signature and key algorithm policy); any further
 //!    certificates (its issuing chain) as intermediates; every issue is listed
-//!    ([`Error::CertificateRejected`]). When trust anchors are given, the certificate
-//!    must also chain to one ([`verify_chain`]); when the router's key is given, the
-//!    certificate must carry it ([`Error::KeyMismatch`]).
+//!    ([`Error::CertificateRejected`]). The certificate must chain to one of the
+//!    trusted CA certificates ([`verify_chain`]); with none given the check cannot be
+//!    met and the import is refused ([`Error::NoTrustAnchor`]) unless the operator
+//!    explicitly chose [`ChainCheck::SkippedByOperator`] (which the caller audits).
+//!    When the router's key is given, the certificate must carry it
+//!    ([`Error::KeyMismatch`]).
 //! 3. **Not revoked** by any known CRL ([`Error::Revoked`]).
 
 use p256::pkcs8::EncodePublicKey;
@@ -21,6 +24,17 @@ use crate::pem::{PemItem, parse_pem_bundle};
 use crate::policy::{Role, check_certificate};
 use crate::verify::{ChainOptions, verify_chain};
 
+/// Whether check 2 verifies the certificate's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainCheck {
+    /// The certificate must chain to one of [`ImportPolicy::trusted`]; with no trusted
+    /// certificate the import is refused ([`Error::NoTrustAnchor`]). The default.
+    Required,
+    /// The operator explicitly imports without a chain check (`ssr cert import
+    /// --no-chain-check`); the caller must audit it.
+    SkippedByOperator,
+}
+
 /// What the import checks against.
 #[derive(Debug, Clone, Copy)]
 pub struct ImportPolicy<'a> {
@@ -30,14 +44,17 @@ pub struct ImportPolicy<'a> {
     pub role: Role,
     /// Known CRLs (already verified by whoever accepted them, e.g. the CRL manager).
     pub crls: &'a [Crl],
-    /// Installed CA certificates (roots and intermediates); empty: no chain check.
+    /// Installed CA certificates (roots and intermediates).
     pub trusted: &'a [Certificate],
     /// The router's public key; `None`: not checked.
     pub router_key: Option<&'a p256::ecdsa::VerifyingKey>,
+    /// Whether the chain is verified against `trusted`.
+    pub chain_check: ChainCheck,
 }
 
 impl<'a> ImportPolicy<'a> {
-    /// A leaf at `now_unix`, no CRLs, no trust anchors, no key check.
+    /// A leaf at `now_unix`, no CRLs, no key check, the chain check required (and so
+    /// refused until trusted certificates are given).
     pub fn new(now_unix: i64) -> Self {
         Self {
             now_unix,
@@ -45,6 +62,15 @@ impl<'a> ImportPolicy<'a> {
             crls: &[],
             trusted: &[],
             router_key: None,
+            chain_check: ChainCheck::Required,
+        }
+    }
+
+    /// The same policy without the chain check ([`ChainCheck::SkippedByOperator`]).
+    pub fn skip_chain_check(self) -> Self {
+        Self {
+            chain_check: ChainCheck::SkippedByOperator,
+            ..self
         }
     }
 }
@@ -113,7 +139,10 @@ pub fn import_certificate(pem: &str, policy: &ImportPolicy<'_>) -> Result<Import
             return Err(Error::KeyMismatch);
         }
     }
-    if !policy.trusted.is_empty() {
+    if policy.chain_check == ChainCheck::Required {
+        if policy.trusted.is_empty() {
+            return Err(Error::NoTrustAnchor);
+        }
         let (anchors, mut intermediates): (Vec<Certificate>, Vec<Certificate>) = policy
             .trusted
             .iter()

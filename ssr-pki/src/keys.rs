@@ -1,11 +1,18 @@
-//! The router's P-256 private key: generated from the caller's CSPRNG, stored as
-//! PKCS#8 PEM (RFC 7468 label `PRIVATE KEY`), zeroized when dropped.
+//! The router's P-256 key. [`RouterKey`] is what every user of the router key signs
+//! through (the CSR here, the onboarding proof of possession in ssr-onboard, SVR peer
+//! authentication): [`PrivateKey`] is the software key for routers without a TPM,
+//! generated from the caller's CSPRNG, stored as PKCS#8 PEM (RFC 7468 label
+//! `PRIVATE KEY`), zeroized when dropped; with feature `tpm`, ssr-tpm's `TpmKey` (the
+//! key store entry `router`, private part only ever inside the TPM) is one too.
 
 use core::fmt;
 
+use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::ecdsa::{SigningKey, VerifyingKey};
 use p256::elliptic_curve::Generate;
-use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use p256::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use zeroize::Zeroizing;
 
 use crate::Error;
@@ -58,10 +65,64 @@ impl PrivateKey {
     pub fn verifying_key(&self) -> &VerifyingKey {
         self.key.verifying_key()
     }
+}
 
-    /// The signing key, for the CSR builder inside this crate.
-    pub(crate) fn signing_key(&self) -> &SigningKey {
-        &self.key
+/// The router's ECDSA P-256 key, wherever it is held: every signature is ES256
+/// (SHA-256 of the message, `r || s`, 64 bytes).
+pub trait RouterKey {
+    /// The public key, DER SubjectPublicKeyInfo.
+    fn public_key_der(&self) -> Result<Vec<u8>, Error>;
+    /// Signs SHA-256(`message`): `r || s`.
+    fn sign_p256(&self, message: &[u8]) -> Result<[u8; 64], Error>;
+    /// Where the key is held, for audit events and operator output
+    /// (`"software"`, `"tpm"`).
+    fn holder(&self) -> &'static str;
+}
+
+/// The P-256 public key of a DER SubjectPublicKeyInfo.
+pub fn verifying_key_from_der(spki_der: &[u8]) -> Result<VerifyingKey, Error> {
+    VerifyingKey::from_public_key_der(spki_der).map_err(|e| Error::InvalidKey {
+        reason: format!("not a P-256 public key: {e}"),
+    })
+}
+
+/// Signs `message` with `key` and checks the signature against the key's own public
+/// key before handing it out, so a faulty signer (a TPM answering garbage) yields an
+/// error, never a CSR or proof that does not verify.
+pub fn sign_checked(
+    key: &(impl RouterKey + ?Sized),
+    message: &[u8],
+) -> Result<(VerifyingKey, p256::ecdsa::Signature), Error> {
+    let vk = verifying_key_from_der(&key.public_key_der()?)?;
+    let raw = key.sign_p256(message)?;
+    let bad = || Error::InvalidKey {
+        reason: format!(
+            "the {} key's signature does not verify under its public key",
+            key.holder()
+        ),
+    };
+    let sig = p256::ecdsa::Signature::from_slice(&raw).map_err(|_| bad())?;
+    vk.verify(message, &sig).map_err(|_| bad())?;
+    Ok((vk, sig))
+}
+
+impl RouterKey for PrivateKey {
+    fn public_key_der(&self) -> Result<Vec<u8>, Error> {
+        self.verifying_key()
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .map_err(|e| Error::InvalidKey {
+                reason: format!("cannot encode public key: {e}"),
+            })
+    }
+
+    fn sign_p256(&self, message: &[u8]) -> Result<[u8; 64], Error> {
+        let sig: p256::ecdsa::Signature = self.key.sign(message);
+        Ok(sig.to_bytes().into())
+    }
+
+    fn holder(&self) -> &'static str {
+        "software"
     }
 }
 

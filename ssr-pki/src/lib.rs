@@ -21,6 +21,8 @@ pub mod import;
 pub mod keys;
 #[cfg(feature = "store")]
 pub mod store;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 pub mod trust;
 
 pub use cert::{Certificate, KeyAlgorithm};

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! <dir>/                       0700
-//!   router.key                 PKCS#8 PEM P-256 private key, 0600
+//!   router.key                 PKCS#8 PEM P-256 private key, 0600 (routers without a TPM)
+//!   tpm-keys/router.key        or: the router key in the TPM, an ssr-tpm key store entry
+//!                              (the private part wrapped by the TPM's master key)
 //!   router.csr                 the last CSR (PEM)
 //!   router.pem                 the imported certificate, then its chain (PEM)
 //!   trust/<name>.pem           installed trust bundles
@@ -36,6 +38,8 @@ use crate::pem::{PemItem, parse_pem_bundle};
 
 /// The default store directory.
 pub const DEFAULT_DIR: &str = "/var/lib/ssr/pki";
+/// The store's subdirectory that is the ssr-tpm key store of the TPM-held router key.
+pub const TPM_KEY_DIR: &str = "tpm-keys";
 
 /// The CRL manager's persisted configuration (`crl/config.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +167,29 @@ impl Store {
         let pem = key.secret_pkcs8_pem()?;
         Self::write_atomic(&path, pem.as_bytes(), 0o600)?;
         Ok(path)
+    }
+
+    /// The directory of the ssr-tpm key store holding the TPM-held router key (entry
+    /// `router`): `<dir>/tpm-keys`.
+    pub fn tpm_key_dir(&self) -> PathBuf {
+        self.path(TPM_KEY_DIR)
+    }
+
+    /// Whether the router key is held in the TPM (the key store entry exists).
+    pub fn has_tpm_router_key(&self) -> bool {
+        self.tpm_key_dir().join("router.key").exists()
+    }
+
+    /// Removes the software router key (after a TPM key replaced it).
+    pub fn remove_private_key(&self) -> Result<(), Error> {
+        let path = self.path("router.key");
+        match fs::remove_file(&path) {
+            Ok(()) => fs::File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_err(&self.dir, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path, e)),
+        }
     }
 
     /// The router key, if one was generated.

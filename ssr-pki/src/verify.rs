@@ -49,7 +49,9 @@ pub struct ChainOptions {
     pub time_unix: i64,
     /// CRLs to check the path against (signature, cRLSign and freshness are verified).
     pub crls: Vec<Crl>,
-    /// Policy for certificates that no CRL covers (only used when `crls` is not empty).
+    /// Policy for certificates that no CRL covers. Under [`RevocationPolicy::Required`]
+    /// with no CRL at all, a path that is otherwise valid is refused
+    /// ([`Error::UnknownRevocationStatus`]): revocation is never skipped.
     pub revocation: RevocationPolicy,
     /// Extended key usage the end-entity certificate must allow.
     pub required_eku: RequiredEku,
@@ -265,6 +267,12 @@ pub fn verify_chain(
         }
     };
     match result {
+        // webpki checks revocation only when it is given CRLs: with none held, the
+        // `Required` policy cannot be met (the CRL manager has not fetched any yet, or
+        // the list was lost), and that must not pass as "not revoked".
+        Ok(_) if opts.crls.is_empty() && opts.revocation == RevocationPolicy::Required => {
+            Err(Error::UnknownRevocationStatus)
+        }
         Ok(_) => Ok(VerifiedChain {
             path: chosen.into_inner(),
         }),

@@ -302,3 +302,39 @@ proptest! {
         });
     }
 }
+
+#[test]
+fn required_revocation_with_no_crl_held_fails_instead_of_skipping() {
+    use ssr_pki::{ChainOptions, Crl, RevocationPolicy, verify_chain};
+    use ssr_testkit::pki::{KeyKind, TestPki};
+    let pki = TestPki::new(KeyKind::EcdsaP256, "Required");
+    let leaf = Certificate::from_pem(&pki.leaf_pem).unwrap();
+    let ica = Certificate::from_pem(&pki.intermediate_pem).unwrap();
+    let root = Certificate::from_pem(&pki.root_pem).unwrap();
+    let now = leaf.not_before() + 3600;
+    let verify = |crls: Vec<String>, policy| {
+        let mut opts = ChainOptions::new(now)
+            .with_crls(crls.iter().map(|c| Crl::from_pem(c).unwrap()).collect());
+        opts.revocation = policy;
+        verify_chain(
+            &leaf,
+            std::slice::from_ref(&ica),
+            std::slice::from_ref(&root),
+            &opts,
+        )
+        .map(|_| ())
+    };
+    // No CRL held: `Required` refuses, `IfCrlAvailable` accepts.
+    assert_eq!(
+        verify(vec![], RevocationPolicy::Required),
+        Err(Error::UnknownRevocationStatus)
+    );
+    assert_eq!(verify(vec![], RevocationPolicy::IfCrlAvailable), Ok(()));
+    // Every issuer's CRL held and clean: accepted; one missing: refused.
+    let both = vec![pki.root_crl(&[]), pki.intermediate_crl(&[])];
+    assert_eq!(verify(both, RevocationPolicy::Required), Ok(()));
+    assert_eq!(
+        verify(vec![pki.intermediate_crl(&[])], RevocationPolicy::Required),
+        Err(Error::UnknownRevocationStatus)
+    );
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ops_fixtures::{DAY, NOW, crl, root};
 use ssr_pki::Certificate;
-use ssr_pki::crl_manager::{CrlConfig, CrlManager, MasterList, Output};
+use ssr_pki::crl_manager::{CrlConfig, CrlManager, MasterList, Output, split_supported};
 
 /// Drains the manager's outputs.
 fn drain(m: &mut CrlManager) -> Vec<Output> {
@@ -151,6 +151,129 @@ fn polling_backoff_and_alarms_on_a_virtual_clock() {
     let list = published(&outs).pop().unwrap();
     let serials: Vec<_> = list.entries.iter().map(|e| e.serial.as_str()).collect();
     assert_eq!(serials, ["09", "0B", "0C"]);
+}
+
+#[test]
+fn an_expired_crl_raises_its_alarm_when_ingested() {
+    let ca = root("Expired Root");
+    let t0 = Instant::now();
+    let config = CrlConfig::new(&[A]).unwrap().with_backoff_secs(60).unwrap();
+    let mut m = CrlManager::new(
+        config,
+        vec![Certificate::from_pem(&ca.pem()).unwrap()],
+        t0,
+        NOW,
+    );
+    m.handle_timeout(t0);
+    drain(&mut m);
+    // thisUpdate 10 days ago, nextUpdate 3 days ago.
+    let stale = crl(&ca, &[5], NOW - 10 * DAY, 1);
+    assert!(m.handle_fetched(A, &stale, t0));
+    let outs = drain(&mut m);
+    // Its revocations are merged (they stand), but the alarm is raised.
+    let list = published(&outs).pop().expect("published");
+    assert_eq!(list.entries.len(), 1);
+    assert_eq!(alarms(&outs), vec![(A.to_string(), true)]);
+    let reason = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Alarm { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(reason.contains("expired"), "{reason}");
+    let st = &m.status()[0];
+    assert!(st.alarm && st.last_error.as_deref() == Some(reason.as_str()));
+    // Retried on the failure schedule, not after the polling interval.
+    assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+    // The same stale CRL again: the alarm stays (no new output), backoff doubles.
+    let t1 = t0 + Duration::from_secs(60);
+    m.handle_timeout(t1);
+    assert_eq!(fetches(&drain(&mut m)), vec![A.to_string()]);
+    assert!(m.handle_fetched(A, &stale, t1));
+    assert!(alarms(&drain(&mut m)).is_empty());
+    assert_eq!(m.poll_timeout(), Some(t1 + Duration::from_secs(120)));
+    // A current CRL clears it.
+    let t2 = t1 + Duration::from_secs(120);
+    m.handle_timeout(t2);
+    drain(&mut m);
+    assert!(m.handle_fetched(A, &crl(&ca, &[5], NOW, 2), t2));
+    assert_eq!(alarms(&drain(&mut m)), vec![(A.to_string(), false)]);
+}
+
+#[test]
+fn a_restarted_manager_continues_from_the_saved_status() {
+    let ca = root("Restart Root");
+    let ca_cert = Certificate::from_pem(&ca.pem()).unwrap();
+    let config = || {
+        CrlConfig::new(&[A, B])
+            .unwrap()
+            .with_polling_hours(24)
+            .unwrap()
+            .with_backoff_secs(60)
+            .unwrap()
+    };
+    let t0 = Instant::now();
+    let mut m = CrlManager::new(config(), vec![ca_cert.clone()], t0, NOW);
+    m.handle_timeout(t0);
+    drain(&mut m);
+    let body = crl(&ca, &[3], NOW - DAY, 1);
+    m.handle_fetched(A, &body, t0);
+    m.handle_fetch_failed(B, "refused", t0);
+    let t1 = t0 + Duration::from_secs(60);
+    m.handle_timeout(t1);
+    drain(&mut m);
+    m.handle_fetch_failed(B, "refused", t1);
+    drain(&mut m);
+    let saved = m.status();
+    assert_eq!(saved[1].next_fetch, Some(NOW + 60 + 120));
+    // Through the file format (serde), as `ssr crl watch` persists it.
+    let json = serde_json::to_string(&saved).unwrap();
+    let saved: Vec<ssr_pki::crl_manager::SourceStatus> = serde_json::from_str(&json).unwrap();
+
+    // A new process 160 s after the first started (another Instant origin).
+    let u0 = NOW + 160;
+    let t0 = Instant::now() + Duration::from_secs(1000);
+    let mut m = CrlManager::new(config(), vec![ca_cert], t0, u0);
+    m.restore(A, &body).unwrap();
+    for s in &saved {
+        assert!(m.restore_status(s, t0));
+    }
+    // A is not refetched before its polling interval; B is retried when it was due,
+    // and its next failure continues the doubling (a third failure waits 240 s).
+    m.handle_timeout(t0);
+    assert!(drain(&mut m).is_empty(), "nothing due at restart");
+    assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(20)));
+    m.handle_timeout(t0 + Duration::from_secs(20));
+    assert_eq!(fetches(&drain(&mut m)), vec![B.to_string()]);
+    m.handle_fetch_failed(B, "refused", t0 + Duration::from_secs(20));
+    let outs = drain(&mut m);
+    assert!(alarms(&outs).is_empty(), "the alarm was raised already");
+    let st = m.status();
+    assert_eq!(st[1].consecutive_failures, 3);
+    assert_eq!(st[1].next_fetch, Some(u0 + 20 + 240));
+    assert_eq!(st[0].next_fetch, Some(NOW + 24 * 3600));
+}
+
+#[test]
+fn https_points_are_fetched_and_ldap_points_reported_without_dropping_the_others() {
+    let (ok, refused) = split_supported(&[
+        "ldap://dir.example/cn=CA?certificateRevocationList",
+        "http://crl.example/ca.crl",
+        "https://crl.example/ca.crl",
+    ]);
+    assert_eq!(
+        ok,
+        ["http://crl.example/ca.crl", "https://crl.example/ca.crl"]
+    );
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].0.starts_with("ldap://"));
+    assert!(refused[0].1.to_string().contains("http:// or https://"));
+    // An https point is scheduled and handed to the fetcher like any other.
+    let t0 = Instant::now();
+    let mut m = CrlManager::new(CrlConfig::new(&ok).unwrap(), Vec::new(), t0, NOW);
+    m.handle_timeout(t0);
+    assert_eq!(fetches(&drain(&mut m)), ok);
 }
 
 #[test]
@@ -378,8 +501,10 @@ mod schedule_properties {
                 let mut t = m.poll_timeout().unwrap();
                 m.handle_timeout(t);
                 prop_assert_eq!(fetches(&drain(&mut m)), vec![A.to_string()]);
+                // The CRL expires 7 days after NOW: ingesting it later raises the alarm.
+                let unix_t = NOW + i64::try_from((t - t0).as_secs()).unwrap();
                 let failed = match e {
-                    0 => !m.handle_fetched(A, &body, t),
+                    0 => !m.handle_fetched(A, &body, t) || unix_t > NOW + 7 * DAY,
                     1 => { m.handle_fetch_failed(A, "boom", t); true }
                     _ => {
                         let deadline = m.poll_timeout().unwrap();

@@ -6,7 +6,7 @@ mod ops_fixtures;
 
 use ops_fixtures::{DAY, Leaf, NOW, crl, intermediate, leaf, openssl_leaf, root};
 use rcgen::KeyPair;
-use ssr_pki::import::{ImportPolicy, import_certificate, reject_private_keys};
+use ssr_pki::import::{ChainCheck, ImportPolicy, import_certificate, reject_private_keys};
 use ssr_pki::{Certificate, Crl, Error, IssueKind, Role};
 
 fn issue_kinds(err: &Error) -> Vec<IssueKind> {
@@ -25,7 +25,7 @@ fn good_leaf_is_accepted_with_and_without_chain_check() {
     opts.crl_url = Some("http://crl.test/issuing.crl".into());
     let pem = leaf(&ica, &opts, &key);
 
-    let imported = import_certificate(&pem, &ImportPolicy::new(NOW)).unwrap();
+    let imported = import_certificate(&pem, &ImportPolicy::new(NOW).skip_chain_check()).unwrap();
     assert_eq!(
         imported.certificate.subject_cn().as_deref(),
         Some(opts.cn.as_str())
@@ -65,6 +65,32 @@ fn good_leaf_is_accepted_with_and_without_chain_check() {
 }
 
 #[test]
+fn no_trusted_ca_refuses_unless_the_chain_check_is_skipped() {
+    let stranger = root("Anyone's Root");
+    let pem = leaf(
+        &stranger,
+        &Leaf::new("anyone", 9),
+        &KeyPair::generate().unwrap(),
+    );
+    // By default the chain check is required: with no trusted CA it cannot be met.
+    let err = import_certificate(&pem, &ImportPolicy::new(NOW)).unwrap_err();
+    assert_eq!(err, Error::NoTrustAnchor);
+    assert!(err.to_string().contains("--no-chain-check"), "{err}");
+    // Only the operator's explicit choice imports it.
+    let skipped = ImportPolicy::new(NOW).skip_chain_check();
+    assert_eq!(skipped.chain_check, ChainCheck::SkippedByOperator);
+    assert!(import_certificate(&pem, &skipped).is_ok());
+    // The other checks still run without the chain check.
+    let mut old = Leaf::new("old", 10);
+    old.not_after = NOW - 1;
+    let expired = leaf(&stranger, &old, &KeyPair::generate().unwrap());
+    assert!(matches!(
+        import_certificate(&expired, &skipped),
+        Err(Error::CertificateRejected { .. })
+    ));
+}
+
+#[test]
 fn check1_bundle_with_a_private_key() {
     let ca = root("Key Root");
     let key = KeyPair::generate().unwrap();
@@ -75,7 +101,7 @@ fn check1_bundle_with_a_private_key() {
         "-----BEGIN ENCRYPTED PRIVATE KEY-----\nnot even base64\n-----END ENCRYPTED PRIVATE KEY-----\n".to_string(),
     ] {
         for text in [format!("{pem}{block}"), format!("{block}{pem}")] {
-            let err = import_certificate(&text, &ImportPolicy::new(NOW)).unwrap_err();
+            let err = import_certificate(&text, &ImportPolicy::new(NOW).skip_chain_check()).unwrap_err();
             assert!(matches!(err, Error::PrivateKeyInBundle { .. }), "{err:?}");
             assert!(err.to_string().contains("private key"), "{err}");
         }
@@ -91,7 +117,11 @@ fn check2_dates_roles_extensions() {
     let mut expired = Leaf::new("expired", 10);
     expired.not_before = NOW - 100 * DAY;
     expired.not_after = NOW - 1;
-    let err = import_certificate(&leaf(&ca, &expired, &key), &ImportPolicy::new(NOW)).unwrap_err();
+    let err = import_certificate(
+        &leaf(&ca, &expired, &key),
+        &ImportPolicy::new(NOW).skip_chain_check(),
+    )
+    .unwrap_err();
     assert!(
         matches!(issue_kinds(&err)[..], [IssueKind::Expired { .. }]),
         "{err}"
@@ -100,7 +130,11 @@ fn check2_dates_roles_extensions() {
 
     let mut future = Leaf::new("future", 11);
     future.not_before = NOW + DAY;
-    let err = import_certificate(&leaf(&ca, &future, &key), &ImportPolicy::new(NOW)).unwrap_err();
+    let err = import_certificate(
+        &leaf(&ca, &future, &key),
+        &ImportPolicy::new(NOW).skip_chain_check(),
+    )
+    .unwrap_err();
     assert!(
         matches!(issue_kinds(&err)[..], [IssueKind::NotYetValid { .. }]),
         "{err}"
@@ -109,7 +143,11 @@ fn check2_dates_roles_extensions() {
 
     let mut ca_leaf = Leaf::new("a CA", 12);
     ca_leaf.ca = true;
-    let err = import_certificate(&leaf(&ca, &ca_leaf, &key), &ImportPolicy::new(NOW)).unwrap_err();
+    let err = import_certificate(
+        &leaf(&ca, &ca_leaf, &key),
+        &ImportPolicy::new(NOW).skip_chain_check(),
+    )
+    .unwrap_err();
     assert!(
         issue_kinds(&err).contains(&IssueKind::CaUsedAsLeaf),
         "{err}"
@@ -117,7 +155,11 @@ fn check2_dates_roles_extensions() {
 
     let mut crit = Leaf::new("critical", 13);
     crit.critical_unknown_extension = true;
-    let err = import_certificate(&leaf(&ca, &crit, &key), &ImportPolicy::new(NOW)).unwrap_err();
+    let err = import_certificate(
+        &leaf(&ca, &crit, &key),
+        &ImportPolicy::new(NOW).skip_chain_check(),
+    )
+    .unwrap_err();
     assert!(
         issue_kinds(&err).contains(&IssueKind::UnknownCriticalExtension {
             oid: "1.3.6.1.4.1.55555.1".into()
@@ -128,13 +170,13 @@ fn check2_dates_roles_extensions() {
     // A CA certificate imported for the CA role is fine.
     let policy = ImportPolicy {
         role: Role::Intermediate,
-        ..ImportPolicy::new(NOW)
+        ..ImportPolicy::new(NOW).skip_chain_check()
     };
     assert!(import_certificate(&leaf(&ca, &ca_leaf, &key), &policy).is_ok());
 
     // Not a certificate at all.
     assert!(matches!(
-        import_certificate("hello", &ImportPolicy::new(NOW)),
+        import_certificate("hello", &ImportPolicy::new(NOW).skip_chain_check()),
         Err(Error::Pem { .. })
     ));
     let public_only =
@@ -142,13 +184,13 @@ fn check2_dates_roles_extensions() {
             .public_key_pem()
             .unwrap();
     assert_eq!(
-        import_certificate(&public_only, &ImportPolicy::new(NOW)).unwrap_err(),
+        import_certificate(&public_only, &ImportPolicy::new(NOW).skip_chain_check()).unwrap_err(),
         Error::NoCertificate
     );
     assert!(
         import_certificate(
             "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-            &ImportPolicy::new(NOW)
+            &ImportPolicy::new(NOW).skip_chain_check()
         )
         .is_err()
     );
@@ -168,7 +210,7 @@ fn check2_algorithm_policy_with_openssl_made_certificates() {
         "sha256",
         &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
     );
-    import_certificate(&good, &ImportPolicy::new(at(&good))).unwrap();
+    import_certificate(&good, &ImportPolicy::new(at(&good)).skip_chain_check()).unwrap();
 
     let sha1 = openssl_leaf(
         dir.path(),
@@ -177,7 +219,8 @@ fn check2_algorithm_policy_with_openssl_made_certificates() {
         "sha1",
         &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
     );
-    let err = import_certificate(&sha1, &ImportPolicy::new(at(&sha1))).unwrap_err();
+    let err =
+        import_certificate(&sha1, &ImportPolicy::new(at(&sha1)).skip_chain_check()).unwrap_err();
     assert!(
         issue_kinds(&err)
             .iter()
@@ -197,7 +240,11 @@ fn check2_algorithm_policy_with_openssl_made_certificates() {
         "sha256",
         &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
     );
-    let err = import_certificate(&rsa1024, &ImportPolicy::new(at(&rsa1024))).unwrap_err();
+    let err = import_certificate(
+        &rsa1024,
+        &ImportPolicy::new(at(&rsa1024)).skip_chain_check(),
+    )
+    .unwrap_err();
     assert!(
         issue_kinds(&err).contains(&IssueKind::RsaKeyTooSmall { bits: 1024 }),
         "{err}"
@@ -210,7 +257,8 @@ fn check2_algorithm_policy_with_openssl_made_certificates() {
         "sha256",
         &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521"],
     );
-    let err = import_certificate(&p521, &ImportPolicy::new(at(&p521))).unwrap_err();
+    let err =
+        import_certificate(&p521, &ImportPolicy::new(at(&p521)).skip_chain_check()).unwrap_err();
     assert!(
         issue_kinds(&err)
             .iter()
@@ -227,7 +275,7 @@ fn check3_revoked_by_a_known_crl() {
     let crls = vec![Crl::from_der(&crl(&ca, &[5, 77], NOW - DAY, 1)).unwrap()];
     let policy = ImportPolicy {
         crls: &crls,
-        ..ImportPolicy::new(NOW)
+        ..ImportPolicy::new(NOW).skip_chain_check()
     };
     let err = import_certificate(&pem, &policy).unwrap_err();
     assert!(
@@ -243,7 +291,7 @@ fn check3_revoked_by_a_known_crl() {
     assert!(import_certificate(&not_listed, &policy).is_ok());
     let policy = ImportPolicy {
         crls: &other,
-        ..ImportPolicy::new(NOW)
+        ..ImportPolicy::new(NOW).skip_chain_check()
     };
     assert!(import_certificate(&pem, &policy).is_ok());
 }
@@ -258,7 +306,7 @@ fn router_key_must_match() {
     let theirs = leaf(&ca, &Leaf::new("theirs", 2), &KeyPair::generate().unwrap());
     let policy = ImportPolicy {
         router_key: Some(router.verifying_key()),
-        ..ImportPolicy::new(NOW)
+        ..ImportPolicy::new(NOW).skip_chain_check()
     };
     assert!(import_certificate(&mine, &policy).is_ok());
     assert_eq!(

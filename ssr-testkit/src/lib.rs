@@ -4,10 +4,12 @@
 mod ext4;
 pub mod http;
 pub mod pki;
+mod postgres;
 mod rng;
 mod swtpm;
 
 pub use ext4::{LoopExt4, list_names};
+pub use postgres::Postgres;
 pub use rng::TestRng;
 pub use swtpm::{Swtpm, SwtpmBuilder};
 

@@ -35,6 +35,29 @@ pub enum Error {
         /// Which check failed.
         reason: &'static str,
     },
+    /// The object at the sealing key's persistent handle is not a key this crate made:
+    /// its public area differs from the template (attributes, auth policy, algorithm,
+    /// parameters), or it cannot decrypt what it encrypts (an authorisation value the
+    /// public area does not show). Nothing was changed; the object is left in place.
+    #[error(
+        "the object at persistent handle {handle:#010x} is not this system's sealing key: {reason}; nothing was changed"
+    )]
+    ForeignKey {
+        /// The persistent handle.
+        handle: u32,
+        /// What differs.
+        reason: String,
+    },
+    /// The TPM's HMAC key does not vouch for the sealed-FEK file: it was forged
+    /// (anyone can RSA-encrypt a FEK of their choice to the public sealing key) or
+    /// damaged. Nothing was decrypted.
+    #[error(
+        "sealed FEK is not authenticated by the TPM's HMAC key {handle:#010x}: forged or damaged"
+    )]
+    NotAuthentic {
+        /// The persistent handle of the HMAC key.
+        handle: u32,
+    },
     /// A sealed-FEK file or key-store entry does not parse or its checksum is wrong.
     #[error("corrupt {what}: {reason}")]
     Corrupt {

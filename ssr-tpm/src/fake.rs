@@ -5,12 +5,18 @@ use std::collections::HashMap;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::{Error, Fek, KeyInfo, PcrSelection, Tpm};
+use crate::{Error, Fek, FileMac, KeyInfo, PcrSelection, Tpm};
 
 #[derive(Debug)]
 struct FakeKey {
     secret: [u8; 32],
     pcrs: PcrSelection,
+    /// Put there by someone else: a public area unlike ours (`Some(why)`).
+    foreign: Option<&'static str>,
+    /// An authorisation value (invisible in the public area): decryption fails.
+    password: bool,
+    /// An HMAC key (not an RSA sealing key).
+    mac: bool,
 }
 
 /// A fake TPM: persistent keys in a map, a deterministic "random" stream.
@@ -36,6 +42,21 @@ impl FakeTpm {
             locked_out: false,
             calls: Vec::new(),
         }
+    }
+
+    /// Puts a key this crate did not make at `handle`: with a public area unlike ours
+    /// (`foreign`), or like ours but with a password.
+    pub(crate) fn plant(&mut self, handle: u32, foreign: Option<&'static str>, password: bool) {
+        self.keys.insert(
+            handle,
+            FakeKey {
+                secret: [0x5a; 32],
+                pcrs: PcrSelection::NONE,
+                foreign,
+                password,
+                mac: false,
+            },
+        );
     }
 
     fn key(&self, handle: u32) -> Result<&FakeKey, Error> {
@@ -77,13 +98,114 @@ impl Tpm for FakeTpm {
         }))
     }
 
+    fn our_fek_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<Option<KeyInfo>, Error> {
+        self.calls.push("ours");
+        let Some(key) = self.keys.get(&handle) else {
+            return Ok(None);
+        };
+        if let Some(why) = key.foreign.or(key.mac.then_some("it is an HMAC key")) {
+            return Err(Error::ForeignKey {
+                handle,
+                reason: why.into(),
+            });
+        }
+        if key.pcrs != pcrs {
+            return Err(Error::ForeignKey {
+                handle,
+                reason: "its auth policy differs".into(),
+            });
+        }
+        self.read_fek_key(handle)
+    }
+
     fn create_fek_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
         self.calls.push("create");
         let mut secret = [self.seed; 32];
         secret[0] ^= handle as u8;
-        self.keys.insert(handle, FakeKey { secret, pcrs });
+        self.keys.insert(
+            handle,
+            FakeKey {
+                secret,
+                pcrs,
+                foreign: None,
+                password: false,
+                mac: false,
+            },
+        );
         self.read_fek_key(handle)?
             .ok_or(Error::KeyMissing { handle })
+    }
+
+    fn our_mac_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<Option<KeyInfo>, Error> {
+        self.calls.push("ours-mac");
+        let Some(key) = self.keys.get(&handle) else {
+            return Ok(None);
+        };
+        if !key.mac || key.pcrs != pcrs {
+            return Err(Error::ForeignKey {
+                handle,
+                reason: "not our HMAC key".into(),
+            });
+        }
+        self.read_fek_key(handle)
+    }
+
+    fn create_mac_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
+        self.calls.push("create-mac");
+        let mut secret = [self.seed ^ 0x77; 32];
+        secret[0] ^= handle as u8;
+        self.keys.insert(
+            handle,
+            FakeKey {
+                secret,
+                pcrs,
+                foreign: None,
+                password: false,
+                mac: true,
+            },
+        );
+        self.read_fek_key(handle)?
+            .ok_or(Error::KeyMissing { handle })
+    }
+
+    fn hmac(
+        &mut self,
+        salt_key: u32,
+        mac_handle: u32,
+        pcrs: PcrSelection,
+        data: &[u8],
+    ) -> Result<[u8; 32], Error> {
+        self.calls.push("hmac");
+        let changed = self.pcrs_changed;
+        self.key(salt_key)?;
+        let key = self.key(mac_handle)?;
+        if !key.mac {
+            return Err(Error::Tpm {
+                op: "HMAC",
+                reason: "not an HMAC key".into(),
+            });
+        }
+        if !key.pcrs.is_empty() && (changed || pcrs != key.pcrs) {
+            return Err(Error::PcrMismatch { handle: mac_handle });
+        }
+        Ok(FakeTpm::tag(&key.secret, data))
+    }
+
+    fn rsa_decrypt_fek_authenticated(
+        &mut self,
+        handle: u32,
+        mac: &FileMac,
+        pcrs: PcrSelection,
+        data: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Fek, Error> {
+        let tag = self.hmac(handle, mac.key_handle, pcrs, data)?;
+        if tag != mac.tag {
+            return Err(Error::NotAuthentic {
+                handle: mac.key_handle,
+            });
+        }
+        self.rsa_decrypt_fek(handle, pcrs, ciphertext)
     }
 
     fn random_fek(&mut self, salt_key: u32) -> Result<Fek, Error> {
@@ -114,6 +236,12 @@ impl Tpm for FakeTpm {
         self.calls.push("decrypt");
         let changed = self.pcrs_changed;
         let key = self.key(handle)?;
+        if key.password {
+            return Err(Error::Tpm {
+                op: "RSA_Decrypt",
+                reason: "authorization failure".into(),
+            });
+        }
         if !key.pcrs.is_empty() && (changed || pcrs != key.pcrs) {
             return Err(Error::PcrMismatch { handle });
         }

@@ -54,12 +54,17 @@ impl fmt::Debug for Fek {
 
 /// Magic at the start of a sealed-FEK file.
 pub const SEALED_FEK_MAGIC: [u8; 4] = *b"SFEK";
-/// The only format version this crate writes and reads.
-pub const SEALED_FEK_VERSION: u8 = 1;
+/// The format version this crate writes: authenticated by a TPM-resident HMAC key.
+/// Version 1 (no TPM authentication) is still read; see [`SealedFek::is_authenticated`].
+pub const SEALED_FEK_VERSION: u8 = 2;
 /// Size of an RSA-2048 ciphertext.
 pub const RSA2048_CIPHERTEXT_LEN: usize = 256;
-/// Size of a version-1 sealed-FEK file.
-pub const SEALED_FEK_LEN: usize = 8 + 4 + 32 + 4 + 2 + RSA2048_CIPHERTEXT_LEN + 32;
+/// Size of a version-1 sealed-FEK file (no TPM authentication).
+pub const SEALED_FEK_V1_LEN: usize = 8 + 4 + 32 + 4 + 2 + RSA2048_CIPHERTEXT_LEN + 32;
+/// Size of a version-2 sealed-FEK file.
+pub const SEALED_FEK_LEN: usize = SEALED_FEK_V1_LEN + 4 + 32 + 32;
+/// Offset of the TPM HMAC tag in a version-2 file: it covers every byte before it.
+const TAG_AT: usize = SEALED_FEK_V1_LEN - 32 + 4 + 32;
 
 /// How the FEK is encrypted.
 #[non_exhaustive]
@@ -84,14 +89,25 @@ impl SealAlgorithm {
     }
 }
 
+/// The TPM authentication of a version-2 sealed-FEK file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMac {
+    /// Persistent handle of the HMAC-SHA-256 key.
+    pub key_handle: u32,
+    /// Its Name digest (SHA-256 of its TPMT_PUBLIC).
+    pub key_fingerprint: [u8; 32],
+    /// TPM2_HMAC by that key over every byte of the file before the tag.
+    pub tag: [u8; 32],
+}
+
 /// The sealed-FEK file: what is written to disk instead of the FEK.
 ///
-/// Version 1, big-endian, fixed size ([`SEALED_FEK_LEN`] = 338 bytes):
+/// Version 2, big-endian, fixed size ([`SEALED_FEK_LEN`] = 406 bytes):
 ///
 /// | offset | size | field |
 /// |---|---|---|
 /// | 0 | 4 | magic `SFEK` |
-/// | 4 | 1 | version = 1 |
+/// | 4 | 1 | version = 2 (1: the same without bytes 306..374, 338 bytes) |
 /// | 5 | 1 | algorithm: 1 = RSA-2048 OAEP SHA-256 (TPM-resident key) |
 /// | 6 | 2 | reserved, zero |
 /// | 8 | 4 | persistent handle of the sealing key |
@@ -99,7 +115,10 @@ impl SealAlgorithm {
 /// | 44 | 4 | PCR selection (SHA-256 bank, bit *n* = PCR *n*, 0 = not PCR-bound) |
 /// | 48 | 2 | ciphertext length = 256 |
 /// | 50 | 256 | RSA-OAEP ciphertext of the FEK |
-/// | 306 | 32 | SHA-256 of bytes 0..306 |
+/// | 306 | 4 | persistent handle of the HMAC key (v2) |
+/// | 310 | 32 | fingerprint of the HMAC key (v2) |
+/// | 342 | 32 | TPM2_HMAC-SHA-256 by that key over bytes 0..342 (v2) |
+/// | 374 | 32 | SHA-256 of all bytes before it (v1: at 306, over 0..306) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedFek {
     algorithm: SealAlgorithm,
@@ -107,6 +126,7 @@ pub struct SealedFek {
     key_fingerprint: [u8; 32],
     pcrs: PcrSelection,
     ciphertext: Vec<u8>,
+    mac: Option<FileMac>,
 }
 
 const CORRUPT: fn(&'static str) -> Error = |reason| Error::Corrupt {
@@ -115,8 +135,23 @@ const CORRUPT: fn(&'static str) -> Error = |reason| Error::Corrupt {
 };
 
 impl SealedFek {
-    /// A sealed FEK from its parts (used by [`crate::seal_new_fek`]).
+    /// A version-2 sealed FEK from its parts (used by [`crate::seal_new_fek`]); the
+    /// tag is set afterwards with [`SealedFek::set_tag`] from the TPM's HMAC over
+    /// [`SealedFek::authenticated_bytes`].
     pub fn new(
+        key_handle: u32,
+        key_fingerprint: [u8; 32],
+        pcrs: PcrSelection,
+        ciphertext: Vec<u8>,
+        mac: FileMac,
+    ) -> Result<SealedFek, Error> {
+        let mut sealed = SealedFek::new_v1(key_handle, key_fingerprint, pcrs, ciphertext)?;
+        sealed.mac = Some(mac);
+        Ok(sealed)
+    }
+
+    /// A version-1 sealed FEK (no TPM authentication), as earlier releases wrote.
+    pub fn new_v1(
         key_handle: u32,
         key_fingerprint: [u8; 32],
         pcrs: PcrSelection,
@@ -134,15 +169,17 @@ impl SealedFek {
             key_fingerprint,
             pcrs,
             ciphertext,
+            mac: None,
         })
     }
 
-    /// Strict parser: exact length, known magic/version/algorithm, zero reserved bits,
-    /// a PCR mask within PCR 0-23, a valid checksum.
+    /// Strict parser: exact length for the version, known magic/version/algorithm,
+    /// zero reserved bits, handles in the owner range, a PCR mask within PCR 0-23, a
+    /// valid checksum. (The TPM tag of version 2 is checked by [`crate::unseal_fek`].)
     ///
     /// ```
     /// use ssr_tpm::{Error, SealedFek};
-    /// let err = SealedFek::parse(b"SFEK\x01 too short").unwrap_err();
+    /// let err = SealedFek::parse(b"SFEK\x02 too short").unwrap_err();
     /// assert!(matches!(err, Error::Corrupt { what: "sealed FEK", .. }));
     /// ```
     pub fn parse(bytes: &[u8]) -> Result<SealedFek, Error> {
@@ -152,13 +189,15 @@ impl SealedFek {
         if bytes[0..4] != SEALED_FEK_MAGIC {
             return Err(CORRUPT("bad magic"));
         }
-        if bytes[4] != SEALED_FEK_VERSION {
-            return Err(CORRUPT("unknown version"));
-        }
-        if bytes.len() != SEALED_FEK_LEN {
+        let len = match bytes[4] {
+            1 => SEALED_FEK_V1_LEN,
+            2 => SEALED_FEK_LEN,
+            _ => return Err(CORRUPT("unknown version")),
+        };
+        if bytes.len() != len {
             return Err(CORRUPT("wrong length"));
         }
-        let (body, sum) = bytes.split_at(SEALED_FEK_LEN - 32);
+        let (body, sum) = bytes.split_at(len - 32);
         let expected = Sha256::digest(body);
         if !bool::from(expected.as_slice().ct_eq(sum)) {
             return Err(CORRUPT("checksum mismatch"));
@@ -181,20 +220,53 @@ impl SealedFek {
         if ct_len != RSA2048_CIPHERTEXT_LEN {
             return Err(CORRUPT("ciphertext length is not 256"));
         }
+        let mac = if bytes[4] == 2 {
+            let at = 50 + RSA2048_CIPHERTEXT_LEN;
+            let handle = be32(at);
+            if !crate::is_owner_persistent(handle) || handle == key_handle {
+                return Err(CORRUPT(
+                    "HMAC key handle outside 0x81000000-0x8100ffff or the sealing key's",
+                ));
+            }
+            let mut fingerprint = [0u8; 32];
+            fingerprint.copy_from_slice(&bytes[at + 4..at + 36]);
+            let mut tag = [0u8; 32];
+            tag.copy_from_slice(&bytes[TAG_AT..TAG_AT + 32]);
+            Some(FileMac {
+                key_handle: handle,
+                key_fingerprint: fingerprint,
+                tag,
+            })
+        } else {
+            None
+        };
         Ok(SealedFek {
             algorithm,
             key_handle,
             key_fingerprint,
             pcrs,
             ciphertext: bytes[50..50 + RSA2048_CIPHERTEXT_LEN].to_vec(),
+            mac,
         })
     }
 
     /// The file bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.authenticated_bytes();
+        if let Some(mac) = &self.mac {
+            out.extend_from_slice(&mac.tag);
+        }
+        let sum = Sha256::digest(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    /// The bytes the TPM's HMAC covers: the whole file before the tag (for version 1,
+    /// the file before its checksum).
+    pub fn authenticated_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(SEALED_FEK_LEN);
         out.extend_from_slice(&SEALED_FEK_MAGIC);
-        out.push(SEALED_FEK_VERSION);
+        out.push(if self.mac.is_some() { 2 } else { 1 });
         out.push(self.algorithm.code());
         out.extend_from_slice(&[0, 0]);
         out.extend_from_slice(&self.key_handle.to_be_bytes());
@@ -203,9 +275,18 @@ impl SealedFek {
         // Length checked in `new` / `parse`: always 256.
         out.extend_from_slice(&(self.ciphertext.len() as u16).to_be_bytes());
         out.extend_from_slice(&self.ciphertext);
-        let sum = Sha256::digest(&out);
-        out.extend_from_slice(&sum);
+        if let Some(mac) = &self.mac {
+            out.extend_from_slice(&mac.key_handle.to_be_bytes());
+            out.extend_from_slice(&mac.key_fingerprint);
+        }
         out
+    }
+
+    /// Sets the TPM's HMAC tag of a version-2 file (no effect on version 1).
+    pub fn set_tag(&mut self, tag: [u8; 32]) {
+        if let Some(mac) = &mut self.mac {
+            mac.tag = tag;
+        }
     }
 
     /// Reads and parses a sealed-FEK file; a missing file is
@@ -229,6 +310,22 @@ impl SealedFek {
     /// The sealing algorithm.
     pub fn algorithm(&self) -> SealAlgorithm {
         self.algorithm
+    }
+
+    /// The format version: 2, or 1 for a file from an earlier release.
+    pub fn version(&self) -> u8 {
+        if self.mac.is_some() { 2 } else { 1 }
+    }
+
+    /// True for version 2: the TPM's HMAC key vouches for every field. A version-1
+    /// file can be written by anyone holding the (public) RSA key.
+    pub fn is_authenticated(&self) -> bool {
+        self.mac.is_some()
+    }
+
+    /// The TPM authentication (version 2).
+    pub fn mac(&self) -> Option<&FileMac> {
+        self.mac.as_ref()
     }
 
     /// The persistent handle of the sealing key.

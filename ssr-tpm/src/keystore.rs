@@ -20,6 +20,9 @@ const MAX_BLOB: usize = 1024;
 const MAX_ENTRY: usize = 8 + 4 + 32 + 1 + 64 + 3 * (2 + MAX_BLOB) + 32;
 /// File name suffix of entries.
 const SUFFIX: &str = ".key";
+/// The key store name of the router's own key (SPEC 3.4): the one key that signs the
+/// router's CSR, its onboarding proof of possession and its SVR peer authentication.
+pub const ROUTER_KEY_NAME: &str = "router";
 
 /// A key as the TPM hands it out: the wrapped private blob and the public parts.
 #[derive(Debug, Clone, PartialEq, Eq)]

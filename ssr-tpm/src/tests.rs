@@ -13,7 +13,28 @@ fn sealed_on(tpm: &mut FakeTpm) -> (Fek, SealedFek) {
 fn seal_then_unseal_gives_the_same_fek() {
     let mut tpm = FakeTpm::new(1);
     let (fek, sealed) = sealed_on(&mut tpm);
-    assert_eq!(tpm.calls, ["read", "create", "read", "random", "encrypt"]);
+    // Both handles looked at, the sealing key created, the FEK sealed and unsealed
+    // once, the HMAC key created, the file tagged and unsealed once more.
+    assert_eq!(
+        tpm.calls,
+        [
+            "ours",
+            "ours-mac",
+            "create",
+            "read",
+            "random",
+            "encrypt",
+            "name",
+            "decrypt",
+            "create-mac",
+            "read",
+            "hmac",
+            "name",
+            "name",
+            "hmac",
+            "decrypt"
+        ]
+    );
     let again = unseal_fek(&mut tpm, &sealed).unwrap();
     assert_eq!(fek.secret_bytes(), again.secret_bytes());
     assert_eq!(sealed.key_handle(), DEFAULT_FEK_KEY_HANDLE);
@@ -25,7 +46,7 @@ fn unlock_is_one_lookup_and_one_decrypt() {
     let (_, sealed) = sealed_on(&mut tpm);
     tpm.calls.clear();
     unseal_fek(&mut tpm, &sealed).unwrap();
-    assert_eq!(tpm.calls, ["name", "decrypt"]);
+    assert_eq!(tpm.calls, ["name", "name", "hmac", "decrypt"]);
 }
 
 #[test]
@@ -105,8 +126,31 @@ fn pcr_binding_must_match_an_existing_key() {
     };
     assert!(matches!(
         seal_new_fek(&mut tpm, &cfg),
-        Err(Error::InvalidConfig { .. })
+        Err(Error::ForeignKey { .. })
     ));
+}
+
+#[test]
+fn a_foreign_key_at_the_handle_is_refused_and_left_alone() {
+    let mut tpm = FakeTpm::new(1);
+    tpm.plant(DEFAULT_FEK_KEY_HANDLE, Some("it has an auth policy"), false);
+    let err = seal_new_fek(&mut tpm, &SealConfig::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::ForeignKey { reason, .. } if reason.contains("auth policy")),
+        "{err:?}"
+    );
+    assert!(!tpm.calls.contains(&"create"));
+    assert!(!tpm.calls.contains(&"random"));
+    assert!(!tpm.calls.contains(&"create-mac"));
+    // Same public area as ours, but a password: sealing works, the check unseal fails.
+    let mut tpm = FakeTpm::new(1);
+    tpm.plant(DEFAULT_FEK_KEY_HANDLE, None, true);
+    let err = seal_new_fek(&mut tpm, &SealConfig::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::ForeignKey { reason, .. } if reason.contains("does not unseal")),
+        "{err:?}"
+    );
+    assert!(!tpm.calls.contains(&"create-mac"));
 }
 
 #[test]
@@ -150,9 +194,11 @@ fn format_round_trips_and_is_stable() {
     let mut tpm = FakeTpm::new(1);
     let (_, sealed) = sealed_on(&mut tpm);
     let bytes = sealed.to_bytes();
-    assert_eq!(&bytes[..8], b"SFEK\x01\x01\0\0");
+    assert_eq!(&bytes[..8], b"SFEK\x02\x01\0\0");
     assert_eq!(&bytes[8..12], &DEFAULT_FEK_KEY_HANDLE.to_be_bytes());
     assert_eq!(&bytes[48..50], &[1, 0]);
+    assert_eq!(&bytes[306..310], &DEFAULT_FEK_MAC_KEY_HANDLE.to_be_bytes());
+    assert_eq!(bytes.len(), 406);
     assert_eq!(SealedFek::parse(&bytes).unwrap(), sealed);
 }
 
@@ -187,15 +233,28 @@ fn parser_rejects_every_malformation() {
     b[0] = b'X';
     assert_eq!(corrupt(&b), "bad magic");
     let mut b = good.clone();
-    b[4] = 2;
+    b[4] = 3;
     assert_eq!(corrupt(&b), "unknown version");
+    let mut b = good.clone();
+    b[4] = 1;
+    assert_eq!(corrupt(&b), "wrong length");
     // Any single flipped bit anywhere else is caught by the checksum.
     for i in 5..good.len() {
         let mut b = good.clone();
         b[i] ^= 0x10;
         assert_eq!(corrupt(&b), "checksum mismatch", "byte {i}");
     }
-    let cases: [(usize, u8, &str); 5] = [
+    let cases: [(usize, u8, &str); 7] = [
+        (
+            306,
+            0x80,
+            "HMAC key handle outside 0x81000000-0x8100ffff or the sealing key's",
+        ),
+        (
+            309,
+            0x00,
+            "HMAC key handle outside 0x81000000-0x8100ffff or the sealing key's",
+        ),
         (5, 9, "unknown algorithm"),
         (7, 1, "reserved bytes not zero"),
         (8, 0x80, "key handle outside 0x81000000-0x8100ffff"),
@@ -253,19 +312,75 @@ fn write_into_a_missing_directory_is_an_io_error() {
 
 proptest! {
     #[test]
-    fn any_bytes_give_an_error_or_a_round_trip(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+    fn any_bytes_give_an_error_or_a_round_trip(bytes in proptest::collection::vec(any::<u8>(), 0..420)) {
         if let Ok(s) = SealedFek::parse(&bytes) {
             prop_assert_eq!(s.to_bytes(), bytes);
         }
     }
 
     #[test]
-    fn valid_header_random_body_never_panics(body in proptest::collection::vec(any::<u8>(), 330)) {
-        let mut bytes = b"SFEK\x01\x01\0\0".to_vec();
-        bytes.extend_from_slice(&body);
+    fn valid_header_random_body_never_panics(v2 in any::<bool>(), body in proptest::collection::vec(any::<u8>(), 398)) {
+        let mut bytes = if v2 { b"SFEK\x02\x01\0\0".to_vec() } else { b"SFEK\x01\x01\0\0".to_vec() };
+        let body = if v2 { &body[..] } else { &body[..330] };
+        bytes.extend_from_slice(body);
         resum(&mut bytes);
         if let Ok(s) = SealedFek::parse(&bytes) {
             prop_assert_eq!(s.to_bytes(), bytes);
         }
     }
+}
+
+/// Anyone can RSA-encrypt a FEK to the public sealing key; the file's TPM tag is what
+/// tells a sealed FEK from a forged one. A forged file with a valid checksum and the
+/// right key fingerprints is refused before anything is decrypted.
+#[test]
+fn a_forged_file_is_not_authentic_and_nothing_is_decrypted() {
+    let mut tpm = FakeTpm::new(1);
+    let (_, sealed) = sealed_on(&mut tpm);
+    let mut bytes = sealed.to_bytes();
+    bytes[60] ^= 1; // another ciphertext
+    resum(&mut bytes);
+    let forged = SealedFek::parse(&bytes).unwrap();
+    tpm.calls.clear();
+    assert_eq!(
+        unseal_fek(&mut tpm, &forged).unwrap_err(),
+        Error::NotAuthentic {
+            handle: DEFAULT_FEK_MAC_KEY_HANDLE
+        }
+    );
+    assert!(!tpm.calls.contains(&"decrypt"));
+}
+
+/// A version-1 file (an earlier release) still unseals; `authenticate_sealed_fek`
+/// turns it into a version-2 file over the same ciphertext, which unseals to the same
+/// FEK and whose forgeries are refused.
+#[test]
+fn a_version_1_file_unseals_and_is_upgraded() {
+    let mut tpm = FakeTpm::new(1);
+    let (fek, v2) = sealed_on(&mut tpm);
+    let v1 = SealedFek::new_v1(
+        v2.key_handle(),
+        *v2.key_fingerprint(),
+        v2.pcrs(),
+        v2.ciphertext().to_vec(),
+    )
+    .unwrap();
+    let bytes = v1.to_bytes();
+    assert_eq!(bytes.len(), SEALED_FEK_V1_LEN);
+    assert_eq!(bytes[4], 1);
+    let v1 = SealedFek::parse(&bytes).unwrap();
+    assert!(!v1.is_authenticated());
+    assert_eq!(
+        unseal_fek(&mut tpm, &v1).unwrap().secret_bytes(),
+        fek.secret_bytes()
+    );
+    let upgraded = authenticate_sealed_fek(&mut tpm, &v1, &SealConfig::default()).unwrap();
+    assert_eq!(upgraded.version(), 2);
+    assert_eq!(upgraded, v2);
+    assert_eq!(
+        unseal_fek(&mut tpm, &SealedFek::parse(&upgraded.to_bytes()).unwrap())
+            .unwrap()
+            .secret_bytes(),
+        fek.secret_bytes()
+    );
 }

@@ -131,3 +131,48 @@ fn a_tampered_entry_is_corrupt() {
     std::fs::copy(dir.path().join("api.key"), dir.path().join("web.key")).unwrap();
     assert!(matches!(store.load("web"), Err(Error::Corrupt { .. })));
 }
+
+#[test]
+fn tpm_key_holds_the_router_key_across_connections() {
+    use ssr_tpm::esapi::TpmKey;
+    use ssr_tpm::keystore::ROUTER_KEY_NAME;
+    let swtpm = Swtpm::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A TPM without a master key gets one.
+    let created = TpmKey::create(&swtpm.tcti(), dir.path(), ROUTER_KEY_NAME, false).unwrap();
+    assert!(dir.path().join("router.key").exists());
+    assert!(format!("{created:?}").contains("router"));
+    let spki = created.spki_der().to_vec();
+    drop(created);
+    assert!(matches!(
+        TpmKey::create(&swtpm.tcti(), dir.path(), ROUTER_KEY_NAME, false),
+        Err(Error::KeyExists { .. })
+    ));
+    let opened = TpmKey::open(&swtpm.tcti(), dir.path(), ROUTER_KEY_NAME).unwrap();
+    assert_eq!(opened.spki_der(), spki);
+    for m in [&b"one"[..], b"two"] {
+        assert!(openssl_verifies(&spki, m, &opened.sign(m).unwrap()));
+    }
+    let same = TpmKey::open_or_create(&swtpm.tcti(), dir.path(), ROUTER_KEY_NAME).unwrap();
+    assert_eq!(same.spki_der(), spki);
+    // Replacing makes a new key.
+    let replaced = TpmKey::create(&swtpm.tcti(), dir.path(), ROUTER_KEY_NAME, true).unwrap();
+    assert_ne!(replaced.spki_der(), spki);
+    // Another TPM with its own master key refuses the entry when it is opened.
+    let other = Swtpm::start().unwrap();
+    TpmKey::create(
+        &other.tcti(),
+        tempfile::tempdir().unwrap().path(),
+        "x",
+        false,
+    )
+    .unwrap();
+    assert!(matches!(
+        TpmKey::open(&other.tcti(), dir.path(), ROUTER_KEY_NAME),
+        Err(Error::WrongTpm { .. })
+    ));
+    assert!(matches!(
+        TpmKey::open(&swtpm.tcti(), dir.path(), "absent"),
+        Err(Error::KeyNotFound { .. })
+    ));
+}

@@ -37,6 +37,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "openssh-client",
     "openssh-server",
+    "postgresql",
     "clang",
     "iputils-ping",
 ];

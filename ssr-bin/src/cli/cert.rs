@@ -7,24 +7,29 @@
 //! fetched); 2 bad input (arguments, unreadable files, invalid UUID).
 
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use getrandom::SysRng;
+use p256::ecdsa::VerifyingKey;
 use rand_core::UnwrapErr;
 use ssr_pki::alarm::{Condition, FailMode, decide};
 use ssr_pki::audit::{AuditEvent, Counter, fingerprint_hex};
-use ssr_pki::crl_manager::{CrlManager, Output};
+use ssr_pki::crl_manager::{CrlManager, Output, split_supported};
 use ssr_pki::csr::{Csr, RouterUuid};
-use ssr_pki::http::{FetchOptions, drive};
-use ssr_pki::import::{ImportPolicy, import_certificate};
-use ssr_pki::keys::PrivateKey;
-use ssr_pki::store::{DEFAULT_DIR, Store};
+use ssr_pki::http::{FetchOptions, drive, fetch};
+use ssr_pki::import::{ChainCheck, ImportPolicy, import_certificate};
+use ssr_pki::keys::{PrivateKey, verifying_key_from_der};
+use ssr_pki::store::{CrlSettings, DEFAULT_DIR, Store};
+use ssr_pki::tpm::ROUTER_KEY_NAME;
 use ssr_pki::trust::{TrustBundle, ValidationMode};
 use ssr_pki::{
     Certificate, ChainOptions, Crl, Error, PemItem, Role, check_certificate, parse_pem_bundle,
     verify_chain,
 };
+use ssr_tpm::esapi::TpmKey;
+use ssr_tpm::identity::DEFAULT_MASTER_KEY_HANDLE;
+use ssr_tpm::keystore::KeyStore;
 
 use super::{CmdResult, Failure};
 
@@ -50,20 +55,48 @@ impl AtArg {
     }
 }
 
+/// The TPM holding the router key.
+#[derive(Debug, Clone, Args)]
+pub struct TctiArg {
+    /// TCTI of the TPM holding the router key (`device:/dev/tpmrm0`,
+    /// `swtpm:host=127.0.0.1,port=2321`); default: $TPM2TOOLS_TCTI, else
+    /// device:/dev/tpmrm0. Used only when the router key is in the TPM.
+    #[arg(long)]
+    pub tcti: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CertCmd {
-    /// Generate the router's P-256 private key (written 0600).
+    /// Generate the router's P-256 key: in the TPM with `--tpm`, else in software.
+    ///
+    /// `--tpm` creates the key through ssr-tpm's key store (entry `router` in
+    /// `<store>/tpm-keys`, wrapped by the TPM's master key at 0x81000101, which is
+    /// created first if absent): the private key never leaves the TPM. It is the one
+    /// router key (SPEC 3.4): `ssr cert csr` signs with it, `ssr onboard join` proves
+    /// possession of it (its `tpm-key-store` defaults to the same directory), and SVR
+    /// peer authentication uses the certificate issued for it. Without `--tpm`, a
+    /// software key is written 0600 to `<store>/router.key` (routers without a TPM).
+    /// An existing key of either kind is never replaced without `--force`; with
+    /// `--force` the other kind is removed so one router key remains.
     Keygen {
         #[command(flatten)]
         store: StoreArg,
         /// Replace an existing key.
         #[arg(long)]
         force: bool,
+        /// Create the key in the TPM (ssr-tpm key store) instead of in software.
+        #[arg(long)]
+        tpm: bool,
+        #[command(flatten)]
+        tcti: TctiArg,
     },
-    /// Build a PKCS#10 CSR with CN = the router UUID; prints it (PEM).
+    /// Build a PKCS#10 CSR with CN = the router UUID, signed by the router key (inside
+    /// the TPM when `ssr cert keygen --tpm` made it); prints it (PEM).
     Csr {
         #[command(flatten)]
         store: StoreArg,
+        #[command(flatten)]
+        tcti: TctiArg,
         /// The router UUID (8-4-4-4-12 hex).
         #[arg(long)]
         uuid: String,
@@ -74,11 +107,20 @@ pub enum CertCmd {
     /// Import the router's certificate after the three checks (no private key in the
     /// file; valid leaf that chains to an installed CA and carries the router key; not
     /// on a known CRL).
+    ///
+    /// With no trusted CA bundle installed (`ssr cert install-ca`) the chain check
+    /// cannot be met and the import is refused, unless `--no-chain-check` is given: the
+    /// certificate is then imported without checking its issuer, and the choice is
+    /// written to the audit log (`system.import_without_chain_check`).
     Import {
         #[command(flatten)]
         store: StoreArg,
         #[command(flatten)]
         at: AtArg,
+        /// Import without verifying the chain to a trusted CA (audited). The other checks
+        /// (no private key, validity and role, router key, CRLs) still run.
+        #[arg(long)]
+        no_chain_check: bool,
         /// PEM file: the certificate, optionally followed by its chain.
         file: PathBuf,
     },
@@ -145,6 +187,43 @@ pub enum CrlCmd {
         /// Per-fetch time limit (seconds).
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
+    },
+    /// Keep the CRLs fresh: a long-running CRL manager on the wall clock.
+    ///
+    /// Every configured CRL URL (`crl/config.json`, plus `--url`, plus the `http(s)://`
+    /// distribution points of the imported router certificate; `ldap://` and other
+    /// points are reported and skipped) is fetched on its schedule: `polling-interval`
+    /// after a success, or the CRL's nextUpdate when sooner; after a failure
+    /// `backoff-interval`, doubling up to the polling interval. Each CRL must be signed
+    /// by an installed trusted CA and not be older than the one held. A failure, or a CRL
+    /// whose nextUpdate has passed, raises the URL's alarm (stderr `alarm raised: …`,
+    /// audit `system.crl_update`, `ssr crl status` shows ALARM) until a current CRL is
+    /// ingested. The merged master list (`crl/master.json`), each CRL, the per-URL state
+    /// with its next due time (`crl/status.json`) and the counters are replaced
+    /// atomically after every fetch, so a restart (or a crash) continues the schedule,
+    /// the failure count and the alarms where they were. `https://` points are handed to
+    /// the shared HTTP client (TLS) like `http://` ones. Runs until stopped (`--once`: until the
+    /// fetches due now are done, for a systemd timer). URLs added to `crl/config.json`
+    /// while it runs are picked up within a minute. Packaged as
+    /// `packaging/systemd/crl-watch.service`.
+    Watch {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Add this CRL URL to the configuration (repeatable).
+        #[arg(long)]
+        url: Vec<String>,
+        /// Set `polling-interval` (hours).
+        #[arg(long)]
+        polling_hours: Option<u32>,
+        /// Set `backoff-interval` (seconds).
+        #[arg(long)]
+        backoff_secs: Option<u32>,
+        /// Per-fetch time limit (seconds).
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+        /// Do the fetches due now, persist, and exit (for a systemd timer).
+        #[arg(long)]
+        once: bool,
     },
     /// Show each CRL URL's state, its alarm, and the master list.
     Status {
@@ -219,30 +298,137 @@ fn note(result: Result<(), Error>) {
     }
 }
 
+/// The public key of the TPM-held router key, read from its key store entry (no TPM
+/// access needed).
+fn tpm_router_public_key(store: &Store) -> Result<Option<VerifyingKey>, Error> {
+    if !store.has_tpm_router_key() {
+        return Ok(None);
+    }
+    let entry = KeyStore::new(store.tpm_key_dir(), DEFAULT_MASTER_KEY_HANDLE)
+        .and_then(|ks| ks.load(ROUTER_KEY_NAME))
+        .map_err(|e| Error::InvalidKey {
+            reason: format!("TPM router key: {e}"),
+        })?;
+    verifying_key_from_der(entry.spki_der()).map(Some)
+}
+
+/// The router key's public half, wherever it is held.
+fn router_public_key(store: &Store) -> Result<Option<VerifyingKey>, Error> {
+    match tpm_router_public_key(store)? {
+        Some(k) => Ok(Some(k)),
+        None => Ok(store.load_private_key()?.map(|k| *k.verifying_key())),
+    }
+}
+
+fn public_pem(key: &VerifyingKey) -> Result<String, Failure> {
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+    key.to_public_key_pem(LineEnding::LF)
+        .map_err(|e| Failure::general(format!("public key: {e}")))
+}
+
+fn keygen(store: &Store, force: bool, tpm: bool, tcti: TctiArg) -> CmdResult {
+    let exists = |what: &str| {
+        Failure::general(format!(
+            "a router key exists already ({what}; use --force to replace it)"
+        ))
+    };
+    if tpm {
+        if !force && store.path("router.key").exists() {
+            return Err(exists("in software"));
+        }
+        let tcti = super::tpm::tcti_or_default(tcti.tcti);
+        let key = TpmKey::create(&tcti, &store.tpm_key_dir(), ROUTER_KEY_NAME, force).map_err(
+            |e| match e {
+                ssr_tpm::Error::KeyExists { .. } => exists("in the TPM"),
+                e => Failure::general(format!("TPM router key: {e}")),
+            },
+        )?;
+        // One router key: a replaced software key goes.
+        store.remove_private_key().map_err(Failure::general)?;
+        let vk = verifying_key_from_der(key.spki_der()).map_err(Failure::general)?;
+        println!(
+            "router key created in the TPM at {tcti} (key store entry {}, wrapped by the master key {DEFAULT_MASTER_KEY_HANDLE:#010x})",
+            store.tpm_key_dir().join("router.key").display()
+        );
+        print!("{}", public_pem(&vk)?);
+        return Ok(());
+    }
+    if !force && store.has_tpm_router_key() {
+        return Err(exists("in the TPM"));
+    }
+    let key = PrivateKey::generate(&mut UnwrapErr(SysRng));
+    let path = store
+        .save_private_key(&key, force)
+        .map_err(Failure::general)?;
+    if store.has_tpm_router_key() {
+        KeyStore::new(store.tpm_key_dir(), DEFAULT_MASTER_KEY_HANDLE)
+            .and_then(|ks| ks.delete(ROUTER_KEY_NAME))
+            .map_err(|e| Failure::general(format!("TPM router key: {e}")))?;
+    }
+    let public = key.public_key_pem().map_err(Failure::general)?;
+    println!("router key written to {} (mode 0600)", path.display());
+    print!("{public}");
+    Ok(())
+}
+
+/// CRL discovery: adds a certificate's `http(s)://` distribution points to the CRL
+/// configuration. Other points (`ldap://`, …) are reported, one line each, and skipped;
+/// they never cost the usable points of the same certificate.
+fn discover_crl_urls(store: &Store, urls: &[String]) -> Result<(), Error> {
+    let (supported, unsupported) = split_supported(urls);
+    for (url, why) in &unsupported {
+        eprintln!("ssr: warning: CRL distribution point {url} not used: {why}");
+    }
+    let mut settings = store.crl_settings()?;
+    let before = settings.urls.len();
+    for u in supported {
+        if !settings.urls.contains(&u) {
+            settings.urls.push(u);
+        }
+    }
+    if settings.urls.len() != before {
+        store.save_crl_settings(&settings)?;
+    }
+    Ok(())
+}
+
 pub fn run_cert(cmd: CertCmd) -> CmdResult {
     match cmd {
-        CertCmd::Keygen { store, force } => {
+        CertCmd::Keygen {
+            store,
+            force,
+            tpm,
+            tcti,
+        } => {
             let store = open_store(&store)?;
-            let key = PrivateKey::generate(&mut UnwrapErr(SysRng));
-            let path = store
-                .save_private_key(&key, force)
-                .map_err(Failure::general)?;
-            let public = key.public_key_pem().map_err(Failure::general)?;
-            println!("router key written to {} (mode 0600)", path.display());
-            print!("{public}");
-            Ok(())
+            keygen(&store, force, tpm, tcti)
         }
-        CertCmd::Csr { store, uuid, out } => {
+        CertCmd::Csr {
+            store,
+            tcti,
+            uuid,
+            out,
+        } => {
             let store = open_store(&store)?;
             let uuid = RouterUuid::parse(&uuid).map_err(Failure::usage)?;
             let result = (|| {
+                if store.has_tpm_router_key() {
+                    let tcti = super::tpm::tcti_or_default(tcti.tcti);
+                    let key = TpmKey::open(&tcti, &store.tpm_key_dir(), ROUTER_KEY_NAME).map_err(
+                        |e| Error::InvalidKey {
+                            reason: format!("TPM router key: {e}"),
+                        },
+                    )?;
+                    let csr = Csr::build(&key, &uuid)?;
+                    return Ok::<_, Error>((csr.to_pem()?, csr, "ecdsa-p256-tpm"));
+                }
                 let key = store.load_private_key()?.ok_or_else(|| Error::InvalidKey {
                     reason: "no router key in the store (run `ssr cert keygen` first)".into(),
                 })?;
                 let csr = Csr::build(&key, &uuid)?;
-                Ok::<_, Error>((csr.to_pem()?, csr))
+                Ok::<_, Error>((csr.to_pem()?, csr, "ecdsa-p256"))
             })();
-            let (pem, csr) = match result {
+            let (pem, csr, key_kind) = match result {
                 Ok(r) => r,
                 Err(e) => {
                     note(store.count(Counter::CsrFailure));
@@ -260,18 +446,23 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
             note(store.audit(&AuditEvent::GenerateCsr {
                 time: unix_now(),
                 common_name: uuid.to_string(),
-                key: "ecdsa-p256",
+                key: key_kind,
                 fingerprint: fingerprint_hex(&csr.fingerprint_sha256()),
             }));
             print!("{pem}");
             Ok(())
         }
-        CertCmd::Import { store, at, file } => {
+        CertCmd::Import {
+            store,
+            at,
+            no_chain_check,
+            file,
+        } => {
             let store = open_store(&store)?;
             let text = read_text(&file)?;
             let now = at.unix();
             let result = (|| {
-                let key = store.load_private_key()?;
+                let key = router_public_key(&store)?;
                 let crls = store.known_crls()?;
                 let trusted = store.trusted_certificates()?;
                 let policy = ImportPolicy {
@@ -279,11 +470,16 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
                     role: Role::Leaf,
                     crls: &crls,
                     trusted: &trusted,
-                    router_key: key.as_ref().map(|k| k.verifying_key()),
+                    router_key: key.as_ref(),
+                    chain_check: if no_chain_check {
+                        ChainCheck::SkippedByOperator
+                    } else {
+                        ChainCheck::Required
+                    },
                 };
-                import_certificate(&text, &policy)
+                import_certificate(&text, &policy).map(|i| (i, trusted.len()))
             })();
-            let imported = match result {
+            let (imported, trusted_certificates) = match result {
                 Ok(i) => i,
                 Err(e) => {
                     note(store.count(Counter::ImportFailure));
@@ -305,6 +501,22 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
                 }
             };
             let cert = &imported.certificate;
+            if no_chain_check {
+                // The operator's choice is on record before the certificate is stored.
+                store
+                    .audit(&AuditEvent::ImportWithoutChainCheck {
+                        time: unix_now(),
+                        subject: cert.subject(),
+                        issuer: cert.issuer(),
+                        fingerprint: fingerprint_hex(&cert.fingerprint_sha256()),
+                        trusted_certificates,
+                    })
+                    .map_err(|e| Failure::general(format!("audit: {e}")))?;
+                eprintln!(
+                    "ssr: warning: {} imported WITHOUT a chain check (--no-chain-check, audited)",
+                    cert.subject()
+                );
+            }
             let mut pem = cert.to_pem();
             for c in &imported.chain {
                 pem.push_str(&c.to_pem());
@@ -314,15 +526,7 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
                 .map_err(Failure::general)?;
             // CRL discovery: the certificate's distribution points join the CRL list.
             let urls = cert.crl_distribution_points();
-            let mut settings = store.crl_settings().map_err(Failure::general)?;
-            for u in &urls {
-                if !settings.urls.contains(u) {
-                    settings.urls.push(u.clone());
-                }
-            }
-            if settings.to_config().is_ok() {
-                note(store.save_crl_settings(&settings));
-            }
+            note(discover_crl_urls(&store, &urls));
             note(store.count(Counter::ImportSuccess));
             note(store.audit(&AuditEvent::IngestCertificate {
                 time: unix_now(),
@@ -472,8 +676,219 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
     }
 }
 
+/// `crl/config.json` with the command line's additions, saved; the router
+/// certificate's supported distribution points are added too.
+fn crl_settings_with(
+    store: &Store,
+    url: Vec<String>,
+    polling_hours: Option<u32>,
+    backoff_secs: Option<u32>,
+) -> Result<CrlSettings, Failure> {
+    if let Some(cert) = store.load_certificate().ok().flatten() {
+        note(discover_crl_urls(store, &cert.crl_distribution_points()));
+    }
+    let mut settings = store.crl_settings().map_err(Failure::general)?;
+    for u in url {
+        if !settings.urls.contains(&u) {
+            settings.urls.push(u);
+        }
+    }
+    if let Some(h) = polling_hours {
+        settings.polling_hours = h;
+    }
+    if let Some(s) = backoff_secs {
+        settings.backoff_secs = s;
+    }
+    settings.to_config().map_err(Failure::usage)?;
+    store
+        .save_crl_settings(&settings)
+        .map_err(Failure::general)?;
+    if settings.urls.is_empty() {
+        return Err(Failure::usage(
+            "no CRL URL configured (add one with --url, or import a certificate with CRL distribution points)",
+        ));
+    }
+    Ok(settings)
+}
+
+/// Writes what a round changed: each CRL held, the per-URL state (with next due
+/// times), the counters. Every file is replaced atomically.
+fn persist_crl_state(store: &Store, manager: &mut CrlManager) {
+    for (u, crl) in manager.crls() {
+        note(store.save_crl(u, crl));
+    }
+    note(store.save_crl_status(&manager.status()));
+    note(store.add_counters(&manager.take_counters()));
+}
+
+/// Acts on the manager's outputs until none is left; fetches synchronously. Returns
+/// whether anything happened.
+fn crl_round(store: &Store, manager: &mut CrlManager, options: &FetchOptions) -> bool {
+    let mut any = false;
+    while let Some(output) = manager.poll_output() {
+        any = true;
+        match output {
+            Output::Fetch { url } => match fetch(&url, options) {
+                Ok(body) => {
+                    manager.handle_fetched(&url, &body, Instant::now());
+                    // On disk before anything is reported.
+                    persist_crl_state(store, manager);
+                }
+                Err(e) => {
+                    let reason = match &e {
+                        Error::Fetch { reason, .. } => reason.clone(),
+                        other => other.to_string(),
+                    };
+                    manager.handle_fetch_failed(&url, &reason, Instant::now());
+                    persist_crl_state(store, manager);
+                    if let Some(s) = manager.status().iter().find(|s| s.url == url) {
+                        eprintln!(
+                            "ssr: CRL {url}: attempt failed ({} consecutive): {reason}; next try at {}",
+                            s.consecutive_failures,
+                            s.next_fetch.map_or_else(|| "?".into(), utc)
+                        );
+                    }
+                }
+            },
+            Output::Publish(list) => match store.publish_master_list(&list) {
+                Ok(path) => println!(
+                    "published {} revoked certificate(s) to {}",
+                    list.entries.len(),
+                    path.display()
+                ),
+                Err(e) => eprintln!("ssr: warning: {e}"),
+            },
+            Output::Alarm {
+                url,
+                raised,
+                reason,
+            } => {
+                if raised {
+                    eprintln!("ssr: alarm raised: CRL {url}: {reason}");
+                } else {
+                    println!("alarm cleared: CRL {url}");
+                }
+            }
+            Output::Audit(e) => {
+                if let AuditEvent::CrlUpdate {
+                    crl_url,
+                    success: true,
+                    total_entries,
+                    ..
+                } = &e
+                {
+                    println!("{crl_url}: ingested, {total_entries} entr(y/ies)");
+                }
+                note(store.audit(&e));
+            }
+            _ => {}
+        }
+    }
+    any
+}
+
+fn watch(store: &Store, settings: CrlSettings, timeout_secs: u64, once: bool) -> CmdResult {
+    let timeout = timeout_secs.clamp(1, 3600);
+    let config = settings
+        .to_config()
+        .and_then(|c| c.with_fetch_timeout_secs(u32::try_from(timeout).unwrap_or(30)))
+        .map_err(Failure::usage)?;
+    let trusted = store.trusted_certificates().map_err(Failure::general)?;
+    if trusted.is_empty() {
+        eprintln!(
+            "ssr: warning: no trusted CA installed: every CRL will be refused (ssr cert install-ca)"
+        );
+    }
+    let t0 = Instant::now();
+    let mut manager = CrlManager::new(config, trusted, t0, unix_now());
+    for u in &settings.urls {
+        if let Ok(Some(der)) = store.load_crl_bytes(u) {
+            // A stored CRL that no longer verifies (CA replaced) is just not reused.
+            let _ = manager.restore(u, &der);
+        }
+    }
+    // Continue where the last run (or `ssr crl fetch`) left off.
+    for saved in store.crl_status().unwrap_or_default() {
+        manager.restore_status(&saved, t0);
+    }
+    // A crash between a CRL's save and the master list's leaves the list behind the
+    // CRLs held: republish it from them.
+    let merged = manager.master_list(unix_now());
+    let published = store.master_list().ok().flatten();
+    if manager.crls().next().is_some() && published.is_none_or(|p| p.entries != merged.entries) {
+        match store.publish_master_list(&merged) {
+            Ok(path) => println!(
+                "published {} revoked certificate(s) to {} (from the CRLs held)",
+                merged.entries.len(),
+                path.display()
+            ),
+            Err(e) => eprintln!("ssr: warning: {e}"),
+        }
+    }
+    for s in manager.status() {
+        println!(
+            "{}: {}next fetch at {}",
+            s.url,
+            if s.alarm { "ALARM, " } else { "" },
+            s.next_fetch.map_or_else(|| "?".into(), utc)
+        );
+    }
+    let options = FetchOptions {
+        timeout: Duration::from_secs(timeout),
+        ..FetchOptions::default()
+    };
+    let mut known = settings;
+    loop {
+        let now = Instant::now();
+        manager.handle_timeout(now);
+        if crl_round(store, &mut manager, &options) {
+            // Timeouts and other state changes without a fetch.
+            persist_crl_state(store, &mut manager);
+        }
+        if once && !manager.is_fetching() {
+            let due_now = manager.poll_timeout().is_some_and(|t| t <= Instant::now());
+            if !due_now {
+                return Ok(());
+            }
+            continue;
+        }
+        // Sleep until the next timer, waking at least once a minute for URLs added to
+        // the configuration meanwhile.
+        let wake = manager
+            .poll_timeout()
+            .map_or(Duration::from_secs(60), |t| {
+                t.saturating_duration_since(Instant::now())
+            })
+            .min(Duration::from_secs(60));
+        std::thread::sleep(wake);
+        if let Ok(fresh) = store.crl_settings()
+            && fresh.urls != known.urls
+        {
+            for u in fresh.urls.iter().filter(|u| !known.urls.contains(u)) {
+                match manager.add_url(u, Instant::now()) {
+                    Ok(()) => println!("{u}: added"),
+                    Err(e) => eprintln!("ssr: warning: {e}"),
+                }
+            }
+            known = fresh;
+        }
+    }
+}
+
 pub fn run_crl(cmd: CrlCmd) -> CmdResult {
     match cmd {
+        CrlCmd::Watch {
+            store,
+            url,
+            polling_hours,
+            backoff_secs,
+            timeout_secs,
+            once,
+        } => {
+            let store = open_store(&store)?;
+            let settings = crl_settings_with(&store, url, polling_hours, backoff_secs)?;
+            watch(&store, settings, timeout_secs, once)
+        }
         CrlCmd::Fetch {
             store,
             url,
@@ -482,27 +897,8 @@ pub fn run_crl(cmd: CrlCmd) -> CmdResult {
             timeout_secs,
         } => {
             let store = open_store(&store)?;
-            let mut settings = store.crl_settings().map_err(Failure::general)?;
-            for u in url {
-                if !settings.urls.contains(&u) {
-                    settings.urls.push(u);
-                }
-            }
-            if let Some(h) = polling_hours {
-                settings.polling_hours = h;
-            }
-            if let Some(s) = backoff_secs {
-                settings.backoff_secs = s;
-            }
+            let settings = crl_settings_with(&store, url, polling_hours, backoff_secs)?;
             let config = settings.to_config().map_err(Failure::usage)?;
-            store
-                .save_crl_settings(&settings)
-                .map_err(Failure::general)?;
-            if settings.urls.is_empty() {
-                return Err(Failure::usage(
-                    "no CRL URL configured (add one with --url, or import a certificate with CRL distribution points)",
-                ));
-            }
             let timeout = u32::try_from(timeout_secs.clamp(1, 3600)).unwrap_or(30);
             let config = config
                 .with_fetch_timeout_secs(timeout)
@@ -610,6 +1006,9 @@ pub fn run_crl(cmd: CrlCmd) -> CmdResult {
                         }
                         if let Some(t) = s.next_update {
                             line.push_str(&format!(", next update {}", utc(t)));
+                        }
+                        if let Some(t) = s.next_fetch {
+                            line.push_str(&format!(", next fetch {}", utc(t)));
                         }
                         if let Some(e) = &s.last_error {
                             line.push_str(&format!(

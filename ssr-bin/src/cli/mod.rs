@@ -72,7 +72,14 @@ pub enum Command {
     /// TPM information.
     #[command(subcommand)]
     Tpm(tpm::Cmd),
-    /// Certificates: keys, CSRs, import, trust bundles, verification.
+    /// Certificates: the router key (in the TPM with `keygen --tpm`, else software), CSRs,
+    /// import, trust bundles, verification.
+    ///
+    /// One router key: `ssr cert keygen --tpm` creates it through ssr-tpm's key store
+    /// (`<store>/tpm-keys`, entry `router`); `ssr cert csr` signs with it inside the
+    /// TPM; `ssr onboard join` proves possession of the same key. `ssr cert import`
+    /// refuses a certificate when no trusted CA bundle is installed unless
+    /// `--no-chain-check` is given (audited).
     #[command(subcommand)]
     Cert(cert::CertCmd),
     /// Certificate revocation lists.

@@ -4,8 +4,11 @@
 //! `ssr onboard serve`. Router: `ssr onboard join`, and `ssr onboard legacy` (an
 //! asset-id attempt, refused while SCO is enabled).
 //!
+//! Conductor, before its CA signs a router certificate: `ssr onboard check-csr`.
+//!
 //! Exit codes: 10 bad token, 11 conductor not trusted, 12 PSK mismatch, 13 network,
-//! 14 legacy onboarding refused, 2 configuration, 1 anything else.
+//! 14 legacy onboarding refused, 15 certificate request not for the onboarded key,
+//! 2 configuration, 1 anything else.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,7 +19,6 @@ use getrandom::SysRng;
 use rand_core::UnwrapErr;
 use ssr_onboard::config::{ConductorConfig, OnboardingConfig};
 use ssr_onboard::https::{self, AuditLog, ConductorServer};
-use ssr_onboard::tpm::TpmSigner;
 use ssr_onboard::{Error, ErrorKind, Psk, RouterSigner, SoftwareSigner, Token};
 
 use super::{CmdResult, Failure};
@@ -31,6 +33,8 @@ pub const EXIT_PSK_MISMATCH: u8 = 12;
 pub const EXIT_NETWORK: u8 = 13;
 /// Exit code: legacy (asset-id) onboarding refused.
 pub const EXIT_LEGACY_REFUSED: u8 = 14;
+/// Exit code: a certificate request not for the key the router proved at onboarding.
+pub const EXIT_CSR_KEY_MISMATCH: u8 = 15;
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
@@ -40,7 +44,11 @@ pub enum Cmd {
     /// Onboarding tokens (conductor).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// The conductor's token-signing key (separate from its TLS key).
+    #[command(subcommand)]
+    TokenKey(TokenKeyCmd),
     /// Run the conductor's onboarding endpoint.
+    #[command(long_about = SERVE_HELP)]
     Serve {
         /// The conductor configuration (JSON, see the ssr-onboard docs).
         #[arg(long)]
@@ -48,6 +56,20 @@ pub enum Cmd {
         /// Serve this many connections, then exit (default: forever).
         #[arg(long)]
         connections: Option<u64>,
+    },
+    /// Check a router's certificate request against its onboarding record: the
+    /// request must be self-signed by the key the router proved at onboarding (exit
+    /// 15 otherwise). Run it before the conductor's CA signs the certificate.
+    CheckCsr {
+        /// The conductor configuration (its `router-keys` holds the records).
+        #[arg(long)]
+        config: PathBuf,
+        /// The router's name.
+        #[arg(long)]
+        router: String,
+        /// The certificate request (PEM or DER).
+        #[arg(long)]
+        csr: PathBuf,
     },
     /// Onboard this router to its conductor.
     Join {
@@ -66,6 +88,44 @@ pub enum Cmd {
         /// onboarding-config.json.
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+/// `ssr onboard serve --help`.
+const SERVE_HELP: &str = "Run the conductor's onboarding endpoint (HTTPS, TLS 1.3).
+
+Connections are served concurrently. Limits: TLS handshake 10 s, each request 10 s, \
+a whole connection 40 s, 32 concurrent connections per source address (more are \
+closed at once), 512 in all; request heads 8 KiB, bodies 16 KiB.
+
+Keys: `private-key` serves TLS only; tokens are signed with `token-key`, a P-256 key \
+of its own (`ssr onboard token-key generate --out K --public-out P`). Rotate it: \
+add the new public key to the `token-public-key` file of routers that pin it, point \
+every node's `token-key` at the new key and restart them (tokens signed with the old \
+key are then refused; onboarded routers are unaffected), then drop the old public key.
+
+Used tokens: `used-tokens` (a file, one conductor node) or `used-tokens-database` \
+(PostgreSQL connection parameters, shared by two or more nodes: each token id is \
+inserted once, so of two nodes racing the same token exactly one accepts it). A \
+token is recorded before the conductor answers, so it stays used across restarts \
+and failovers.
+
+Onboarded routers' SSH keys are appended to `authorized-keys` (0600) as \
+`restrict,port-forwarding <key> ssr-router:<name>`. With `router-keys` (or in the \
+database with `used-tokens-database`), each onboarding is recorded with the key the \
+router proved; `ssr onboard check-csr` \
+refuses a certificate request for any other key.";
+
+#[derive(Debug, Subcommand)]
+pub enum TokenKeyCmd {
+    /// Write a new P-256 token-signing key (PKCS#8 PEM, mode 0600).
+    Generate {
+        /// Where to write the key (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write its public key here (PEM), for the routers' `token-public-key`.
+        #[arg(long)]
+        public_out: Option<PathBuf>,
     },
 }
 
@@ -181,8 +241,8 @@ pub fn run(cmd: Cmd) -> CmdResult {
                     &mut UnwrapErr(SysRng),
                 )
                 .map_err(failure)?;
-            fs::write(&out, format!("{}\n", token.as_str()))
-                .map_err(|e| Failure::general(format!("{}: {e}", out.display())))?;
+            https::write_private(&out, format!("{}\n", token.as_str()).as_bytes(), 0o600)
+                .map_err(failure)?;
             audit.write(&ev).map_err(failure)?;
             println!(
                 "token {} for router {router} expires at {}",
@@ -191,24 +251,64 @@ pub fn run(cmd: Cmd) -> CmdResult {
             );
             Ok(())
         }
+        Cmd::TokenKey(TokenKeyCmd::Generate { out, public_out }) => {
+            use p256::elliptic_curve::Generate;
+            use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
+            if out.exists() {
+                return Err(Failure::usage(format!(
+                    "{}: exists (a token key is never overwritten)",
+                    out.display()
+                )));
+            }
+            let key = p256::SecretKey::generate_from_rng(&mut UnwrapErr(SysRng));
+            let pem = key
+                .to_pkcs8_pem(Default::default())
+                .map_err(|e| Failure::general(format!("token key: {e}")))?;
+            https::write_private(&out, pem.as_bytes(), 0o600).map_err(failure)?;
+            if let Some(p) = public_out {
+                let public = key
+                    .public_key()
+                    .to_public_key_pem(Default::default())
+                    .map_err(|e| Failure::general(format!("token key: {e}")))?;
+                https::write_private(&p, public.as_bytes(), 0o644).map_err(failure)?;
+            }
+            println!("token-signing key written to {}", out.display());
+            Ok(())
+        }
         Cmd::Serve {
             config,
             connections,
         } => {
             let cfg = ConductorConfig::parse(&read(&config)?).map_err(failure)?;
-            let mut server = ConductorServer::from_config(cfg).map_err(failure)?;
+            let server = ConductorServer::from_config(cfg).map_err(failure)?;
             let addr = server.local_addr().map_err(failure)?;
             println!("listening on {addr}");
-            let mut served = 0u64;
-            while connections.is_none_or(|n| served < n) {
-                match server.serve_one() {
-                    Ok(Some(o)) => println!("onboarded router {}", o.router),
-                    Ok(None) => {}
-                    Err(e) => eprintln!("ssr: onboard serve: {e}"),
+            server
+                .serve(connections, &mut |o| {
+                    // A closed stdout must not stop the endpoint.
+                    use std::io::Write as _;
+                    let _ = writeln!(std::io::stdout(), "onboarded router {}", o.router);
+                })
+                .map_err(failure)
+        }
+        Cmd::CheckCsr {
+            config,
+            router,
+            csr,
+        } => {
+            let cfg = ConductorConfig::parse(&read(&config)?).map_err(failure)?;
+            match https::check_router_csr(&cfg, &router, &read(&csr)?) {
+                Ok(()) => {
+                    println!(
+                        "certificate request matches the key router {router} proved at onboarding"
+                    );
+                    Ok(())
                 }
-                served += 1;
+                Err(e @ (Error::CsrKeyMismatch { .. } | Error::MalformedCsr { .. })) => Err(
+                    Failure::new(EXIT_CSR_KEY_MISMATCH, format!("onboard: refused: {e}")),
+                ),
+                Err(e) => Err(failure(e)),
             }
-            Ok(())
         }
         Cmd::Join { token, config } => {
             let cfg = OnboardingConfig::parse(&read(&config)?).map_err(failure)?;
@@ -224,7 +324,10 @@ pub fn run(cmd: Cmd) -> CmdResult {
                         .map_err(|_| Failure::usage("router-key: not a PEM file"))?;
                     Box::new(SoftwareSigner::from_pkcs8_pem(&pem).map_err(failure)?)
                 }
-                None => Box::new(TpmSigner::open(&cfg.tpm_tcti).map_err(failure)?),
+                None => Box::new(
+                    ssr_onboard::tpm::open_router_key(&cfg.tpm_tcti, &cfg.tpm_key_store)
+                        .map_err(failure)?,
+                ),
             };
             let out = https::join(&cfg, &t, signer.as_ref()).map_err(failure)?;
             println!(
@@ -292,7 +395,10 @@ mod tests {
                 .to_string()
         };
         let key_field = match tcti {
-            Some(t) => format!("\"tpm-tcti\":{t:?}"),
+            Some(t) => format!(
+                "\"tpm-tcti\":{t:?},\"tpm-key-store\":{:?}",
+                dir.join("tpm-keys")
+            ),
             None => format!("\"router-key\":{:?}", w(dir, "router-key.pem", &sk)),
         };
         let ssh = dir.join("ssh");
@@ -319,8 +425,15 @@ mod tests {
         };
         let cert = w(d, "c.pem", ident.cert_pem());
         let key = w(d, "c-key.pem", ident.key_pem());
+        let token_key = w(
+            d,
+            "token-key.pem",
+            &rcgen::KeyPair::generate()
+                .expect("token key")
+                .serialize_pem(),
+        );
         let cfg = format!(
-            r#"{{"version":1,"name":"cond","listen":"127.0.0.1:{port}","certificate":{cert:?},"private-key":{key:?},"routers":{{"edge-1":"{psk}"}},"used-tokens":{u:?},"audit-log":{a:?},"ssh-host-key":{host_pub:?},"authorized-keys":{ak:?}}}"#,
+            r#"{{"version":1,"name":"cond","listen":"127.0.0.1:{port}","certificate":{cert:?},"private-key":{key:?},"token-key":{token_key:?},"routers":{{"edge-1":"{psk}"}},"used-tokens":{u:?},"audit-log":{a:?},"ssh-host-key":{host_pub:?},"authorized-keys":{ak:?}}}"#,
             u = d.join("used.jsonl"),
             a = d.join("audit.jsonl"),
             ak = d.join("authorized_keys"),
@@ -355,6 +468,53 @@ mod tests {
             out: out.to_owned(),
         }))
         .expect("token create");
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn token_and_token_key_files_are_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let key = d.join("new-token-key.pem");
+        let public = d.join("token-pub.pem");
+        run(Cmd::TokenKey(TokenKeyCmd::Generate {
+            out: key.clone(),
+            public_out: Some(public.clone()),
+        }))
+        .expect("generate");
+        assert_eq!(mode(&key), 0o600);
+        let pem = fs::read_to_string(&key).expect("key");
+        {
+            use p256::pkcs8::DecodePrivateKey;
+            use p256::pkcs8::DecodePublicKey;
+            let k = p256::SecretKey::from_pkcs8_pem(&pem).expect("a PKCS#8 P-256 key");
+            let p = fs::read_to_string(&public).expect("public");
+            assert_eq!(
+                p256::PublicKey::from_public_key_pem(&p).expect("public key"),
+                k.public_key()
+            );
+        }
+        // Never overwritten.
+        let f = run(Cmd::TokenKey(TokenKeyCmd::Generate {
+            out: key.clone(),
+            public_out: None,
+        }))
+        .unwrap_err();
+        assert_eq!(f.code, Failure::USAGE);
+        assert_eq!(fs::read_to_string(&key).expect("key"), pem);
+
+        let ident = ssr_testkit::http::TlsIdentity::generate(&["127.0.0.1"]).expect("tls");
+        let (conductor, _, _) = conductor_config(d, &ident);
+        let t = d.join("t.jwt");
+        // Even over an existing world-readable file.
+        fs::write(&t, "old").expect("write");
+        token(&conductor, &t);
+        assert_eq!(mode(&t), 0o600);
+        Token::parse(fs::read_to_string(&t).expect("token").trim()).expect("a token");
     }
 
     #[test]
@@ -475,10 +635,11 @@ mod tests {
         let d = dir.path();
         let ident = ssr_testkit::http::TlsIdentity::generate(&["127.0.0.1"]).expect("tls");
         let (conductor, psk, port) = conductor_config(d, &ident);
-        // Bind the token to the TPM's key, exported as PEM.
+        let r = tempfile::tempdir().expect("router dir");
+        // Bind the token to the TPM's key (the key store entry `router`), exported as PEM.
         let spki = {
             use ssr_onboard::RouterSigner as _;
-            TpmSigner::open(&tpm.tcti())
+            ssr_onboard::tpm::open_router_key(&tpm.tcti(), &r.path().join("tpm-keys"))
                 .expect("tpm key")
                 .public_key_spki()
                 .expect("spki")
@@ -506,7 +667,6 @@ mod tests {
                 connections: Some(1),
             })
         });
-        let r = tempfile::tempdir().expect("router dir");
         let rc = router_config_with(
             r.path(),
             port,

@@ -30,6 +30,12 @@ pub enum Cmd {
     },
 }
 
+/// `--tcti`, else $TPM2TOOLS_TCTI, else device:/dev/tpmrm0.
+pub(crate) fn tcti_or_default(tcti: Option<String>) -> String {
+    tcti.or_else(|| std::env::var("TPM2TOOLS_TCTI").ok())
+        .unwrap_or_else(|| DEFAULT_TCTI.to_owned())
+}
+
 fn parse_handle(s: &str) -> Result<u32, String> {
     let hex = s
         .strip_prefix("0x")
@@ -45,9 +51,7 @@ pub fn run(cmd: Cmd) -> CmdResult {
             fek_handle,
             idevid_index,
         } => {
-            let tcti = tcti
-                .or_else(|| std::env::var("TPM2TOOLS_TCTI").ok())
-                .unwrap_or_else(|| DEFAULT_TCTI.to_owned());
+            let tcti = tcti_or_default(tcti);
             print!("{}", info(&tcti, fek_handle, idevid_index)?);
             Ok(())
         }

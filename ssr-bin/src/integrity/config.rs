@@ -9,6 +9,11 @@ use super::error::{Error, Result};
 
 /// Where journald listens for native-protocol datagrams.
 pub const DEFAULT_JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+/// The state directory the packaged configuration names; compiled in so that a
+/// missing or broken configuration of an onboarded system is still recognised.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/integrity-handler";
+/// The onboarding record's name in the state directory.
+pub const RECORD_FILE: &str = "onboarded";
 
 /// The integrity handler's configuration.
 ///
@@ -19,6 +24,9 @@ pub const DEFAULT_JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// block-network-on-event = true
 /// # optional
 /// key-handle = 0x81000100
+/// mac-key-handle = 0x81000110
+/// pcrs = [7]
+/// tpm-wait-seconds = 30
 /// journal-socket = "/run/systemd/journal/socket"
 /// nft = "nft"
 /// ```
@@ -36,6 +44,19 @@ pub struct Config {
     /// The persistent handle of the TPM sealing key (default: ssr-tpm's).
     #[serde(default)]
     pub key_handle: Option<u32>,
+    /// The persistent handle of the TPM HMAC key that authenticates the sealed FEK
+    /// (default: ssr-tpm's).
+    #[serde(default)]
+    pub mac_key_handle: Option<u32>,
+    /// PCRs (SHA-256 bank, 0-23) the sealing keys are bound to at onboarding, e.g.
+    /// `[7]` (Secure Boot state): a changed value is an integrity event. Empty (the
+    /// default): not bound. An onboarded system keeps the binding of its sealed FEK.
+    #[serde(default)]
+    pub pcrs: Vec<u8>,
+    /// On an onboarded system, how long `start` waits for a TPM that does not answer
+    /// yet before that is an integrity event.
+    #[serde(default = "default_tpm_wait_seconds")]
+    pub tpm_wait_seconds: u64,
     /// journald's native socket; records are sent there and to stderr.
     #[serde(default = "default_journal_socket")]
     pub journal_socket: PathBuf,
@@ -46,6 +67,10 @@ pub struct Config {
 
 fn default_journal_socket() -> PathBuf {
     PathBuf::from(DEFAULT_JOURNAL_SOCKET)
+}
+
+fn default_tpm_wait_seconds() -> u64 {
+    30
 }
 
 fn default_nft() -> PathBuf {
@@ -77,12 +102,34 @@ impl Config {
         self.state_dir.join("sealed-fek")
     }
 
+    /// The installed-version history of the downgrade guard.
+    pub fn history_path(&self) -> PathBuf {
+        self.state_dir.join("installed-versions")
+    }
+
     /// The onboarding record.
     pub fn record_path(&self) -> PathBuf {
-        self.state_dir.join("onboarded")
+        self.state_dir.join(RECORD_FILE)
+    }
+
+    /// The configured PCRs as ssr-tpm's selection (validated by [`Config::parse`]).
+    pub fn pcr_selection(&self) -> ssr_tpm::PcrSelection {
+        ssr_tpm::PcrSelection::from_indices(&self.pcrs).unwrap_or_default()
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
+        let mut seen_pcrs = HashSet::new();
+        for &pcr in &self.pcrs {
+            if pcr > 23 {
+                return Err(format!("pcrs: PCR {pcr} does not exist (0-23)"));
+            }
+            if !seen_pcrs.insert(pcr) {
+                return Err(format!("pcrs: PCR {pcr} is listed twice"));
+            }
+        }
+        if self.tpm_wait_seconds > 600 {
+            return Err("tpm-wait-seconds: at most 600".into());
+        }
         if self.tcti.trim().is_empty() {
             return Err("tcti is empty".into());
         }
@@ -155,6 +202,10 @@ block-network-on-event = true
         assert!(c.block_network_on_event);
         assert_eq!(c.journal_socket, Path::new(DEFAULT_JOURNAL_SOCKET));
         assert_eq!(c.key_handle, None);
+        assert!(c.pcr_selection().is_empty());
+        assert_eq!(c.tpm_wait_seconds, 30);
+        let bound = Config::parse(&format!("{GOOD}pcrs = [0, 7]\n")).unwrap();
+        assert_eq!(bound.pcr_selection().mask(), 0x81);
         assert_eq!(
             c.sealed_fek_path(),
             Path::new("/var/lib/integrity-handler/sealed-fek")
@@ -192,6 +243,10 @@ block-network-on-event = true
             (GOOD.replace("\"/etc/secure\"", "\"/etc/../x\""), ".."),
             (GOOD.replace("device:/dev/tpmrm0", " "), "tcti"),
             (GOOD.replace("tcti = \"device:/dev/tpmrm0\"", ""), "tcti"),
+            (format!("{GOOD}pcrs = [7, 24]\n"), "PCR 24 does not exist"),
+            (format!("{GOOD}pcrs = [7, 7]\n"), "listed twice"),
+            (format!("{GOOD}pcrs = [-1]\n"), "invalid value"),
+            (format!("{GOOD}tpm-wait-seconds = 601\n"), "at most 600"),
         ];
         for (text, want) in cases {
             match Config::parse(&text) {

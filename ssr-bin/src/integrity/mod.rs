@@ -9,11 +9,13 @@
 //! - [`nft`]: the drop-all-but-loopback ruleset loaded on an integrity event.
 //! - [`record`]: the onboarding record's strict file format.
 //! - [`downgrade`]: the installer's downgrade guard.
+//! - [`hardening`]: non-dumpable, memory locked (keys stay out of cores and swap).
 
 pub mod config;
 pub mod downgrade;
 mod error;
 mod fsutil;
+pub mod hardening;
 pub mod journal;
 pub mod nft;
 pub mod plan;
@@ -22,4 +24,7 @@ pub mod service;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use service::{Handler, StartError, Started, Status, StepHook, connect_esapi};
+pub use service::{
+    Handler, StartError, Started, Status, StepHook, connect_esapi, integrity_event,
+    state_shows_onboarded,
+};

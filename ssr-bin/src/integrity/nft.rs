@@ -66,6 +66,44 @@ pub fn block_network(nft: &Path) -> Result<()> {
     }
 }
 
+/// Removes the table after a successful unlock. `Ok(true)` when it was there and is
+/// gone, `Ok(false)` when there was none (or `nft` is not installed: then nothing
+/// can have loaded it).
+pub fn unblock_network(nft: &Path) -> Result<bool> {
+    let listed = match Command::new(nft)
+        .args(["list", "table"])
+        .args(TABLE.split(' '))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(status) => status.success(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::Nft(format!("cannot run {}: {e}", nft.display()))),
+    };
+    if !listed {
+        return Ok(false);
+    }
+    let out = Command::new(nft)
+        .args(["delete", "table"])
+        .args(TABLE.split(' '))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| Error::Nft(format!("cannot run {}: {e}", nft.display())))?;
+    if out.status.success() {
+        Ok(true)
+    } else {
+        Err(Error::Nft(format!(
+            "nft delete table {TABLE} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,9 +74,12 @@ impl StepHook {
 /// properties; the description names the manufacturer, firmware and sealing key.
 pub fn connect_esapi(cfg: &Config) -> std::result::Result<(EsapiTpm, String), ssr_tpm::Error> {
     let mut tpm = EsapiTpm::connect(&cfg.tcti)?;
+    // Without a resource manager, what a killed earlier run left loaded stays in
+    // the TPM: clear it before it fills the TPM's object and session slots.
+    let flushed = tpm.flush_stale()?;
     let handle = cfg.key_handle.unwrap_or(SealConfig::default().key_handle);
     let info = tpm.info_for(handle)?;
-    let description = format!(
+    let mut description = format!(
         "TPM 2.0 at {} answers: manufacturer {} {}, firmware {}.{}, spec revision {}.{:02}, sealing key {:#010x} {}",
         cfg.tcti,
         info.manufacturer,
@@ -92,6 +95,11 @@ pub fn connect_esapi(cfg: &Config) -> std::result::Result<(EsapiTpm, String), ss
             "not provisioned yet"
         },
     );
+    if flushed > 0 {
+        description.push_str(&format!(
+            "; flushed {flushed} stale transient object(s)/session(s) left by an earlier run"
+        ));
+    }
     Ok((tpm, description))
 }
 
@@ -152,7 +160,7 @@ impl<'a> Handler<'a> {
     /// the TPM and describes it (for the real one: [`connect_esapi`]).
     pub fn start<T: Tpm>(
         &self,
-        connect: impl FnOnce() -> std::result::Result<(T, String), ssr_tpm::Error>,
+        connect: impl FnMut() -> std::result::Result<(T, String), ssr_tpm::Error>,
         hook: &mut StepHook,
     ) -> std::result::Result<Started, StartError> {
         let record_path = self.cfg.record_path();
@@ -173,7 +181,10 @@ impl<'a> Handler<'a> {
                     record.key_identifier()
                 ));
                 match self.unlock(&record, connect) {
-                    Ok(key) => Ok(Started::Unlocked { key }),
+                    Ok(key) => {
+                        self.unblock_network();
+                        Ok(Started::Unlocked { key })
+                    }
                     Err(e) => Err(self.integrity_event(e)),
                 }
             }
@@ -277,6 +288,42 @@ impl<'a> Handler<'a> {
         }
     }
 
+    /// The installed-version history of the state directory (empty when there is
+    /// none yet).
+    pub fn installed_history(&self) -> Result<super::downgrade::History> {
+        let path = self.cfg.history_path();
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() > 64 * 1024 => Err(Error::Version(format!(
+                "{}: larger than 64 KiB",
+                path.display()
+            ))),
+            Ok(bytes) => super::downgrade::History::parse(&String::from_utf8_lossy(&bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(Error::io("read", &path, e)),
+        }
+    }
+
+    /// Records an install of `installed` (replacing `before`, used only to start an
+    /// empty history) in the state directory, atomically.
+    pub fn record_installed(
+        &self,
+        installed: super::downgrade::Version,
+        before: Option<super::downgrade::Version>,
+    ) -> Result<super::downgrade::History> {
+        let mut history = self.installed_history()?;
+        history.record(installed, before);
+        std::fs::create_dir_all(&self.cfg.state_dir)
+            .map_err(|e| Error::io("create", &self.cfg.state_dir, e))?;
+        fsutil::write_atomic(&self.cfg.history_path(), history.to_text().as_bytes())?;
+        self.log.info(&format!(
+            "installed version {installed} recorded (previous: {})",
+            history
+                .previous()
+                .map_or_else(|| "none".to_string(), |v| v.to_string())
+        ));
+        Ok(history)
+    }
+
     /// Whether the onboarding record exists (for the downgrade guard).
     pub fn is_onboarded(&self) -> Result<bool> {
         Ok(Record::read(&self.cfg.record_path())?.is_some())
@@ -285,7 +332,7 @@ impl<'a> Handler<'a> {
     fn unlock<T: Tpm>(
         &self,
         record: &Record,
-        connect: impl FnOnce() -> std::result::Result<(T, String), ssr_tpm::Error>,
+        connect: impl FnMut() -> std::result::Result<(T, String), ssr_tpm::Error>,
     ) -> Result<KeyIdentifier> {
         let sealed_path = self.cfg.sealed_fek_path();
         let sealed = SealedFek::read(&sealed_path).map_err(tpm_error)?;
@@ -294,9 +341,13 @@ impl<'a> Handler<'a> {
             sealed_path.display(),
             sealed.key_handle()
         ));
-        let (mut tpm, description) = connect().map_err(tpm_error)?;
+        let (mut tpm, description) = self.wait_for_tpm(connect).map_err(tpm_error)?;
         self.log.info(&format!("TPM status: {description}"));
         let fek = ssr_tpm::unseal_fek(&mut tpm, &sealed).map_err(tpm_error)?;
+        if sealed.is_authenticated() {
+            self.log
+                .info("sealed FEK authenticated by the TPM's HMAC key");
+        }
         let key = MasterKey::from_bytes(fek.secret_bytes())?;
         drop(fek);
         let id = key.identifier();
@@ -351,9 +402,81 @@ impl<'a> Handler<'a> {
                 ));
             }
         }
+        if !sealed.is_authenticated() {
+            // A version-1 file from an earlier release: its FEK has just matched the
+            // record and every directory's policy, so it is genuine; have the TPM tag it.
+            self.upgrade_sealed_fek(&mut tpm, &sealed, &sealed_path);
+        }
         self.log
             .info("all protected directories are unlocked; Configuration Integrity active");
         Ok(id)
+    }
+
+    /// Connects to the TPM of an onboarded system, retrying for up to
+    /// `tpm-wait-seconds` while nothing answers (the TPM driver may probe after the
+    /// service starts: systemd 252 has no tpm2.target to wait for).
+    fn wait_for_tpm<T>(
+        &self,
+        mut connect: impl FnMut() -> std::result::Result<(T, String), ssr_tpm::Error>,
+    ) -> std::result::Result<(T, String), ssr_tpm::Error> {
+        let wait = std::time::Duration::from_secs(self.cfg.tpm_wait_seconds);
+        let started = std::time::Instant::now();
+        let mut said = false;
+        loop {
+            match connect() {
+                Err(e @ ssr_tpm::Error::NoTpm { .. }) if started.elapsed() < wait => {
+                    if !said {
+                        self.log.warn(&format!(
+                            "the TPM does not answer yet ({e}): waiting up to {} s",
+                            wait.as_secs()
+                        ));
+                        said = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+                Ok(ok) => {
+                    if said {
+                        self.log.info(&format!(
+                            "the TPM answered after {} ms",
+                            started.elapsed().as_millis()
+                        ));
+                    }
+                    return Ok(ok);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Rewrites a genuine version-1 sealed FEK as a version-2 one (same ciphertext,
+    /// tagged by the TPM's HMAC key). A failure leaves the version-1 file in place and
+    /// is only a warning: it still unlocks this system.
+    fn upgrade_sealed_fek<T: Tpm>(&self, tpm: &mut T, sealed: &SealedFek, path: &Path) {
+        match ssr_tpm::authenticate_sealed_fek(tpm, sealed, &self.seal_config())
+            .and_then(|v2| v2.write_atomic(path))
+        {
+            Ok(()) => self.log.info(&format!(
+                "sealed FEK at {} upgraded to version 2 (authenticated by the TPM's HMAC key)",
+                path.display()
+            )),
+            Err(e) => self.log.warn(&format!(
+                "sealed FEK at {} is version 1 (not authenticated by the TPM) and could not be upgraded: {e}",
+                path.display()
+            )),
+        }
+    }
+
+    /// The sealing parameters of this configuration.
+    fn seal_config(&self) -> SealConfig {
+        let mut seal = SealConfig::default();
+        if let Some(h) = self.cfg.key_handle {
+            seal.key_handle = h;
+        }
+        if let Some(h) = self.cfg.mac_key_handle {
+            seal.mac_key_handle = h;
+        }
+        seal.pcrs = self.cfg.pcr_selection();
+        seal
     }
 
     fn onboard<T: Tpm>(
@@ -413,7 +536,19 @@ impl<'a> Handler<'a> {
         let sealed_path = self.cfg.sealed_fek_path();
         let mut key = None;
         if resume {
-            match SealedFek::read(&sealed_path).and_then(|s| ssr_tpm::unseal_fek(&mut tpm, &s)) {
+            // Only a file the TPM vouches for (version 2) is resumed from: anyone can
+            // write a version-1 file for a FEK of their choice.
+            let authenticated = SealedFek::read(&sealed_path).and_then(|s| {
+                if s.is_authenticated() {
+                    Ok(s)
+                } else {
+                    Err(ssr_tpm::Error::Corrupt {
+                        what: "sealed FEK",
+                        reason: "version 1 (not authenticated by the TPM)",
+                    })
+                }
+            });
+            match authenticated.and_then(|s| ssr_tpm::unseal_fek(&mut tpm, &s)) {
                 Ok(fek) => {
                     let k = MasterKey::from_bytes(fek.secret_bytes())?;
                     self.log.info(&format!(
@@ -512,16 +647,14 @@ impl<'a> Handler<'a> {
     }
 
     fn fresh_fek<T: Tpm>(&self, tpm: &mut T, hook: &mut StepHook) -> Result<MasterKey> {
-        let mut seal = SealConfig::default();
-        if let Some(h) = self.cfg.key_handle {
-            seal.key_handle = h;
-        }
+        let seal = self.seal_config();
         let (fek, sealed) = ssr_tpm::seal_new_fek(tpm, &seal).map_err(tpm_error)?;
         let key = MasterKey::from_bytes(fek.secret_bytes())?;
         drop(fek);
         self.log.info(&format!(
-            "FEK generated by the TPM and sealed by its RSA-2048 key {:#010x} (key identifier {})",
+            "FEK generated by the TPM and sealed by its RSA-2048 key {:#010x}, the file tagged by its HMAC key {:#010x}, unsealed once as a check (key identifier {})",
             seal.key_handle,
+            seal.mac_key_handle,
             key.identifier()
         ));
         hook.reached(self.log, "FEK generated");
@@ -545,18 +678,55 @@ impl<'a> Handler<'a> {
 
     /// Blocks the network (when configured) and emits the emergency line.
     fn integrity_event(&self, cause: Error) -> StartError {
-        self.log.error(&format!("unlock failed: {cause}"));
-        if self.cfg.block_network_on_event {
-            match nft::block_network(&self.cfg.nft) {
-                Ok(()) => self.log.warn(&format!(
-                    "network blocked: nftables table `{}` drops everything but loopback",
-                    nft::TABLE
-                )),
-                Err(e) => self.log.error(&format!("cannot block the network: {e}")),
-            }
+        integrity_event(
+            self.log,
+            self.cfg
+                .block_network_on_event
+                .then_some(self.cfg.nft.as_path()),
+            cause,
+        )
+    }
+
+    /// After a successful unlock: an earlier integrity event's drop table (a TPM that
+    /// answered late, a file put back) is removed, and the journal says so.
+    fn unblock_network(&self) {
+        match nft::unblock_network(&self.cfg.nft) {
+            Ok(true) => self.log.info(&format!(
+                "network unblocked: nftables table `{}` of an earlier integrity event removed after a successful unlock",
+                nft::TABLE
+            )),
+            Ok(false) => {}
+            Err(e) => self.log.error(&format!(
+                "unlocked, but the drop table of an earlier integrity event could not be removed: {e}"
+            )),
         }
-        self.log.integrity_event();
-        StartError::IntegrityEvent(cause)
+    }
+}
+
+/// An integrity event: logs the cause, loads the drop table with `nft` (when given),
+/// sends the emergency record.
+pub fn integrity_event(log: &Logger, block_with: Option<&Path>, cause: Error) -> StartError {
+    log.error(&format!("unlock failed: {cause}"));
+    if let Some(nft_program) = block_with {
+        match nft::block_network(nft_program) {
+            Ok(()) => log.warn(&format!(
+                "network blocked: nftables table `{}` drops everything but loopback",
+                nft::TABLE
+            )),
+            Err(e) => log.error(&format!("cannot block the network: {e}")),
+        }
+    }
+    log.integrity_event();
+    StartError::IntegrityEvent(cause)
+}
+
+/// True when the state directory shows an onboarded system: the onboarding record
+/// exists, or cannot be examined (conservative). Used when the configuration cannot
+/// be loaded, with the compiled-in state directory.
+pub fn state_shows_onboarded(state_dir: &Path) -> bool {
+    match std::fs::symlink_metadata(state_dir.join(super::config::RECORD_FILE)) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
     }
 }
 

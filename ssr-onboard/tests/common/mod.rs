@@ -40,6 +40,13 @@ pub fn write(dir: &Path, name: &str, data: &str) -> PathBuf {
     p
 }
 
+/// A fresh P-256 token-signing key, PKCS#8 PEM.
+pub fn token_key_pem() -> String {
+    rcgen::KeyPair::generate()
+        .expect("token key")
+        .serialize_pem()
+}
+
 /// Writes an ed25519 host key with `ssh-keygen` (as a real conductor's sshd has).
 pub fn host_key(dir: &Path) -> PathBuf {
     let key = dir.join("ssh_host_ed25519_key");
@@ -79,6 +86,9 @@ impl Conductor {
         let d = dir.path();
         write(d, "conductor.pem", ident.cert_pem());
         write(d, "conductor-key.pem", ident.key_pem());
+        if !d.join("token-key.pem").exists() {
+            write(d, "token-key.pem", &token_key_pem());
+        }
         write(d, "ca.pem", ident.ca_pem());
         if !d.join("ssh_host_ed25519_key.pub").exists() {
             host_key(d);
@@ -89,22 +99,22 @@ impl Conductor {
             "listen": "127.0.0.1:0",
             "certificate": d.join("conductor.pem"),
             "private-key": d.join("conductor-key.pem"),
+            "token-key": d.join("token-key.pem"),
             "routers": { "router-1": psk },
             "used-tokens": d.join("used-tokens.jsonl"),
             "audit-log": d.join("conductor-audit.jsonl"),
             "ssh-host-key": d.join("ssh_host_ed25519_key.pub"),
             "authorized-keys": d.join("authorized_keys"),
+            "router-keys": d.join("router-keys.jsonl"),
         });
         let config = write(d, "conductor-config.json", &cfg.to_string());
         let parsed = ConductorConfig::parse(cfg.to_string().as_bytes()).expect("conductor config");
         // Listen on an ephemeral port: bind, learn it, then serve.
-        let mut server = ConductorServer::from_config(parsed).expect("server");
+        let server = ConductorServer::from_config(parsed).expect("server");
         let addr = server.local_addr().expect("addr");
         let (tx, done) = mpsc::channel();
         thread::spawn(move || {
-            for _ in 0..connections {
-                let _ = server.serve_one();
-            }
+            let _ = server.serve(Some(connections as u64), &mut |_| {});
             let _ = tx.send(());
         });
         Conductor {

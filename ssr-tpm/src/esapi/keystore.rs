@@ -1,4 +1,8 @@
-//! [`KeyStoreTpm`] over ESAPI: P-256 signing keys created under the master key.
+//! [`KeyStoreTpm`] over ESAPI: P-256 signing keys created under the master key, and
+//! [`TpmKey`], one key store entry held open on a TPM connection for repeated signing.
+
+use std::path::Path;
+use std::sync::Mutex;
 
 use tss_esapi::constants::Tss2ResponseCodeKind;
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
@@ -14,7 +18,8 @@ use tss_esapi::traits::{Marshall as _, UnMarshall as _};
 use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
 
 use super::{EsapiTpm, ecc_public, kind, tpm_bound_key_attributes, tpm_err};
-use crate::keystore::{KeyStoreTpm, WrappedKey};
+use crate::identity::DEFAULT_MASTER_KEY_HANDLE;
+use crate::keystore::{KeyEntry, KeyStore, KeyStoreTpm, WrappedKey};
 use crate::{Error, seal::check_owner_handle};
 
 /// DER prefix of a P-256 SubjectPublicKeyInfo, before the 65-byte uncompressed point.
@@ -217,6 +222,96 @@ impl KeyStoreTpm for EsapiTpm {
     ) -> Result<[u8; 64], Error> {
         let r = self.sign_with_wrapped_key_impl(master, key, digest);
         self.lost_tpm(r)
+    }
+}
+
+/// One key of the key store, held with its TPM connection: the router key of SPEC 3.4
+/// (name [`crate::keystore::ROUTER_KEY_NAME`]) behind the CSR, the onboarding proof of
+/// possession and SVR peer authentication. Every [`TpmKey::sign`] is TPM2_Load +
+/// TPM2_Sign + FlushContext under the master key; the private key never leaves the TPM
+/// except wrapped by the master key's seed.
+///
+/// `Debug` names the entry, never the blobs.
+pub struct TpmKey {
+    tpm: Mutex<EsapiTpm>,
+    entry: KeyEntry,
+}
+
+impl core::fmt::Debug for TpmKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TpmKey")
+            .field("name", &self.entry.name())
+            .field(
+                "master_handle",
+                &format_args!("{:#010x}", self.entry.master_handle()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl TpmKey {
+    /// Opens the existing key `name` of the key store in `dir` (master key at the
+    /// default handle 0x81000101) on the TPM at `tcti`, and checks that this TPM's
+    /// master key is the one that wrapped it ([`Error::WrongTpm`] otherwise,
+    /// [`Error::KeyNotFound`] when there is no such entry).
+    pub fn open(tcti: &str, dir: &Path, name: &str) -> Result<TpmKey, Error> {
+        let store = KeyStore::new(dir, DEFAULT_MASTER_KEY_HANDLE)?;
+        let entry = store.load(name)?;
+        let mut tpm = EsapiTpm::connect(tcti)?;
+        // The Name check of `KeyEntry::sign`, once up front, so a foreign entry fails
+        // here and not at the first signature.
+        entry.sign(&mut tpm, b"ssr-tpm key check")?;
+        Ok(TpmKey {
+            tpm: Mutex::new(tpm),
+            entry,
+        })
+    }
+
+    /// Creates the key `name` in the key store in `dir`: the master key is created at
+    /// the default handle first if the TPM has none, then a fresh P-256 key is made
+    /// under it. `replace`: an existing entry of that name is deleted first (its
+    /// private key is gone for good); otherwise [`Error::KeyExists`].
+    pub fn create(tcti: &str, dir: &Path, name: &str, replace: bool) -> Result<TpmKey, Error> {
+        let store = KeyStore::new(dir, DEFAULT_MASTER_KEY_HANDLE)?;
+        let mut tpm = EsapiTpm::connect(tcti)?;
+        // The TPM answers and has its master key before an old entry is given up.
+        tpm.ensure_master_key(DEFAULT_MASTER_KEY_HANDLE)?;
+        if replace && store.list()?.iter().any(|n| n == name) {
+            store.delete(name)?;
+        }
+        let entry = store.generate(&mut tpm, name)?;
+        Ok(TpmKey {
+            tpm: Mutex::new(tpm),
+            entry,
+        })
+    }
+
+    /// Opens the key `name`, creating it (and the master key) when the store has no
+    /// entry of that name.
+    pub fn open_or_create(tcti: &str, dir: &Path, name: &str) -> Result<TpmKey, Error> {
+        match TpmKey::open(tcti, dir, name) {
+            Err(Error::KeyNotFound { .. }) => TpmKey::create(tcti, dir, name, false),
+            r => r,
+        }
+    }
+
+    /// The public key, DER SubjectPublicKeyInfo (P-256).
+    pub fn spki_der(&self) -> &[u8] {
+        self.entry.spki_der()
+    }
+
+    /// The key store entry.
+    pub fn entry(&self) -> &KeyEntry {
+        &self.entry
+    }
+
+    /// ECDSA P-256 over SHA-256(`message`) inside the TPM: `r || s`.
+    pub fn sign(&self, message: &[u8]) -> Result<[u8; 64], Error> {
+        let mut tpm = self.tpm.lock().map_err(|_| Error::UnexpectedAnswer {
+            op: "Sign",
+            reason: "the TPM connection's lock is poisoned",
+        })?;
+        self.entry.sign(&mut *tpm, message)
     }
 }
 

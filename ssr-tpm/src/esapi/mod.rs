@@ -28,7 +28,7 @@ use tss_esapi::structures::{
 use tss_esapi::tcti_ldr::TctiNameConf;
 
 use crate::seal::check_owner_handle;
-use crate::{Error, Fek, KeyInfo, PcrSelection, Tpm};
+use crate::{Error, Fek, FileMac, KeyInfo, PcrSelection, Tpm};
 
 /// A connection to a TPM through tss-esapi.
 pub struct EsapiTpm {
@@ -170,6 +170,111 @@ fn ecc_public(
         .map_err(|e| tpm_err(what, e))
 }
 
+/// The type, name algorithm, attributes, auth policy and parameters of a public
+/// area: everything but the unique field (the public key itself).
+fn template_parts(p: &Public) -> (&'static str, ObjectAttributes, HashingAlgorithm, &Digest) {
+    match p {
+        Public::Rsa {
+            object_attributes,
+            name_hashing_algorithm,
+            auth_policy,
+            ..
+        } => (
+            "RSA",
+            *object_attributes,
+            *name_hashing_algorithm,
+            auth_policy,
+        ),
+        Public::KeyedHash {
+            object_attributes,
+            name_hashing_algorithm,
+            auth_policy,
+            ..
+        } => (
+            "keyed-hash",
+            *object_attributes,
+            *name_hashing_algorithm,
+            auth_policy,
+        ),
+        Public::Ecc {
+            object_attributes,
+            name_hashing_algorithm,
+            auth_policy,
+            ..
+        } => (
+            "ECC",
+            *object_attributes,
+            *name_hashing_algorithm,
+            auth_policy,
+        ),
+        Public::SymCipher {
+            object_attributes,
+            name_hashing_algorithm,
+            auth_policy,
+            ..
+        } => (
+            "symmetric",
+            *object_attributes,
+            *name_hashing_algorithm,
+            auth_policy,
+        ),
+    }
+}
+
+/// Why `actual` is not an object made from the template `expected` (all of the public
+/// area but the unique field), or `None` when it is.
+fn template_mismatch(actual: &Public, expected: &Public, pcrs: PcrSelection) -> Option<String> {
+    let (kind, attrs, name_alg, policy) = template_parts(actual);
+    let (want_kind, want_attrs, want_name_alg, want_policy) = template_parts(expected);
+    if kind != want_kind {
+        return Some(format!("it is a {kind} object, not {want_kind}"));
+    }
+    if attrs != want_attrs {
+        return Some(format!(
+            "its attributes are {:#010x}, expected {:#010x} (fixedTPM, fixedParent, sensitiveDataOrigin, noDA{}, ...)",
+            tss_esapi::tss2_esys::TPMA_OBJECT::from(attrs),
+            tss_esapi::tss2_esys::TPMA_OBJECT::from(want_attrs),
+            if pcrs.is_empty() {
+                ", userWithAuth"
+            } else {
+                ""
+            },
+        ));
+    }
+    if name_alg != want_name_alg {
+        return Some("its name algorithm is not SHA-256".into());
+    }
+    if policy.value() != want_policy.value() {
+        return Some(if pcrs.is_empty() {
+            "it has an auth policy; ours has none".into()
+        } else {
+            "its auth policy is not PolicyPCR over the configured PCRs at their current values"
+                .into()
+        });
+    }
+    let params_equal = match (actual, expected) {
+        (Public::Rsa { parameters: a, .. }, Public::Rsa { parameters: b, .. }) => {
+            // An exponent of 0 means the default, 65537 (TPM 2.0 part 2, 12.2.3.5).
+            let e = |p: &tss_esapi::structures::PublicRsaParameters| match p.exponent().value() {
+                0 => 65537,
+                v => v,
+            };
+            a.symmetric_definition_object() == b.symmetric_definition_object()
+                && a.rsa_scheme() == b.rsa_scheme()
+                && a.key_bits() == b.key_bits()
+                && e(a) == e(b)
+        }
+        (Public::KeyedHash { parameters: a, .. }, Public::KeyedHash { parameters: b, .. }) => {
+            a == b
+        }
+        _ => false,
+    };
+    if !params_equal {
+        return Some(format!("its {kind} parameters differ from ours"));
+    }
+    None
+}
+
 impl EsapiTpm {
     /// Connects to the TPM at `tcti` (`device:/dev/tpmrm0`, `swtpm:host=…,port=…`,
     /// `mssim:…`). [`Error::NoTpm`] when nothing answers.
@@ -309,6 +414,56 @@ impl EsapiTpm {
             next = last_seen + 1;
         }
         Ok(out)
+    }
+
+    /// True when the TCTI goes through a resource manager (`device:/dev/tpmrm…`,
+    /// `tabrmd`), which flushes a client's transient objects and sessions when it goes
+    /// away and shows each client only its own.
+    pub fn behind_resource_manager(&self) -> bool {
+        let t = self.tcti.trim_start();
+        t.starts_with("device:/dev/tpmrm") || t.starts_with("tabrmd")
+    }
+
+    /// Flushes the transient objects and sessions left in a TPM reached *without* a
+    /// resource manager (`device:/dev/tpm0`, swtpm, mssim) by a process that died
+    /// before flushing them (a SIGKILL, a power cut of the service mid-command): a raw
+    /// TPM keeps them until its next TPM2_Startup(CLEAR), and three stale objects are
+    /// enough for TPM_RC_OBJECT_MEMORY. The raw device admits one open file at a time,
+    /// so whatever is loaded while this connection holds it belongs to no live user.
+    /// Nothing is done behind a resource manager. Returns how many were flushed.
+    pub fn flush_stale(&mut self) -> Result<usize, Error> {
+        let r = self.flush_stale_impl();
+        self.lost_tpm(r)
+    }
+
+    fn flush_stale_impl(&mut self) -> Result<usize, Error> {
+        if self.behind_resource_manager() {
+            return Ok(0);
+        }
+        // Transient objects, loaded sessions, saved (context-held) sessions.
+        let mut stale = self.handles_in_use(0x8000_0000, 0x80ff_ffff)?;
+        stale.extend(self.handles_in_use(0x0200_0000, 0x02ff_ffff)?);
+        stale.extend(self.handles_in_use(0x0300_0000, 0x03ff_ffff)?);
+        let mut flushed = 0;
+        for handle in stale {
+            let tpm_handle = TpmHandle::try_from(handle).map_err(|e| tpm_err("stale handle", e))?;
+            self.count(1);
+            let obj = match self
+                .ctx
+                .execute_without_session(|c| c.tr_from_tpm_public(tpm_handle))
+            {
+                Ok(obj) => obj,
+                // Gone in between (another flush): nothing to do.
+                Err(e) if kind(&e) == Some(Tss2ResponseCodeKind::Handle) => continue,
+                Err(e) => return Err(tpm_err("ReadPublic (stale handle)", e)),
+            };
+            self.count(1);
+            self.ctx
+                .flush_context(obj)
+                .map_err(|e| tpm_err("FlushContext (stale handle)", e))?;
+            flushed += 1;
+        }
+        Ok(flushed)
     }
 
     /// True when an object is persisted at `handle` (one GetCapability).
@@ -561,41 +716,75 @@ impl EsapiTpm {
         pcrs: PcrSelection,
         f: impl FnOnce(&mut Context, KeyHandle) -> tss_esapi::Result<T>,
     ) -> Result<T, Error> {
-        let key = self
-            .persistent(handle)?
-            .ok_or(Error::KeyMissing { handle })?;
+        self.in_salted_session(handle, pcrs, |this, session, key| {
+            this.policy_pcr_step(session, pcrs, handle)?;
+            this.run_in_session(op, handle, session, |c| f(c, KeyHandle::from(key)))
+        })
+    }
+
+    /// Starts a session salted with the sealing key at `salt_handle` (a policy session
+    /// when `pcrs` is not empty), runs `f` with it and the key's ESYS object, then
+    /// flushes the session.
+    fn in_salted_session<T>(
+        &mut self,
+        salt_handle: u32,
+        pcrs: PcrSelection,
+        f: impl FnOnce(&mut Self, AuthSession, ObjectHandle) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let key = self.persistent(salt_handle)?.ok_or(Error::KeyMissing {
+            handle: salt_handle,
+        })?;
         let session_type = if pcrs.is_empty() {
             SessionType::Hmac
         } else {
             SessionType::Policy
         };
         let session = self.salted_session(key, session_type)?;
-        let result = (|| {
-            if !pcrs.is_empty() {
-                let list = pcr_list(pcrs)?;
-                let policy =
-                    PolicySession::try_from(session).map_err(|e| tpm_err("policy session", e))?;
-                self.count(1);
-                self.ctx
-                    .execute_without_session(|c| c.policy_pcr(policy, Digest::default(), list))
-                    .map_err(|e| match kind(&e) {
-                        Some(
-                            Tss2ResponseCodeKind::Value
-                            | Tss2ResponseCodeKind::PolicyFail
-                            | Tss2ResponseCodeKind::PcrChanged,
-                        ) => Error::PcrMismatch { handle },
-                        _ => tpm_err("PolicyPCR", e),
-                    })?;
-            }
-            self.count(1);
-            Ok(self
-                .ctx
-                .execute_with_session(Some(session), |c| f(c, KeyHandle::from(key))))
-        })();
+        let result = f(self, session, key);
         self.flush_session(session);
-        match result {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(match kind(&e) {
+        result
+    }
+
+    /// TPM2_PolicyPCR over the current values of `pcrs` in a policy session (nothing
+    /// when `pcrs` is empty); needed again before each use, since a policy session
+    /// resets after authorising a command. `handle` names the key in errors.
+    fn policy_pcr_step(
+        &mut self,
+        session: AuthSession,
+        pcrs: PcrSelection,
+        handle: u32,
+    ) -> Result<(), Error> {
+        if pcrs.is_empty() {
+            return Ok(());
+        }
+        let list = pcr_list(pcrs)?;
+        let policy = PolicySession::try_from(session).map_err(|e| tpm_err("policy session", e))?;
+        self.count(1);
+        self.ctx
+            .execute_without_session(|c| c.policy_pcr(policy, Digest::default(), list))
+            .map_err(|e| match kind(&e) {
+                Some(
+                    Tss2ResponseCodeKind::Value
+                    | Tss2ResponseCodeKind::PolicyFail
+                    | Tss2ResponseCodeKind::PcrChanged,
+                ) => Error::PcrMismatch { handle },
+                _ => tpm_err("PolicyPCR", e),
+            })
+    }
+
+    /// One command authorised by `session` for the key at `handle`, its errors mapped
+    /// to the variants the unlock path tells apart.
+    fn run_in_session<T>(
+        &mut self,
+        op: &'static str,
+        handle: u32,
+        session: AuthSession,
+        f: impl FnOnce(&mut Context) -> tss_esapi::Result<T>,
+    ) -> Result<T, Error> {
+        self.count(1);
+        self.ctx
+            .execute_with_session(Some(session), f)
+            .map_err(|e| match kind(&e) {
                 Some(
                     Tss2ResponseCodeKind::PolicyFail
                     | Tss2ResponseCodeKind::PcrChanged
@@ -608,7 +797,7 @@ impl EsapiTpm {
                     Tss2ResponseCodeKind::Value
                     | Tss2ResponseCodeKind::Size
                     | Tss2ResponseCodeKind::Integrity,
-                ) => Error::WrongTpm {
+                ) if op == "RSA_Decrypt" => Error::WrongTpm {
                     handle,
                     reason: "the TPM cannot decrypt this blob",
                 },
@@ -619,9 +808,92 @@ impl EsapiTpm {
                     reason: "the TPM cannot decrypt this blob",
                 },
                 _ => tpm_err(op, e),
-            }),
-            Err(e) => Err(e),
+            })
+    }
+
+    /// TPM2_HMAC (SHA-256) of `data` by the key at `mac_handle`, authorised by
+    /// `session`.
+    fn hmac_in_session(
+        &mut self,
+        session: AuthSession,
+        mac_handle: u32,
+        pcrs: PcrSelection,
+        data: &[u8],
+    ) -> Result<[u8; 32], Error> {
+        let mac = self
+            .persistent(mac_handle)?
+            .ok_or(Error::KeyMissing { handle: mac_handle })?;
+        let buffer = tss_esapi::structures::MaxBuffer::try_from(data.to_vec())
+            .map_err(|e| tpm_err("HMAC", e))?;
+        self.policy_pcr_step(session, pcrs, mac_handle)?;
+        let digest = self.run_in_session("HMAC", mac_handle, session, |c| {
+            c.hmac(mac, buffer, HashingAlgorithm::Sha256)
+        })?;
+        <[u8; 32]>::try_from(digest.value()).map_err(|_| Error::UnexpectedAnswer {
+            op: "HMAC",
+            reason: "not 32 bytes",
+        })
+    }
+
+    /// The HMAC key template (keyed hash, HMAC-SHA-256, sign only, fixedTPM,
+    /// fixedParent, sensitiveDataOrigin, noDA; the sealing key's auth policy).
+    fn mac_key_template(&mut self, pcrs: PcrSelection) -> Result<Public, Error> {
+        let policy = if pcrs.is_empty() {
+            Digest::default()
+        } else {
+            self.pcr_policy_digest(pcrs)?
+        };
+        let attrs = tpm_bound_key_attributes()
+            .with_user_with_auth(pcrs.is_empty())
+            .with_sign_encrypt(true)
+            .with_decrypt(false)
+            .with_restricted(false)
+            .build()
+            .map_err(|e| tpm_err("HMAC key template", e))?;
+        PublicBuilder::new()
+            .with_public_algorithm(PublicAlgorithm::KeyedHash)
+            .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+            .with_object_attributes(attrs)
+            .with_auth_policy(policy)
+            .with_keyed_hash_parameters(tss_esapi::structures::PublicKeyedHashParameters::new(
+                tss_esapi::structures::KeyedHashScheme::HMAC_SHA_256,
+            ))
+            .with_keyed_hash_unique_identifier(Digest::default())
+            .build()
+            .map_err(|e| tpm_err("HMAC key template", e))
+    }
+
+    /// The key at `handle` when its public area matches `expected` but for the unique
+    /// field; `None` when the handle is empty; [`Error::ForeignKey`] otherwise.
+    fn our_key_impl(
+        &mut self,
+        handle: u32,
+        pcrs: PcrSelection,
+        expected: impl FnOnce(&mut Self) -> Result<Public, Error>,
+    ) -> Result<Option<KeyInfo>, Error> {
+        check_owner_handle("key", handle)?;
+        if !self.is_persisted(handle)? {
+            return Ok(None);
         }
+        let Some(name_digest) = self.fresh_name_digest("key", handle)? else {
+            return Ok(None);
+        };
+        let obj = self
+            .persistent(handle)?
+            .ok_or(Error::KeyMissing { handle })?;
+        self.count(1);
+        let (public, _, _) = self
+            .ctx
+            .execute_without_session(|c| c.read_public(KeyHandle::from(obj)))
+            .map_err(|e| tpm_err("ReadPublic", e))?;
+        let expected = expected(self)?;
+        if let Some(reason) = template_mismatch(&public, &expected, pcrs) {
+            return Err(Error::ForeignKey { handle, reason });
+        }
+        Ok(Some(KeyInfo {
+            name_digest,
+            policy_bound: !pcrs.is_empty(),
+        }))
     }
 }
 
@@ -677,6 +949,73 @@ impl EsapiTpm {
         }))
     }
 
+    fn our_fek_key_impl(
+        &mut self,
+        handle: u32,
+        pcrs: PcrSelection,
+    ) -> Result<Option<KeyInfo>, Error> {
+        self.our_key_impl(handle, pcrs, |this| this.fek_key_template(pcrs))
+    }
+
+    fn our_mac_key_impl(
+        &mut self,
+        handle: u32,
+        pcrs: PcrSelection,
+    ) -> Result<Option<KeyInfo>, Error> {
+        self.our_key_impl(handle, pcrs, |this| this.mac_key_template(pcrs))
+    }
+
+    fn create_mac_key_impl(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
+        check_owner_handle("HMAC key", handle)?;
+        let public = self.mac_key_template(pcrs)?;
+        self.create_persistent(handle, public)?;
+        self.our_mac_key_impl(handle, pcrs)?
+            .ok_or(Error::KeyMissing { handle })
+    }
+
+    fn hmac_impl(
+        &mut self,
+        salt_key: u32,
+        mac_handle: u32,
+        pcrs: PcrSelection,
+        data: &[u8],
+    ) -> Result<[u8; 32], Error> {
+        self.in_salted_session(salt_key, pcrs, |this, session, _| {
+            this.hmac_in_session(session, mac_handle, pcrs, data)
+        })
+    }
+
+    fn rsa_decrypt_fek_authenticated_impl(
+        &mut self,
+        handle: u32,
+        mac: &FileMac,
+        pcrs: PcrSelection,
+        data: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Fek, Error> {
+        let ct = PublicKeyRsa::try_from(ciphertext.to_vec()).map_err(|_| Error::Corrupt {
+            what: "sealed FEK",
+            reason: "ciphertext too long",
+        })?;
+        // One session for both: HMAC check, then the decryption.
+        let clear = self.in_salted_session(handle, pcrs, |this, session, key| {
+            let tag = this.hmac_in_session(session, mac.key_handle, pcrs, data)?;
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(&tag[..], &mac.tag[..])) {
+                return Err(Error::NotAuthentic {
+                    handle: mac.key_handle,
+                });
+            }
+            this.policy_pcr_step(session, pcrs, handle)?;
+            this.run_in_session("RSA_Decrypt", handle, session, |c| {
+                c.rsa_decrypt(KeyHandle::from(key), ct, oaep(), Data::default())
+            })
+        })?;
+        Fek::from_slice(clear.value()).map_err(|_| Error::WrongTpm {
+            handle,
+            reason: "decrypted value is not a 32-byte FEK",
+        })
+    }
+
     fn create_fek_key_impl(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
         check_owner_handle("FEK key", handle)?;
         let public = self.fek_key_template(pcrs)?;
@@ -725,6 +1064,7 @@ mod identity;
 mod keystore;
 
 pub use identity::IdentityConfig;
+pub use keystore::TpmKey;
 
 impl Tpm for EsapiTpm {
     fn fek_key_name(&mut self, handle: u32) -> Result<Option<[u8; 32]>, Error> {
@@ -734,6 +1074,44 @@ impl Tpm for EsapiTpm {
 
     fn read_fek_key(&mut self, handle: u32) -> Result<Option<KeyInfo>, Error> {
         let r = self.read_fek_key_impl(handle);
+        self.lost_tpm(r)
+    }
+
+    fn our_fek_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<Option<KeyInfo>, Error> {
+        let r = self.our_fek_key_impl(handle, pcrs);
+        self.lost_tpm(r)
+    }
+
+    fn our_mac_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<Option<KeyInfo>, Error> {
+        let r = self.our_mac_key_impl(handle, pcrs);
+        self.lost_tpm(r)
+    }
+
+    fn create_mac_key(&mut self, handle: u32, pcrs: PcrSelection) -> Result<KeyInfo, Error> {
+        let r = self.create_mac_key_impl(handle, pcrs);
+        self.lost_tpm(r)
+    }
+
+    fn hmac(
+        &mut self,
+        salt_key: u32,
+        mac_handle: u32,
+        pcrs: PcrSelection,
+        data: &[u8],
+    ) -> Result<[u8; 32], Error> {
+        let r = self.hmac_impl(salt_key, mac_handle, pcrs, data);
+        self.lost_tpm(r)
+    }
+
+    fn rsa_decrypt_fek_authenticated(
+        &mut self,
+        handle: u32,
+        mac: &FileMac,
+        pcrs: PcrSelection,
+        data: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Fek, Error> {
+        let r = self.rsa_decrypt_fek_authenticated_impl(handle, mac, pcrs, data, ciphertext);
         self.lost_tpm(r)
     }
 

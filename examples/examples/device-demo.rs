@@ -290,18 +290,30 @@ fn configuration_integrity(tpm: &Swtpm) -> Result<()> {
     Ok(())
 }
 
-/// The guard's answers for three targets after onboarding, previous version 7.1.2: a
-/// newer version and the rollback are allowed, a version without Configuration
-/// Integrity is refused.
+/// The guard's answers after onboarding, installed-version history 7.1.2 then 7.1.3: a
+/// newer version and the rollback to 7.1.2 are allowed; 6.3.0 (no Configuration
+/// Integrity) is refused even when the installer claims it as `--previous`.
 fn downgrade_guard() -> Result<()> {
-    println!("\n-- downgrade guard (after onboarding, previous version 7.1.2) --");
-    let previous: Option<Version> = "7.1.2".parse().ok();
-    for (target, allowed) in [("7.2.0", true), ("7.1.2", true), ("6.3.0", false)] {
+    println!(
+        "\n-- downgrade guard (after onboarding; installed-version history: 7.1.2 then 7.1.3) --"
+    );
+    let previous: Version = "7.1.2".parse()?;
+    let current: Version = "7.1.3".parse()?;
+    let mut history = downgrade::History::default();
+    history.record(current, Some(previous));
+    // The installer's `--previous` claim cannot widen what the history allows.
+    for (target, claimed, allowed) in [
+        ("7.2.0", None, true),
+        ("7.1.2", None, true),
+        ("6.3.0", Some("6.3.0"), false),
+    ] {
         let v = target.parse::<Version>()?;
-        let answer = downgrade::check_target(true, v, previous);
-        match &answer {
-            Ok(why) => println!("install {target}: allowed ({why:?})"),
-            Err(refused) => println!("install {target}: {refused}"),
+        let claimed = claimed.map(str::parse::<Version>).transpose()?;
+        let answer = downgrade::check_target(true, v, claimed, &history);
+        match (&answer, claimed) {
+            (Ok(why), _) => println!("install {target}: allowed ({why:?})"),
+            (Err(refused), Some(c)) => println!("install {target} (--previous {c}): {refused}"),
+            (Err(refused), None) => println!("install {target}: {refused}"),
         }
         if answer.is_ok() != allowed {
             return Err(format!("install {target}: the guard answered wrongly").into());

@@ -33,6 +33,7 @@ fn main() -> Result {
     fscrypt(&mut corpus)?;
     pki(&mut corpus)?;
     onboard(&mut corpus)?;
+    onboard_csr(&mut corpus)?;
     svr(&mut corpus)?;
     download(&mut corpus)?;
     println!(
@@ -79,19 +80,30 @@ fn text(b: &[u8]) -> &str {
 
 fn tpm(c: &mut Corpus) -> Result {
     use ssr_tpm::keystore::{KeyEntry, WrappedKey};
-    use ssr_tpm::{DEFAULT_FEK_KEY_HANDLE, PcrSelection, RSA2048_CIPHERTEXT_LEN, SealedFek};
+    use ssr_tpm::{
+        DEFAULT_FEK_KEY_HANDLE, FileMac, PcrSelection, RSA2048_CIPHERTEXT_LEN, SealedFek,
+    };
     let mut r = rng();
-    for (name, mask) in [("pcr-none", 0), ("pcr-0-7", 0xff)] {
-        let mut fingerprint = [0u8; 32];
-        r.fill_bytes(&mut fingerprint);
+    let random32 = |r: &mut UnwrapErr<SysRng>| {
+        let mut b = [0u8; 32];
+        r.fill_bytes(&mut b);
+        b
+    };
+    for (name, mask, mac) in [("v1-pcr-none", 0, false), ("v2-mac-pcr-0-7", 0xff, true)] {
+        let fingerprint = random32(&mut r);
         let mut ciphertext = vec![0u8; RSA2048_CIPHERTEXT_LEN];
         r.fill_bytes(&mut ciphertext);
-        let sealed = SealedFek::new(
-            DEFAULT_FEK_KEY_HANDLE,
-            fingerprint,
-            PcrSelection::from_mask(mask)?,
-            ciphertext,
-        )?;
+        let pcrs = PcrSelection::from_mask(mask)?;
+        let sealed = if mac {
+            let mac = FileMac {
+                key_handle: 0x8100_0003,
+                key_fingerprint: random32(&mut r),
+                tag: random32(&mut r),
+            };
+            SealedFek::new(DEFAULT_FEK_KEY_HANDLE, fingerprint, pcrs, ciphertext, mac)?
+        } else {
+            SealedFek::new_v1(DEFAULT_FEK_KEY_HANDLE, fingerprint, pcrs, ciphertext)?
+        };
         c.seed("ssr_tpm_sealed_fek", name, sealed.to_bytes(), |b| {
             SealedFek::parse(b).is_ok()
         })?;
@@ -331,6 +343,7 @@ fn onboard(c: &mut Corpus) -> Result {
         "listen": "0.0.0.0:443",
         "certificate": "/etc/conductor/conductor.pem",
         "private-key": "/etc/conductor/conductor-key.pem",
+        "token-key": "/etc/conductor/token-key.pem",
         "routers": { "edge-router-1": psk.secret_str() },
         "used-tokens": "/var/lib/conductor/used-tokens.jsonl",
         "audit-log": "/var/log/conductor/audit.jsonl",
@@ -346,6 +359,30 @@ fn onboard(c: &mut Corpus) -> Result {
         "ssh-key",
         ssh.authorized_keys_line("router"),
         |b| SshPublicKey::parse(text(b)).is_ok(),
+    )
+}
+
+/// The target feeds the same bytes to the CSR check (as the request and as the proved
+/// key) and to the onboarding-record parser: a CSR, its key and a record line.
+fn onboard_csr(c: &mut Corpus) -> Result {
+    use ssr_onboard::record::{OnboardingRecord, check_csr};
+    use ssr_pki::keys::RouterKey;
+    let key = ssr_pki::keys::PrivateKey::generate(&mut rng());
+    let uuid = ssr_pki::csr::RouterUuid::parse("0b8f5c3e-7d2a-4e61-9c4b-2f1a6d8e9b70")?;
+    let csr = ssr_pki::csr::Csr::build(&key, &uuid)?;
+    let spki = key.public_key_der()?;
+    let record = OnboardingRecord::new("r1", &spki, "j", 0);
+    c.seed("ssr_onboard_csr", "csr", csr.der(), |b| {
+        check_csr("r1", Some(&record), b).is_ok()
+    })?;
+    c.seed("ssr_onboard_csr", "spki", &spki, |b| {
+        OnboardingRecord::new("r1", b, "j", 0).key_der().is_ok()
+    })?;
+    c.seed(
+        "ssr_onboard_csr",
+        "record",
+        record.to_json_line().trim(),
+        |b| OnboardingRecord::parse(text(b)).is_ok(),
     )
 }
 

@@ -121,9 +121,12 @@ fn certificates() -> Result<()> {
 /// chunks, the repository is healthy: the window rule moves the download along without
 /// losing the bytes it has, and the file arrives verified.
 fn download_failover() -> Result<()> {
-    use ssr_download::http::{Report, download_from};
+    use ssr_download::http::{Options, Report, download_with};
     use ssr_download::wire::versions_json;
-    use ssr_download::{Event, Manifest, Settings, SourceConfig, SourceKind};
+    use ssr_download::{
+        Event, Manifest, ManifestTrust, ReleaseKey, Settings, SourceConfig, SourceKind,
+        sign_manifest,
+    };
     use ssr_testkit::http::{Fault, HttpServer, StaticFiles};
 
     const VERSION: &str = "7.1.3";
@@ -132,13 +135,20 @@ fn download_failover() -> Result<()> {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let manifest = Manifest::build(VERSION, FILE, &data, 64 << 10)?;
+    // The release key signs the manifest; the router trusts its public half.
+    let release = p256::ecdsa::SigningKey::from_slice(&[0x42; 32])?;
+    let signed = sign_manifest(&manifest, &release);
+    let options = Options {
+        trust: ManifestTrust {
+            keys: vec![ReleaseKey::of(&release)],
+            allow_unsigned: false,
+        },
+        ..Options::default()
+    };
     let serve = || -> Result<HttpServer> {
         let files = StaticFiles::new();
         files.insert("/versions", versions_json(&[VERSION]));
-        files.insert(
-            &format!("/images/{VERSION}/manifest.json"),
-            manifest.to_json(),
-        );
+        files.insert(&format!("/images/{VERSION}/manifest.json"), signed.clone());
         files.insert(&format!("/images/{VERSION}/{FILE}"), data.clone());
         Ok(HttpServer::start(files)?)
     };
@@ -160,16 +170,23 @@ fn download_failover() -> Result<()> {
     let mut settings = Settings::default();
     settings.health.request_timeout = std::time::Duration::from_secs(2);
     let dest = tempfile::tempdir()?;
-    let done = download_from(&sources, settings, VERSION, dest.path(), &mut |r| {
-        if let Report::Event(
-            e @ (Event::Discovered { .. }
-            | Event::SourceSelected { .. }
-            | Event::SourceUnavailable { .. }),
-        ) = r
-        {
-            println!("  {e:?}");
-        }
-    })?;
+    let done = download_with(
+        &sources,
+        settings,
+        &options,
+        VERSION,
+        dest.path(),
+        &mut |r| {
+            if let Report::Event(
+                e @ (Event::Discovered { .. }
+                | Event::SourceSelected { .. }
+                | Event::SourceUnavailable { .. }),
+            ) = r
+            {
+                println!("  {e:?}");
+            }
+        },
+    )?;
     let verified = fs::read(&done.path)? == data;
     println!(
         "{} arrived, {} bytes, identical to the published image: {verified}",

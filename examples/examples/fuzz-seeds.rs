@@ -485,6 +485,15 @@ fn download(c: &mut Corpus) -> Result {
             Manifest::parse(b).is_ok()
         })?;
     }
+    // The signed document a source publishes (`ssr download sign-manifest`).
+    let key = p256::ecdsa::SigningKey::generate_from_rng(&mut rng());
+    let m = Manifest::build("7.1.3", "ssr-7.1.3.img", &data, 64 << 10)?;
+    c.seed(
+        "ssr_download_manifest",
+        "signed",
+        ssr_download::sign_manifest(&m, &key),
+        |b| !b.is_empty(),
+    )?;
     c.seed(
         "ssr_download_manifest",
         "versions",
@@ -495,6 +504,7 @@ fn download(c: &mut Corpus) -> Result {
         (
             "conductor-only",
             "access-mode = \"conductor-only\"\n[health]\nmin-rate = 0\nrequest-timeout = 5\n\
+             [manifest]\nallow-unsigned = true\n\
              [[source]]\nkind = \"conductor-1\"\nurl = \"http://192.0.2.1:8080\"\n",
         ),
         (
@@ -504,6 +514,9 @@ fn download(c: &mut Corpus) -> Result {
              [health]\nwindow = 10\ncool-down = 60\nmin-rate = 65536\nrequest-timeout = 30\n\
              [ha]\nmode = \"sequenced\"\nrole = \"first\"\n\
              [transfer]\nparallel = 4\n\
+             [tls]\nca-bundle = \"/etc/ssr/download-ca.pem\"\n\
+             pins = [\"sha256-spki:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"]\n\
+             [manifest]\nrelease-keys = [\"/etc/ssr/release-1.pub.pem\"]\nwhole-file-sha256 = true\n\
              [[source]]\nkind = \"conductor-1\"\nurl = \"http://10.0.0.1:8080/images-root\"\n\
              [[source]]\nkind = \"conductor-2\"\nurl = \"http://10.0.0.2\"\n\
              [[source]]\nkind = \"repository\"\nurl = \"http://repo.example\"\n\

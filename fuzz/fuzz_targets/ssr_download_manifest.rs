@@ -1,10 +1,11 @@
 #![no_main]
-//! The download wire parsers: image manifest and versions list. Any bytes: an error
-//! or a value, never a panic; a parsed manifest re-encodes to itself.
+//! The download wire parsers: image manifest, signed manifest and versions list. Any
+//! bytes: an error or a value, never a panic; a parsed manifest re-encodes to itself;
+//! an unsigned manifest accepted only where unsigned is allowed.
 
 use libfuzzer_sys::fuzz_target;
-use ssr_download::Manifest;
 use ssr_download::wire::parse_versions;
+use ssr_download::{Manifest, ManifestTrust, verify_manifest};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = Manifest::parse(data) {
@@ -15,4 +16,13 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = parse_versions(data);
+    // No trusted key: nothing verifies; allowing unsigned accepts exactly what parses.
+    assert!(verify_manifest(data, &ManifestTrust::default()).is_err());
+    let open = ManifestTrust {
+        allow_unsigned: true,
+        ..ManifestTrust::default()
+    };
+    if let Ok(m) = verify_manifest(data, &open) {
+        assert_eq!(Manifest::parse(data).as_ref(), Ok(&m));
+    }
 });

@@ -1,6 +1,8 @@
-//! `ssr download` as a process against loopback HTTP servers: success, a bad
-//! configuration, an unknown version, and a process killed mid-download that resumes
-//! without fetching completed chunks again.
+//! `ssr download` as a process against loopback HTTP(S) servers: success, a bad
+//! configuration, an unknown version, a process killed mid-download that resumes
+//! without fetching completed chunks again, manifests signed by `ssr download
+//! sign-manifest` with a key made by `openssl` (and the signature checked by
+//! `openssl dgst`), tampered / unsigned manifests refused, an untrusted HTTPS source.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ssr_download::Manifest;
 use ssr_download::wire::versions_json;
-use ssr_testkit::http::{Fault, HttpServer, Request, StaticFiles};
+use ssr_testkit::http::{Fault, HttpServer, Request, StaticFiles, TlsIdentity};
 
 const VERSION: &str = "7.1.3";
 const FILE: &str = "ssr.img";
@@ -19,15 +21,99 @@ fn image(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 4099) as u8).collect()
 }
 
-fn server(data: &[u8]) -> HttpServer {
-    let files = StaticFiles::new();
-    let m = Manifest::build(VERSION, FILE, data, CHUNK).unwrap();
+/// A release key pair made by openssl in its own directory.
+struct Release {
+    dir: tempfile::TempDir,
+}
+
+impl Release {
+    fn new() -> Release {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("release.key.pem");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let key_s = key.to_str().unwrap();
+        run(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            key_s,
+        ]);
+        let pubkey = dir.path().join("release.pub.pem");
+        run(&[
+            "pkey",
+            "-in",
+            key_s,
+            "-pubout",
+            "-out",
+            pubkey.to_str().unwrap(),
+        ]);
+        Release { dir }
+    }
+
+    fn key(&self) -> std::path::PathBuf {
+        self.dir.path().join("release.key.pem")
+    }
+
+    fn public(&self) -> std::path::PathBuf {
+        self.dir.path().join("release.pub.pem")
+    }
+
+    /// The signed manifest of `data`, made by `ssr download sign-manifest`.
+    fn sign(&self, data: &[u8]) -> Vec<u8> {
+        let image = self.dir.path().join(FILE);
+        std::fs::write(&image, data).unwrap();
+        let out_path = self.dir.path().join("manifest.json");
+        let out = Command::new(env!("CARGO_BIN_EXE_ssr"))
+            .args(["download", "sign-manifest", "--key"])
+            .arg(self.key())
+            .arg("--image")
+            .arg(&image)
+            .args([
+                "--version",
+                VERSION,
+                "--chunk-size",
+                &CHUNK.to_string(),
+                "--out",
+            ])
+            .arg(&out_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read(out_path).unwrap()
+    }
+
+    /// The `[manifest]` section trusting this key.
+    fn section(&self) -> String {
+        format!(
+            "[manifest]\nrelease-keys = [\"{}\"]\n",
+            self.public().display()
+        )
+    }
+}
+
+fn publish(files: &StaticFiles, data: &[u8], manifest: Vec<u8>) {
     files.insert("/repo/versions", versions_json(&[VERSION]));
-    files.insert(
-        &format!("/repo/images/{VERSION}/manifest.json"),
-        m.to_json(),
-    );
+    files.insert(&format!("/repo/images/{VERSION}/manifest.json"), manifest);
     files.insert(&format!("/repo/images/{VERSION}/{FILE}"), data.to_vec());
+}
+
+fn server(data: &[u8], release: &Release) -> HttpServer {
+    let files = StaticFiles::new();
+    publish(&files, data, release.sign(data));
     HttpServer::start(files).unwrap()
 }
 
@@ -37,11 +123,13 @@ fn config(dir: &Path, body: &str) -> std::path::PathBuf {
     path
 }
 
-fn sources(pairs: &[(&str, &HttpServer)]) -> String {
-    pairs
+/// The trust section and the sources.
+fn sources(release: &Release, pairs: &[(&str, &HttpServer)]) -> String {
+    let list: String = pairs
         .iter()
         .map(|(k, s)| format!("[[source]]\nkind = \"{k}\"\nurl = \"{}/repo\"\n", s.url()))
-        .collect()
+        .collect();
+    format!("{}{list}", release.section())
 }
 
 fn ssr(config: &Path, dest: &Path, version: &str) -> Command {
@@ -65,15 +153,16 @@ fn chunk_of(range: Option<&str>) -> Option<u64> {
 #[test]
 fn downloads_with_failover_and_prints_the_verified_file() {
     let data = image(3 << 20);
-    let bad = server(&data);
+    let release = Release::new();
+    let bad = server(&data, &release);
     bad.set_faults(|r, _| is_image(r).then_some(Fault::Status(503)));
-    let good = server(&data);
+    let good = server(&data, &release);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(
         dir.path(),
         &format!(
             "access-mode = \"prefer-conductor\"\n[health]\nmin-rate = 0\n{}",
-            sources(&[("conductor-1", &bad), ("repository", &good)])
+            sources(&release, &[("conductor-1", &bad), ("repository", &good)])
         ),
     );
     let dest = dir.path().join("images");
@@ -124,13 +213,14 @@ fn configuration_errors_name_the_field() {
 #[test]
 fn unknown_version_fails_with_the_reason() {
     let data = image(100_000);
-    let s = server(&data);
+    let release = Release::new();
+    let s = server(&data, &release);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(
         dir.path(),
         &format!(
             "access-mode = \"internet-only\"\n[retry]\nattempts = 1\n{}",
-            sources(&[("repository", &s)])
+            sources(&release, &[("repository", &s)])
         ),
     );
     let out = ssr(&cfg, dir.path(), "9.9.9").output().unwrap();
@@ -147,7 +237,8 @@ fn killed_process_resumes_without_fetching_completed_chunks() {
     let data = image(4 << 20);
     let chunks = data.len() as u64 / CHUNK;
     let stop_at = 23;
-    let s = server(&data);
+    let release = Release::new();
+    let s = server(&data, &release);
     // Chunk 23 hangs: the process is killed while waiting for it.
     s.set_faults(move |r, _| {
         (is_image(r) && chunk_of(r.header("range")) == Some(stop_at))
@@ -158,7 +249,7 @@ fn killed_process_resumes_without_fetching_completed_chunks() {
         dir.path(),
         &format!(
             "access-mode = \"conductor-only\"\n[transfer]\nparallel = 1\n[health]\nmin-rate = 0\n{}",
-            sources(&[("conductor-1", &s)])
+            sources(&release, &[("conductor-1", &s)])
         ),
     );
     let dest = dir.path().join("out");
@@ -213,4 +304,212 @@ fn killed_process_resumes_without_fetching_completed_chunks() {
         second.iter().map(|x| x.body_bytes).sum::<u64>(),
         data.len() as u64 - stop_at * CHUNK
     );
+}
+
+/// The DER encoding of an ECDSA signature given as `r || s` (for `openssl dgst`).
+fn der_signature(raw: &[u8]) -> Vec<u8> {
+    let int = |x: &[u8]| {
+        let mut v: Vec<u8> = x.iter().copied().skip_while(|b| *b == 0).collect();
+        if v.first().is_none_or(|b| b & 0x80 != 0) {
+            v.insert(0, 0);
+        }
+        let mut out = vec![0x02, v.len() as u8];
+        out.extend(v);
+        out
+    };
+    let body = [int(&raw[..32]), int(&raw[32..])].concat();
+    let mut out = vec![0x30, body.len() as u8];
+    out.extend(body);
+    out
+}
+
+#[test]
+fn signed_manifests_from_the_cli_verify_and_tampered_or_unsigned_are_refused() {
+    let data = image(1 << 20);
+    let release = Release::new();
+    let signed = release.sign(&data);
+    // openssl, as an independent oracle, verifies the signature over the canonical
+    // manifest (the document without its signature member).
+    let text = String::from_utf8(signed.clone()).unwrap();
+    let (canonical, sig) = text.split_once(",\"signature\":").unwrap();
+    let canonical = format!("{canonical}}}");
+    let m = Manifest::parse(canonical.as_bytes()).unwrap();
+    assert_eq!(m.to_json(), canonical.as_bytes());
+    let sig_hex = sig
+        .split("\"sig\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let raw = hex::decode(sig_hex).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.json"), &canonical).unwrap();
+    std::fs::write(dir.path().join("sig.der"), der_signature(&raw)).unwrap();
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(release.public())
+        .arg("-signature")
+        .arg(dir.path().join("sig.der"))
+        .arg(dir.path().join("c.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let tampered = text.replacen(&format!("\"size\":{}", data.len()), "\"size\":1048575", 1);
+    assert_ne!(tampered, text);
+    let other = Release::new();
+    for (name, manifest, expected) in [
+        ("signed", signed.clone(), None),
+        ("tampered", tampered.into_bytes(), Some("does not verify")),
+        ("unsigned", m.to_json(), Some("not signed")),
+        ("other key", other.sign(&data), Some("does not trust")),
+    ] {
+        let files = StaticFiles::new();
+        publish(&files, &data, manifest);
+        let s = HttpServer::start(files).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(
+            dir.path(),
+            &format!(
+                "access-mode = \"internet-only\"\n[retry]\nattempts = 1\n{}",
+                sources(&release, &[("repository", &s)])
+            ),
+        );
+        let dest = dir.path().join("out");
+        let out = ssr(&cfg, &dest, VERSION).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match expected {
+            None => {
+                assert!(out.status.success(), "{name}: {stderr}");
+                assert_eq!(std::fs::read(dest.join(FILE)).unwrap(), data);
+            }
+            Some(why) => {
+                assert_eq!(out.status.code(), Some(4), "{name}: {stderr}");
+                assert!(stderr.contains(why), "{name}: {stderr}");
+                assert!(!dest.join(FILE).exists());
+                let image_bytes: u64 = s
+                    .served()
+                    .iter()
+                    .filter(|x| x.path.ends_with(FILE))
+                    .map(|x| x.body_bytes)
+                    .sum();
+                assert_eq!(image_bytes, 0, "{name}");
+            }
+        }
+    }
+    // No release key and no allow-unsigned: a configuration error, before any request.
+    let cfg = config(
+        dir.path(),
+        "access-mode = \"internet-only\"\n[[source]]\nkind = \"repository\"\nurl = \"http://127.0.0.1:1\"\n",
+    );
+    let out = ssr(&cfg, dir.path(), VERSION).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("manifest.release-keys"));
+}
+
+#[test]
+fn https_sources_use_the_configured_ca_and_refuse_others() {
+    let data = image(1 << 20);
+    let release = Release::new();
+    let files = StaticFiles::new();
+    publish(&files, &data, release.sign(&data));
+    let trusted_id = TlsIdentity::generate(&["localhost"]).unwrap();
+    let trusted = HttpServer::start_tls(files.clone(), &trusted_id).unwrap();
+    let untrusted =
+        HttpServer::start_tls(files, &TlsIdentity::generate(&["localhost"]).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, trusted_id.ca_pem()).unwrap();
+    for (server, ok) in [(&trusted, true), (&untrusted, false)] {
+        let cfg = config(
+            dir.path(),
+            &format!(
+                "access-mode = \"internet-only\"\n[retry]\nattempts = 1\n[tls]\nca-bundle = \"{}\"\n{}",
+                ca.display(),
+                sources(&release, &[("repository", server)])
+            ),
+        );
+        let dest = dir.path().join(if ok { "ok" } else { "refused" });
+        let out = ssr(&cfg, &dest, VERSION).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if ok {
+            assert!(out.status.success(), "{stderr}");
+            assert_eq!(std::fs::read(dest.join(FILE)).unwrap(), data);
+        } else {
+            assert_eq!(out.status.code(), Some(4), "{stderr}");
+            assert!(
+                stderr.contains("repository: TLS with https://localhost")
+                    && stderr.contains("invalid peer certificate"),
+                "{stderr}"
+            );
+            assert_eq!(untrusted.stats().requests, 0);
+        }
+    }
+}
+
+/// The overall deadline and the attempt count are kept in the state directory: a
+/// process killed during its retry wait leaves `clock` (start time, failed
+/// attempts); the next process continues both. Made to look 1795 s old (of the
+/// 1800 s timeout), the restarted download times out within seconds (exit 3) and
+/// numbers its attempt 2.
+#[test]
+fn a_restarted_process_keeps_the_deadline_and_the_attempt_count() {
+    let data = image(100_000);
+    let release = Release::new();
+    let s = server(&data, &release);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "access-mode = \"internet-only\"\n[retry]\ntimeout = 1800\nattempts = 0\nmaximum-retry-delay = 3600\n{}",
+            sources(&release, &[("repository", &s)])
+        ),
+    );
+    let dest = dir.path().join("out");
+    let clock = dest.join(".ssr-download-9.9.9").join("clock");
+    let mut child = ssr(&cfg, &dest, "9.9.9")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Attempt 1 fails at once (nobody has 9.9.9); the process then waits ~30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&clock).unwrap_or_default();
+        if text.ends_with(" 1\n") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no clock with one failed attempt: {text:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(fields[..2], ["ssr-download-clock", "1"]);
+    let started: u64 = fields[2].parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(started <= now && now - started < 60);
+    // Pretend the first process started 1795 s ago.
+    std::fs::write(&clock, format!("ssr-download-clock 1 {} 1\n", now - 1795)).unwrap();
+    let t = Instant::now();
+    let out = ssr(&cfg, &dest, "9.9.9").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("timed out after 1800s"), "{stderr}");
+    assert!(stderr.contains("attempt 2 failed"), "{stderr}");
+    assert!(!stderr.contains("attempt 1 failed"), "{stderr}");
+    assert!(t.elapsed() < Duration::from_secs(20));
+    // A download that ended leaves no clock: the next run gets a new deadline.
+    assert!(!clock.exists());
 }

@@ -255,10 +255,21 @@ pub struct SourceConfig {
 /// [transfer]
 /// parallel = 4
 ///
+/// [tls]                              # for https:// sources
+/// ca-bundle = "/etc/ssr/download-ca.pem"   # PEM CA certificates the servers chain to
+/// pins = ["sha256-spki:<64 hex>"]    # optional; or sha256-cert:<64 hex>
+///
+/// [manifest]
+/// release-keys = ["/etc/ssr/release-1.pub.pem"]   # PEM P-256 PUBLIC KEYs
+/// allow-unsigned = false             # default false: unsigned manifests are refused
+/// whole-file-sha256 = false          # default false: also hash the whole file
+///
 /// [[source]]
 /// kind = "conductor-1"               # ha-peer | conductor-1 | conductor-2 | repository | cloud-proxy
-/// url = "http://10.0.0.1:8080/images-root"
+/// url = "https://10.0.0.1:8443/images-root"
 /// ```
+///
+/// File names are kept as given; the `http` adapter reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The access mode.
@@ -269,6 +280,31 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// Everything else.
     pub settings: Settings,
+    /// `[tls]`: trust for `https://` sources.
+    pub tls: TlsFiles,
+    /// `[manifest]`: which manifests are accepted.
+    pub trust: TrustFiles,
+}
+
+/// `[tls]` of the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM bundle of CA certificates for `https://` sources.
+    pub ca_bundle: Option<std::path::PathBuf>,
+    /// Server certificate pins (`sha256-spki:<hex>` or `sha256-cert:<hex>`).
+    pub pins: Vec<String>,
+}
+
+/// `[manifest]` of the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustFiles {
+    /// PEM files of trusted release public keys.
+    pub release_keys: Vec<std::path::PathBuf>,
+    /// Accept unsigned manifests (default false).
+    pub allow_unsigned: bool,
+    /// Also check the whole file's SHA-256 (default false: the chunk digests of the
+    /// authenticated manifest bind every byte).
+    pub whole_file_sha256: bool,
 }
 
 #[derive(Deserialize)]
@@ -287,6 +323,29 @@ struct ConfigDoc {
     transfer: TransferDoc,
     #[serde(default)]
     source: Vec<SourceDoc>,
+    #[serde(default)]
+    tls: TlsDoc,
+    #[serde(default)]
+    manifest: ManifestDoc,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct TlsDoc {
+    ca_bundle: Option<String>,
+    #[serde(default)]
+    pins: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ManifestDoc {
+    #[serde(default)]
+    release_keys: Vec<String>,
+    #[serde(default)]
+    allow_unsigned: bool,
+    #[serde(default)]
+    whole_file_sha256: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -391,10 +450,17 @@ impl Config {
                     reason: format!("{} is configured twice", s.kind),
                 });
             }
-            if !s.url.starts_with("http://") {
+            let https = s.url.starts_with("https://");
+            if !https && !s.url.starts_with("http://") {
                 return Err(Error::InvalidConfig {
                     field: "source.url",
-                    reason: format!("{:?}: only http:// base URLs are supported", s.url),
+                    reason: format!("{:?}: only http:// and https:// base URLs", s.url),
+                });
+            }
+            if https && doc.tls.ca_bundle.is_none() {
+                return Err(Error::InvalidConfig {
+                    field: "tls.ca-bundle",
+                    reason: format!("{:?} is https:// but no CA bundle is configured", s.url),
                 });
             }
             sources.push(SourceConfig {
@@ -408,11 +474,39 @@ impl Config {
                 reason: "no source configured".into(),
             });
         }
+        if !doc.tls.pins.is_empty() && doc.tls.ca_bundle.is_none() {
+            return Err(Error::InvalidConfig {
+                field: "tls.pins",
+                reason: "pins need tls.ca-bundle (the chain is checked, then pinned)".into(),
+            });
+        }
+        if doc.manifest.release_keys.is_empty() && !doc.manifest.allow_unsigned {
+            return Err(Error::InvalidConfig {
+                field: "manifest.release-keys",
+                reason: "no trusted release key (manifests must be signed; \
+                         allow-unsigned = true only where that is intended)"
+                    .into(),
+            });
+        }
         Ok(Config {
             access_mode: doc.access_mode,
             cloud: doc.cloud,
             sources,
             settings,
+            tls: TlsFiles {
+                ca_bundle: doc.tls.ca_bundle.map(Into::into),
+                pins: doc.tls.pins,
+            },
+            trust: TrustFiles {
+                release_keys: doc
+                    .manifest
+                    .release_keys
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+                allow_unsigned: doc.manifest.allow_unsigned,
+                whole_file_sha256: doc.manifest.whole_file_sha256,
+            },
         })
     }
 
@@ -440,6 +534,8 @@ mod tests {
 
     const ALL: &str = r#"
 access-mode = "prefer-conductor"
+[manifest]
+allow-unsigned = true
 [[source]]
 kind = "repository"
 url = "http://r/"
@@ -493,7 +589,7 @@ url = "http://c1"
     fn ranges_name_the_field() {
         let with = |extra: &str| {
             Config::parse(&format!(
-                "access-mode = \"offline-mode\"\n{extra}\n[[source]]\nkind = \"conductor-1\"\nurl = \"http://c\"\n"
+                "access-mode = \"offline-mode\"\n{extra}\n[manifest]\nallow-unsigned = true\n[[source]]\nkind = \"conductor-1\"\nurl = \"http://c\"\n"
             ))
         };
         assert_eq!(
@@ -529,6 +625,44 @@ url = "http://c1"
         ));
         let d = with("").unwrap().settings;
         assert_eq!(d, Settings::default());
+    }
+
+    #[test]
+    fn tls_and_manifest_trust() {
+        let src = "[[source]]\nkind = \"conductor-1\"\nurl = \"https://c:8443/x\"\n";
+        let parse =
+            |body: &str| Config::parse(&format!("access-mode = \"offline-mode\"\n{body}{src}"));
+        // Default: no key and unsigned not allowed is a configuration error.
+        assert!(matches!(
+            parse("[tls]\nca-bundle = \"/ca.pem\"\n"),
+            Err(Error::InvalidConfig {
+                field: "manifest.release-keys",
+                ..
+            })
+        ));
+        // https:// needs a CA bundle; pins need one too.
+        assert!(matches!(
+            parse("[manifest]\nrelease-keys = [\"/k.pem\"]\n"),
+            Err(Error::InvalidConfig {
+                field: "tls.ca-bundle",
+                ..
+            })
+        ));
+        let c = parse(
+            "[tls]\nca-bundle = \"/ca.pem\"\npins = [\"sha256-spki:00\"]\n[manifest]\nrelease-keys = [\"/k1.pem\", \"/k2.pem\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls.ca_bundle.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        assert_eq!(c.tls.pins, ["sha256-spki:00"]);
+        assert_eq!(c.trust.release_keys.len(), 2);
+        assert!(!c.trust.allow_unsigned);
+        assert!(matches!(
+            parse("[tls]\ncolour = 1\n"),
+            Err(Error::ConfigSyntax(_))
+        ));
     }
 
     #[test]
@@ -587,12 +721,21 @@ mode = "simultaneous"
 [transfer]
 parallel = 4
 
+[tls]
+ca-bundle = "/etc/ssr/download-ca.pem"
+pins = ["sha256-spki:0000000000000000000000000000000000000000000000000000000000000000"]
+
+[manifest]
+release-keys = ["/etc/ssr/release-1.pub.pem"]
+allow-unsigned = false
+whole-file-sha256 = false
+
 [[source]]
 kind = "conductor-1"
-url = "http://10.0.0.1:8080/images-root"
+url = "https://10.0.0.1:8443/images-root"
 "#;
         let c = Config::parse(doc).unwrap();
         assert_eq!(c.settings, Settings::default());
-        assert_eq!(c.sources[0].url, "http://10.0.0.1:8080/images-root");
+        assert_eq!(c.sources[0].url, "https://10.0.0.1:8443/images-root");
     }
 }

@@ -82,6 +82,10 @@ pub enum Error {
         /// Of the assembled file (hex).
         actual: String,
     },
+    /// A manifest refused by the signature policy (unsigned, unknown key, does not
+    /// verify).
+    #[error("manifest signature: {0}")]
+    ManifestSignature(String),
     /// Local file-system I/O (feature `http`).
     #[error("{what} {path}: {reason}")]
     Io {

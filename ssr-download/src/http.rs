@@ -1,8 +1,12 @@
 //! The HTTP driver (feature `http`): runs a [`Download`] against real servers with
-//! HTTP/1.1 `GET` and `Range` over plain TCP, and keeps the resumable partial file.
+//! HTTP/1.1 `GET` and `Range` through the workspace's one HTTP client (`ssr-http`:
+//! ureq over rustls; `http://` and `https://` sources), and keeps the resumable
+//! partial file.
 //!
 //! One short-lived thread performs each request; connections are kept alive and
-//! reused per source; chunk buffers are recycled. Chunk bytes are hashed on the
+//! reused by the client's pool; chunk buffers are recycled. Manifests are checked
+//! against the [`ManifestTrust`] (signed by a trusted release key) on the request
+//! thread; the state machine only ever sees manifests that passed. Chunk bytes are hashed on the
 //! request's thread and written by the driver thread only after the state machine
 //! accepted them, so no unverified byte is ever recorded as done.
 //!
@@ -14,10 +18,9 @@
 //! torn last record is ignored. When the whole file matches the manifest's SHA-256 it
 //! is fsynced and renamed atomically to `{dest}/{file}`, and the state directory goes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,8 +35,9 @@ use sha2::{Digest, Sha256};
 
 use crate::wire::{MAX_DOCUMENT, Sha256Digest};
 use crate::{
-    Action, ChunkVerdict, Config, Download, End, Error, Event, Failure, Fetch, Manifest, Progress,
-    RequestId, Resource, Resume, Settings, SourceConfig, Status,
+    Action, ChunkVerdict, Config, Download, End, Error, Event, Failure, Fetch, Manifest,
+    ManifestTrust, Progress, ReleaseKey, RequestId, Resource, Resume, Settings, SourceConfig,
+    SourceId, Status,
 };
 
 /// How often the observer gets a progress snapshot while bytes flow.
@@ -46,6 +50,80 @@ pub enum Report<'a> {
     Event(&'a Event),
     /// A progress snapshot (about four per second).
     Progress(Progress),
+    /// Why a request to a source failed, when there is more to say than the state
+    /// machine's [`Failure`] (a TLS refusal, a refused manifest signature).
+    SourceError {
+        /// The source.
+        source: SourceId,
+        /// One line for the operator.
+        reason: String,
+    },
+}
+
+/// Transport and trust of a download.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// PEM CA certificates that `https://` sources must chain to (`None`: https refused).
+    pub ca_bundle_pem: Option<Vec<u8>>,
+    /// Server certificate pins, checked after the chain.
+    pub pins: Vec<ssr_http::Pin>,
+    /// Which manifests are accepted (default: signed by no one, so every manifest is
+    /// refused: configure release keys).
+    pub trust: ManifestTrust,
+    /// Also hash the assembled file as a whole and compare it with the manifest's
+    /// `sha256` (a second pass over every byte). Off by default: every chunk's SHA-256
+    /// is checked against the authenticated manifest, which binds every byte already
+    /// (see the README's speed section).
+    pub whole_file_sha256: bool,
+}
+
+impl Options {
+    /// Reads the files `config` names (`[tls]` CA bundle, `[manifest]` release keys)
+    /// and parses the pins.
+    pub fn from_config(config: &Config) -> Result<Options, Error> {
+        let read = |field: &'static str, path: &Path| {
+            fs::read(path).map_err(|e| Error::InvalidConfig {
+                field,
+                reason: format!("{}: {e}", path.display()),
+            })
+        };
+        let ca_bundle_pem = match &config.tls.ca_bundle {
+            Some(p) => Some(read("tls.ca-bundle", p)?),
+            None => None,
+        };
+        let pins = config
+            .tls
+            .pins
+            .iter()
+            .map(|p| {
+                p.parse()
+                    .map_err(|e: ssr_http::Error| Error::InvalidConfig {
+                        field: "tls.pins",
+                        reason: e.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut keys = Vec::new();
+        for path in &config.trust.release_keys {
+            let pem = read("manifest.release-keys", path)?;
+            let key = ReleaseKey::from_pem(&String::from_utf8_lossy(&pem)).map_err(|e| {
+                Error::InvalidConfig {
+                    field: "manifest.release-keys",
+                    reason: format!("{}: {e}", path.display()),
+                }
+            })?;
+            keys.push(key);
+        }
+        Ok(Options {
+            ca_bundle_pem,
+            pins,
+            trust: ManifestTrust {
+                keys,
+                allow_unsigned: config.trust.allow_unsigned,
+            },
+            whole_file_sha256: config.trust.whole_file_sha256,
+        })
+    }
 }
 
 /// A finished download.
@@ -57,7 +135,16 @@ pub struct Downloaded {
     pub manifest: Manifest,
     /// Chunks taken over from an earlier run.
     pub resumed_chunks: u32,
+    /// The verified image was already in place (recorded by an earlier run and
+    /// unchanged, or re-hashed): nothing was fetched.
+    pub already_present: bool,
 }
+
+/// The partial file and its journal are fsynced after this many bytes written ...
+pub const SYNC_BYTES: u64 = 64 << 20;
+/// ... or this long after the last sync, whichever comes first: a power loss loses at
+/// most that much progress (the journal is re-verified against the file on restart).
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Downloads `version` with the sources and settings of `config` into `dest`,
 /// reporting to `observer`. Blocks until the file is verified or the download failed
@@ -68,16 +155,20 @@ pub fn download(
     dest: &Path,
     observer: &mut dyn FnMut(Report<'_>),
 ) -> Result<Downloaded, Error> {
-    download_from(
+    let options = Options::from_config(config)?;
+    download_with(
         &config.usable_sources(),
         config.settings,
+        &options,
         version,
         dest,
         observer,
     )
 }
 
-/// [`download`] with an explicit source list (priority order) and settings.
+/// [`download_with`] with the default [`Options`]: no `https://` trust and no trusted
+/// release key, so every manifest is refused (fail closed). Pass [`Options`] to
+/// [`download_with`] instead.
 pub fn download_from(
     sources: &[SourceConfig],
     settings: Settings,
@@ -85,32 +176,74 @@ pub fn download_from(
     dest: &Path,
     observer: &mut dyn FnMut(Report<'_>),
 ) -> Result<Downloaded, Error> {
+    download_with(
+        sources,
+        settings,
+        &Options::default(),
+        version,
+        dest,
+        observer,
+    )
+}
+
+/// [`download`] with an explicit source list (priority order), settings and options.
+pub fn download_with(
+    sources: &[SourceConfig],
+    settings: Settings,
+    options: &Options,
+    version: &str,
+    dest: &Path,
+    observer: &mut dyn FnMut(Report<'_>),
+) -> Result<Downloaded, Error> {
     crate::wire::check_version(version)?;
     let bases = sources
         .iter()
-        .map(|s| Base::parse(&s.url))
+        .map(|s| base_url(&s.url))
         .collect::<Result<Vec<_>, _>>()?;
+    let client = ssr_http::Client::new(&ssr_http::ClientConfig {
+        ca_bundle_pem: options.ca_bundle_pem.clone(),
+        pins: options.pins.clone(),
+        max_redirects: 0,
+        connect_timeout: settings.health.request_timeout,
+        read_timeout: settings.health.request_timeout,
+        max_idle_per_host: settings.parallel as usize + 2,
+        user_agent: "ssr-download".into(),
+    })
+    .map_err(|e| Error::InvalidConfig {
+        field: "tls",
+        reason: e.to_string(),
+    })?;
     let state = StateDir::new(dest, version)?;
+    if let Some(done) = state.already_verified() {
+        return Ok(done);
+    }
     let resume = state.load()?;
     let resumed_chunks = resume.as_ref().map_or(0, |r| r.done.len() as u32);
     let kinds: Vec<_> = sources.iter().map(|s| s.kind).collect();
-    let mut dl = Download::new(
-        settings,
-        version,
-        &kinds,
-        resume,
-        UnwrapErr(SysRng),
-        Instant::now(),
-    )?;
+    let now = Instant::now();
+    let mut dl = Download::new(settings, version, &kinds, resume, UnwrapErr(SysRng), now)?;
+    // The overall deadline and the attempt count survive a restart.
+    match state.load_clock() {
+        Some(clock) => dl.restore_clock(clock.spent(), clock.failed_attempts, now),
+        None => state.save_clock(&Clock {
+            started_unix: unix_now(),
+            failed_attempts: 0,
+        })?,
+    }
     let mut driver = Driver {
         version: version.to_string(),
         bases,
+        client,
+        trust: Arc::new(options.trust.clone()),
         request_timeout: settings.health.request_timeout,
+        min_rate: settings.health.min_rate,
         pool: Arc::new(Pool::default()),
         aborts: BTreeMap::new(),
         state,
         image: None,
         hasher: FileHasher::default(),
+        whole_file: options.whole_file_sha256,
+        unsynced: (0, Instant::now()),
     };
     if let Some(m) = dl.manifest().cloned() {
         driver.open_image(&m, false)?;
@@ -127,6 +260,7 @@ pub fn download_from(
                 path,
                 manifest,
                 resumed_chunks,
+                already_present: false,
             })
         }
         Status::Failed(e) => Err(e),
@@ -155,75 +289,34 @@ fn io_map(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
     }
 }
 
-/// A source's base URL, split for HTTP/1.1.
-#[derive(Debug, Clone)]
-struct Base {
-    /// `host:port` to connect to.
-    authority: String,
-    /// Path prefix without a trailing slash.
-    prefix: String,
-}
-
-impl Base {
-    fn parse(url: &str) -> Result<Base, Error> {
-        let bad = |reason: &str| Error::InvalidConfig {
-            field: "source.url",
-            reason: format!("{url:?}: {reason}"),
-        };
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| bad("only http:// is supported"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if authority.is_empty()
-            || authority.contains('@')
-            || !authority.is_ascii()
-            || path.contains(['?', '#', ' '])
-        {
-            return Err(bad("expected http://host[:port][/path]"));
-        }
-        let authority = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
-        Ok(Base {
-            authority,
-            prefix: path.trim_end_matches('/').to_string(),
-        })
+/// A source's base URL without a trailing slash (`http://` or `https://`).
+fn base_url(url: &str) -> Result<String, Error> {
+    let bad = |reason: &str| Error::InvalidConfig {
+        field: "source.url",
+        reason: format!("{url:?}: {reason}"),
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| bad("only http:// and https:// are supported"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty()
+        || authority.contains('@')
+        || !rest.is_ascii()
+        || rest.contains(['?', '#', ' '])
+    {
+        return Err(bad("expected http[s]://host[:port][/path]"));
     }
+    Ok(url.trim_end_matches('/').to_string())
 }
 
-/// Idle keep-alive connections per source and spare chunk buffers.
+/// Spare chunk buffers.
 #[derive(Debug, Default)]
 struct Pool {
-    conns: Mutex<HashMap<usize, Vec<Conn>>>,
     buffers: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Pool {
-    fn take_conn(&self, source: usize) -> Option<Conn> {
-        self.conns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(&source)?
-            .pop()
-    }
-
-    fn put_conn(&self, source: usize, conn: Conn) {
-        self.conns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(source)
-            .or_default()
-            .push(conn);
-    }
-
     fn take_buffer(&self) -> Vec<u8> {
         self.buffers
             .lock()
@@ -240,22 +333,6 @@ impl Pool {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection.
-#[derive(Debug)]
-struct Conn {
-    reader: BufReader<TcpStream>,
-}
-
-/// A response head.
-#[derive(Debug)]
-struct Head {
-    status: u16,
-    content_length: Option<u64>,
-    content_range: Option<String>,
-    chunked: bool,
-    close: bool,
-}
-
 fn failure_of(e: &io::Error) -> Failure {
     match e.kind() {
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Failure::TimedOut,
@@ -264,153 +341,19 @@ fn failure_of(e: &io::Error) -> Failure {
     }
 }
 
-impl Conn {
-    fn connect(authority: &str, timeout: Duration) -> Result<Conn, Failure> {
-        let addrs = authority.to_socket_addrs().map_err(|_| Failure::Connect)?;
-        let mut last = Failure::Connect;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, timeout) {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    s.set_read_timeout(Some(timeout))
-                        .map_err(|e| failure_of(&e))?;
-                    s.set_write_timeout(Some(timeout))
-                        .map_err(|e| failure_of(&e))?;
-                    return Ok(Conn {
-                        reader: BufReader::with_capacity(256 << 10, s),
-                    });
-                }
-                Err(e) => last = failure_of(&e),
-            }
+/// A client error as the state machine's failure, and a line for the operator when
+/// the failure alone would hide the cause.
+fn failure_of_http(e: &ssr_http::Error) -> (Failure, Option<String>) {
+    match e {
+        ssr_http::Error::TimedOut { .. } => (Failure::TimedOut, None),
+        ssr_http::Error::Tls { .. } | ssr_http::Error::Url { .. } => {
+            (Failure::Connect, Some(e.to_string()))
         }
-        Err(last)
-    }
-
-    fn send(&mut self, host: &str, path: &str, range: Option<(u64, u64)>) -> io::Result<Head> {
-        let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ssr-download\r\nAccept-Encoding: identity\r\n"
-        );
-        if let Some((a, b)) = range {
-            req.push_str(&format!("Range: bytes={a}-{b}\r\n"));
+        ssr_http::Error::TooLarge { .. } => (Failure::Malformed, None),
+        ssr_http::Error::Protocol { reason, .. } if reason.starts_with("body ended") => {
+            (Failure::ShortBody, None)
         }
-        req.push_str("\r\n");
-        self.reader.get_mut().write_all(req.as_bytes())?;
-        self.read_head()
-    }
-
-    fn read_head(&mut self) -> io::Result<Head> {
-        let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
-        let mut line = String::new();
-        let mut total = 0usize;
-        let mut head = Head {
-            status: 0,
-            content_length: None,
-            content_range: None,
-            chunked: false,
-            close: false,
-        };
-        let mut first = true;
-        loop {
-            line.clear();
-            let n = (&mut self.reader).take(8192).read_line(&mut line)?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed",
-                ));
-            }
-            total += n;
-            if total > 64 << 10 {
-                return Err(bad("response head too large"));
-            }
-            let l = line.trim_end_matches(['\r', '\n']);
-            if first {
-                first = false;
-                let mut parts = l.split_whitespace();
-                let version = parts.next().unwrap_or_default();
-                if !version.starts_with("HTTP/1.") {
-                    return Err(bad("not HTTP/1.x"));
-                }
-                head.status = parts
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| bad("bad status line"))?;
-                head.close = version == "HTTP/1.0";
-                continue;
-            }
-            if l.is_empty() {
-                return Ok(head);
-            }
-            let Some((name, value)) = l.split_once(':') else {
-                return Err(bad("bad header line"));
-            };
-            let value = value.trim();
-            match name.trim().to_ascii_lowercase().as_str() {
-                "content-length" => {
-                    head.content_length =
-                        Some(value.parse().map_err(|_| bad("bad Content-Length"))?)
-                }
-                "content-range" => head.content_range = Some(value.to_string()),
-                "transfer-encoding" => head.chunked = value.eq_ignore_ascii_case("chunked"),
-                "connection" => head.close |= value.eq_ignore_ascii_case("close"),
-                _ => {}
-            }
-        }
-    }
-
-    /// A small body (versions, manifest), at most `limit` bytes.
-    fn read_small_body(&mut self, head: &Head, limit: usize) -> io::Result<Vec<u8>> {
-        let too_big = || io::Error::new(io::ErrorKind::InvalidData, "body too large");
-        let mut body = Vec::new();
-        if head.chunked {
-            loop {
-                let mut size_line = String::new();
-                (&mut self.reader).take(1024).read_line(&mut size_line)?;
-                let size =
-                    usize::from_str_radix(size_line.trim().split(';').next().unwrap_or(""), 16)
-                        .map_err(|_| {
-                            io::Error::new(io::ErrorKind::InvalidData, "bad chunk size")
-                        })?;
-                if body.len() + size > limit {
-                    return Err(too_big());
-                }
-                let start = body.len();
-                body.resize(start + size, 0);
-                self.reader.read_exact(&mut body[start..])?;
-                let mut crlf = String::new();
-                (&mut self.reader).take(1024).read_line(&mut crlf)?;
-                if size == 0 {
-                    return Ok(body);
-                }
-            }
-        }
-        match head.content_length {
-            Some(n) if n as usize > limit => Err(too_big()),
-            Some(n) => {
-                body.resize(n as usize, 0);
-                self.reader.read_exact(&mut body)?;
-                Ok(body)
-            }
-            None => {
-                (&mut self.reader)
-                    .take(limit as u64 + 1)
-                    .read_to_end(&mut body)?;
-                if body.len() > limit {
-                    return Err(too_big());
-                }
-                Ok(body)
-            }
-        }
-    }
-
-    /// Reads and drops `n` body bytes.
-    fn skip(&mut self, n: u64) -> io::Result<()> {
-        let copied = io::copy(&mut (&mut self.reader).take(n), &mut io::sink())?;
-        if copied == n {
-            Ok(())
-        } else {
-            Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short body"))
-        }
+        _ => (Failure::Connect, None),
     }
 }
 
@@ -418,6 +361,7 @@ impl Conn {
 #[derive(Debug)]
 enum Msg {
     Body(RequestId, Result<Vec<u8>, Failure>),
+    Detail(SourceId, String),
     Chunk(RequestId, u32, Vec<u8>, Sha256Digest),
     End(RequestId, End),
 }
@@ -425,10 +369,13 @@ enum Msg {
 /// One request handed to a thread.
 struct Job {
     fetch: Fetch,
-    base: Base,
+    base: String,
+    client: ssr_http::Client,
+    trust: Arc<ManifestTrust>,
     version: String,
     manifest: Option<Arc<Manifest>>,
     timeout: Duration,
+    min_rate: u64,
     pool: Arc<Pool>,
     abort: Arc<AtomicBool>,
     tx: Sender<Msg>,
@@ -436,27 +383,29 @@ struct Job {
 
 impl Job {
     fn run(self) {
-        let source = self.fetch.source.0;
         let id = self.fetch.id;
-        let p = &self.base.prefix;
+        let p = &self.base;
         let v = &self.version;
         match &self.fetch.resource {
             Resource::Versions | Resource::Manifest => {
-                let path = match self.fetch.resource {
-                    Resource::Versions => format!("{p}/versions"),
-                    _ => format!("{p}/images/{v}/manifest.json"),
+                let manifest = matches!(self.fetch.resource, Resource::Manifest);
+                let url = match manifest {
+                    false => format!("{p}/versions"),
+                    true => format!("{p}/images/{v}/manifest.json"),
                 };
-                let result = self.request(&path, None).and_then(|(mut conn, head)| {
-                    if head.status != 200 {
-                        return Err(Failure::Status(head.status));
+                let result = self.document(&url).and_then(|body| {
+                    if !manifest {
+                        return Ok(body);
                     }
-                    let body = conn
-                        .read_small_body(&head, MAX_DOCUMENT)
-                        .map_err(|e| failure_of(&e))?;
-                    if !head.close {
-                        self.pool.put_conn(source, conn);
+                    // Only manifests the trust accepts reach the state machine, in
+                    // their canonical (unsigned) encoding.
+                    match crate::verify_manifest(&body, &self.trust) {
+                        Ok(m) => Ok(m.to_json()),
+                        Err(e) => {
+                            self.detail(format!("{url}: {e}"));
+                            Err(Failure::Malformed)
+                        }
                     }
-                    Ok(body)
                 });
                 let _ = self.tx.send(Msg::Body(id, result));
             }
@@ -469,19 +418,16 @@ impl Job {
                 let Some(m) = self.manifest.clone() else {
                     return self.fail(Failure::Malformed);
                 };
-                let path = format!("{p}/images/{v}/{}", m.file());
-                let (mut conn, head) =
-                    match self.request(&path, Some((*start, end.saturating_sub(1)))) {
-                        Ok(x) => x,
-                        Err(f) => return self.fail(f),
-                    };
-                let outcome = self.chunks(&mut conn, &head, &m, (*first, *last, *start, *end));
+                let url = format!("{p}/images/{v}/{}", m.file());
+                let started = Instant::now();
+                let range = *start..=end.saturating_sub(1);
+                let response = match self.client.get(&url, Some(range), None) {
+                    Ok(r) => r,
+                    Err(e) => return self.fail_http(&e),
+                };
+                let outcome = self.chunks(response, &m, (*first, *last, *start, *end), started);
                 match outcome {
-                    Ok((ranged, reusable)) => {
-                        // A 200 answer was not read to its end: that connection is done.
-                        if reusable {
-                            self.pool.put_conn(source, conn);
-                        }
+                    Ok(ranged) => {
                         let _ = self.tx.send(Msg::End(id, End::Complete { ranged }));
                     }
                     Err(Some(f)) => self.fail(f),
@@ -491,19 +437,35 @@ impl Job {
         }
     }
 
-    /// Sends the request on an idle pooled connection, or a new one. A pooled
-    /// connection that fails before an answer (the server closed it while idle) is
-    /// retried once on a fresh connection, so it does not count as a source failure.
-    fn request(&self, path: &str, range: Option<(u64, u64)>) -> Result<(Conn, Head), Failure> {
-        let host = &self.base.authority;
-        if let Some(mut conn) = self.pool.take_conn(self.fetch.source.0)
-            && let Ok(head) = conn.send(host, path, range)
-        {
-            return Ok((conn, head));
+    /// A small document (versions, manifest): `200` and at most `MAX_DOCUMENT` bytes.
+    fn document(&self, url: &str) -> Result<Vec<u8>, Failure> {
+        let response = self
+            .client
+            .get(url, None, None)
+            .map_err(|e| self.http_failure(&e))?;
+        if response.status() != 200 {
+            return Err(Failure::Status(response.status()));
         }
-        let mut conn = Conn::connect(host, self.timeout)?;
-        let head = conn.send(host, path, range).map_err(|e| failure_of(&e))?;
-        Ok((conn, head))
+        response
+            .read_limited(MAX_DOCUMENT as u64)
+            .map_err(|e| self.http_failure(&e))
+    }
+
+    fn detail(&self, reason: String) {
+        let _ = self.tx.send(Msg::Detail(self.fetch.source, reason));
+    }
+
+    fn http_failure(&self, e: &ssr_http::Error) -> Failure {
+        let (f, detail) = failure_of_http(e);
+        if let Some(d) = detail {
+            self.detail(d);
+        }
+        f
+    }
+
+    fn fail_http(&self, e: &ssr_http::Error) {
+        let f = self.http_failure(e);
+        self.fail(f);
     }
 
     fn fail(&self, f: Failure) {
@@ -514,36 +476,42 @@ impl Job {
         let _ = self.tx.send(msg);
     }
 
-    /// Fetches a span of chunks: `Ok((ranged, reusable connection))`, `Err(None)` when
-    /// aborted by the driver.
+    /// Fetches a span of chunks: `Ok(ranged)`, `Err(None)` when aborted by the driver.
     fn chunks(
         &self,
-        conn: &mut Conn,
-        head: &Head,
+        mut response: ssr_http::Response,
         m: &Manifest,
         (first, last, start, end): (u32, u32, u64, u64),
-    ) -> Result<(bool, bool), Option<Failure>> {
-        let ranged = match head.status {
+        started: Instant,
+    ) -> Result<bool, Option<Failure>> {
+        let ranged = match response.status() {
             206 => {
                 let expected = format!("bytes {start}-{}/{}", end.saturating_sub(1), m.size());
-                if head.content_range.as_deref() != Some(expected.as_str())
-                    || head
-                        .content_length
-                        .is_some_and(|n| n != end.saturating_sub(start))
-                    || head.chunked
+                if response.content_range() != Some(expected.as_str())
+                    || response.content_length() != Some(end.saturating_sub(start))
                 {
                     return Err(Some(Failure::WrongRange));
                 }
                 true
             }
             200 => {
-                if head.content_length != Some(m.size()) {
+                if response.content_length() != Some(m.size()) {
                     return Err(Some(Failure::WrongRange));
                 }
-                conn.skip(start).map_err(|e| Some(failure_of(&e)))?;
+                let skipped = io::copy(&mut (&mut response).take(start), &mut io::sink())
+                    .map_err(|e| Some(failure_of(&e)))?;
+                if skipped != start {
+                    return Err(Some(Failure::ShortBody));
+                }
                 false
             }
             s => return Err(Some(Failure::Status(s))),
+        };
+        let mut progress = Progressing {
+            started,
+            received: 0,
+            min_rate: self.min_rate,
+            grace: self.timeout,
         };
         for index in first..=last {
             if self.abort.load(Ordering::Relaxed) {
@@ -552,9 +520,9 @@ impl Job {
             let r = m.chunk_range(index);
             let mut buf = self.pool.take_buffer();
             buf.resize((r.end - r.start) as usize, 0);
-            if let Err(e) = conn.reader.read_exact(&mut buf) {
+            if let Err(f) = self.read_chunk(&mut response, &mut buf, &mut progress) {
                 self.pool.put_buffer(buf);
-                return Err(Some(failure_of(&e)));
+                return Err(f);
             }
             let digest: Sha256Digest = Sha256::digest(&buf).into();
             if self
@@ -565,7 +533,59 @@ impl Job {
                 return Err(None);
             }
         }
-        Ok((ranged, ranged && !head.close))
+        Ok(ranged)
+    }
+
+    /// Fills `buf` from the body, cutting the request off as soon as it falls behind
+    /// the rate floor (see [`Progressing`]) or the driver aborts it.
+    fn read_chunk(
+        &self,
+        response: &mut ssr_http::Response,
+        buf: &mut [u8],
+        progress: &mut Progressing,
+    ) -> Result<(), Option<Failure>> {
+        let mut got = 0;
+        while got < buf.len() {
+            let n = match response.read(&mut buf[got..]) {
+                Ok(0) => return Err(Some(Failure::ShortBody)),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Some(failure_of(&e))),
+            };
+            got += n;
+            progress.received += n as u64;
+            if progress.behind(Instant::now()) {
+                return Err(Some(Failure::TooSlow));
+            }
+            if self.abort.load(Ordering::Relaxed) {
+                return Err(None);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The per-request progress deadline: a request may lag the `min-rate` floor by at
+/// most `request-timeout`'s worth of time; once `received < min_rate × (elapsed −
+/// request_timeout)` it is cut off while it runs (a source that trickles is not
+/// waited for until its request ends). A read that moves nothing for
+/// `request-timeout` fails in the client.
+#[derive(Debug)]
+struct Progressing {
+    started: Instant,
+    received: u64,
+    min_rate: u64,
+    grace: Duration,
+}
+
+impl Progressing {
+    fn behind(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.started);
+        let Some(late) = elapsed.checked_sub(self.grace) else {
+            return false;
+        };
+        let floor = (self.min_rate as f64 * late.as_secs_f64()) as u64;
+        self.min_rate > 0 && self.received < floor
     }
 }
 
@@ -595,6 +615,96 @@ impl StateDir {
 
     fn journal_path(&self) -> PathBuf {
         self.dir.join("done")
+    }
+
+    fn clock_path(&self) -> PathBuf {
+        self.dir.join("clock")
+    }
+
+    /// `{dest}/.ssr-download-{version}.verified`: what the last successful run put in
+    /// place (survives the state directory).
+    fn record_path(&self) -> PathBuf {
+        let mut name = self.dir.as_os_str().to_owned();
+        name.push(".verified");
+        PathBuf::from(name)
+    }
+
+    /// The clock of an earlier run of this download, if any (an unreadable one is
+    /// ignored: the download then starts a new deadline).
+    fn load_clock(&self) -> Option<Clock> {
+        Clock::parse(&fs::read(self.clock_path()).ok()?)
+    }
+
+    fn save_clock(&self, clock: &Clock) -> Result<(), Error> {
+        fs::create_dir_all(&self.dir).map_err(io_map("create directory", &self.dir))?;
+        let path = self.clock_path();
+        let tmp = self.dir.join("clock.tmp");
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(clock.encode().as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(io_map("write", &path))
+    }
+
+    fn remove_clock(&self) {
+        let _ = fs::remove_file(self.clock_path());
+        // Nothing else in it (no partial file): leave no empty directory behind.
+        let _ = fs::remove_dir(&self.dir);
+    }
+
+    /// Records the verified image `target` of `m`: its manifest, size and mtime.
+    fn record_verified(&self, m: &Manifest, target: &Path) -> Result<(), Error> {
+        let meta = fs::metadata(target).map_err(io_map("stat", target))?;
+        let record = Verified {
+            manifest: String::from_utf8_lossy(&m.to_json()).into_owned(),
+            size: meta.len(),
+            mtime_ns: mtime_ns(&meta),
+        };
+        let path = self.record_path();
+        let tmp = self.dir.join("verified.tmp");
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(&record).unwrap_or_default())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(io_map("write", &path))
+    }
+
+    /// The image of an earlier successful run, if it is still in place: same size and
+    /// mtime as recorded, or else re-hashed and equal to the manifest's SHA-256.
+    fn already_verified(&self) -> Option<Downloaded> {
+        let record: Verified = serde_json::from_slice(&fs::read(self.record_path()).ok()?).ok()?;
+        let manifest = Manifest::parse(record.manifest.as_bytes()).ok()?;
+        let path = self.dest.join(manifest.file());
+        let meta = fs::metadata(&path).ok()?;
+        if meta.len() != manifest.size() {
+            return None;
+        }
+        if meta.len() != record.size || mtime_ns(&meta) != record.mtime_ns {
+            let mut sha = Sha256::new();
+            let mut file = File::open(&path).ok()?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => sha.update(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return None,
+                }
+            }
+            if sha.finalize().as_slice() != manifest.sha256() {
+                return None;
+            }
+        }
+        Some(Downloaded {
+            path,
+            manifest,
+            resumed_chunks: 0,
+            already_present: true,
+        })
     }
 
     /// The resumable state, re-verified chunk by chunk; `None` when there is none.
@@ -660,6 +770,69 @@ impl StateDir {
     }
 }
 
+/// `{state}/clock`: when this download first started (Unix seconds, wall clock, so it
+/// survives a reboot) and how many attempts have failed. One line:
+/// `ssr-download-clock 1 <started> <failed>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Clock {
+    started_unix: u64,
+    failed_attempts: u32,
+}
+
+impl Clock {
+    fn encode(&self) -> String {
+        format!(
+            "ssr-download-clock 1 {} {}\n",
+            self.started_unix, self.failed_attempts
+        )
+    }
+
+    fn parse(bytes: &[u8]) -> Option<Clock> {
+        let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
+        let mut parts = text.split(' ');
+        let (Some("ssr-download-clock"), Some("1"), Some(started), Some(failed), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        Some(Clock {
+            started_unix: started.parse().ok()?,
+            failed_attempts: failed.parse().ok()?,
+        })
+    }
+
+    /// Time since the download started (0 if the wall clock went back).
+    fn spent(&self) -> Duration {
+        Duration::from_secs(unix_now().saturating_sub(self.started_unix))
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
+/// `{dest}/.ssr-download-{version}.verified` (JSON).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Verified {
+    manifest: String,
+    size: u64,
+    mtime_ns: i64,
+}
+
 /// The whole-file SHA-256, advanced over the verified prefix as chunks arrive.
 #[derive(Debug, Default)]
 struct FileHasher {
@@ -669,13 +842,20 @@ struct FileHasher {
 
 struct Driver {
     version: String,
-    bases: Vec<Base>,
+    bases: Vec<String>,
+    client: ssr_http::Client,
+    trust: Arc<ManifestTrust>,
     request_timeout: Duration,
+    min_rate: u64,
     pool: Arc<Pool>,
     aborts: BTreeMap<RequestId, Arc<AtomicBool>>,
     state: StateDir,
     image: Option<(File, File, Arc<Manifest>)>,
     hasher: FileHasher,
+    /// Hash the whole file too ([`Options::whole_file_sha256`]).
+    whole_file: bool,
+    /// Bytes written since the last fsync, and when it was.
+    unsynced: (u64, Instant),
 }
 
 impl std::fmt::Debug for Driver {
@@ -725,6 +905,22 @@ impl Driver {
                 self.act(dl, action, &tx)?;
             }
             while let Some(event) = dl.poll_event() {
+                match &event {
+                    Event::AttemptFailed {
+                        attempt,
+                        retry_in: Some(_),
+                        ..
+                    } => {
+                        if let Some(mut clock) = self.state.load_clock() {
+                            clock.failed_attempts = *attempt;
+                            self.state.save_clock(&clock)?;
+                        }
+                    }
+                    // A download that ended (either way) leaves no clock: running it
+                    // again is a new download with a new deadline.
+                    Event::Failed(_) | Event::Succeeded => self.state.remove_clock(),
+                    _ => {}
+                }
                 observer(Report::Event(&event));
             }
             if dl.is_finished() {
@@ -745,6 +941,9 @@ impl Driver {
             }
             let wait = wake.map_or(PROGRESS_EVERY, |t| (t - now).min(PROGRESS_EVERY));
             match rx.recv_timeout(wait) {
+                Ok(Msg::Detail(source, reason)) => {
+                    observer(Report::SourceError { source, reason });
+                }
                 Ok(msg) => self.deliver(dl, msg)?,
                 Err(RecvTimeoutError::Timeout) => dl.handle_timeout(Instant::now()),
                 Err(RecvTimeoutError::Disconnected) => {
@@ -762,6 +961,14 @@ impl Driver {
     ) -> Result<(), Error> {
         match action {
             Action::Prepare(m) => self.open_image(&m, true),
+            Action::VerifyFile if !self.whole_file => {
+                // Every chunk matched its digest in the authenticated manifest: the
+                // file is the manifest's file, whose digest it names.
+                if let Some(m) = dl.manifest().map(|m| *m.sha256()) {
+                    dl.handle_file_digest(&m, Instant::now());
+                }
+                Ok(())
+            }
             Action::VerifyFile => {
                 let digest = self.catch_up(dl, true)?;
                 if let Some(d) = digest {
@@ -778,9 +985,12 @@ impl Driver {
                 let job = Job {
                     fetch,
                     base,
+                    client: self.client.clone(),
+                    trust: Arc::clone(&self.trust),
                     version: self.version.clone(),
                     manifest: self.image.as_ref().map(|(_, _, m)| Arc::clone(m)),
                     timeout: self.request_timeout,
+                    min_rate: self.min_rate,
                     pool: Arc::clone(&self.pool),
                     abort,
                     tx: tx.clone(),
@@ -805,6 +1015,7 @@ impl Driver {
                 self.aborts.remove(&id);
                 dl.handle_end(id, end, now);
             }
+            Msg::Detail(..) => {}
             Msg::Chunk(id, index, buf, digest) => {
                 match dl.handle_chunk(id, index, &digest, now) {
                     ChunkVerdict::Accept => self.store(dl, index, &buf)?,
@@ -838,6 +1049,17 @@ impl Driver {
         journal
             .write_all(&index.to_le_bytes())
             .map_err(io_map("journal", &self.state.journal_path()))?;
+        self.unsynced.0 += bytes.len() as u64;
+        if self.unsynced.0 >= SYNC_BYTES || self.unsynced.1.elapsed() >= SYNC_INTERVAL {
+            image.sync_data().map_err(io_map("sync", &path))?;
+            journal
+                .sync_data()
+                .map_err(io_map("sync", &self.state.journal_path()))?;
+            self.unsynced = (0, Instant::now());
+        }
+        if !self.whole_file {
+            return Ok(());
+        }
         if self.hasher.next == index {
             self.hasher.sha.update(bytes);
             self.hasher.next += 1;
@@ -882,6 +1104,7 @@ impl Driver {
         }
         let target = self.state.dest.join(m.file());
         fs::rename(&part, &target).map_err(io_map("rename", &target))?;
+        self.state.record_verified(m, &target)?;
         File::open(&self.state.dest)
             .and_then(|d| d.sync_all())
             .map_err(io_map("sync", &self.state.dest))?;

@@ -5,6 +5,7 @@
 mod config;
 mod error;
 mod machine;
+pub mod trust;
 pub mod wire;
 
 #[cfg(feature = "http")]
@@ -12,11 +13,12 @@ pub mod http;
 
 pub use config::{
     AccessMode, Config, HaMode, HealthSettings, RetrySettings, Settings, SourceConfig, SourceKind,
-    allowed, nominal_retry_delay, retry_delay,
+    TlsFiles, TrustFiles, allowed, nominal_retry_delay, retry_delay,
 };
 pub use error::{AttemptFailure, Error};
 pub use machine::{
     Action, ChunkVerdict, Download, End, Event, Failure, Fetch, Progress, RequestId, Resource,
     Resume, SourceId, Status,
 };
+pub use trust::{ManifestTrust, ReleaseKey, sign_manifest, verify_manifest};
 pub use wire::Manifest;

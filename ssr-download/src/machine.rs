@@ -339,6 +339,9 @@ pub struct Download<R> {
     deadline: Option<Instant>,
     active: Option<usize>,
     samples: VecDeque<(Instant, u64)>,
+    /// Chunks that failed their hash, with the sources that sent them corrupt (this
+    /// attempt): such a chunk is asked of another source first.
+    rejected: BTreeMap<u32, Vec<usize>>,
 }
 
 impl<R: rand_core::Rng> Download<R> {
@@ -388,6 +391,7 @@ impl<R: rand_core::Rng> Download<R> {
                 .then(|| now + settings.retry.timeout),
             active: None,
             samples: VecDeque::new(),
+            rejected: BTreeMap::new(),
         };
         if let Some(resume) = resume.filter(|r| r.manifest.version() == version) {
             dl.adopt(resume.manifest);
@@ -405,6 +409,25 @@ impl<R: rand_core::Rng> Download<R> {
             _ => dl.start_attempt(now),
         }
         Ok(dl)
+    }
+
+    /// Continues the overall deadline and the attempt count of an earlier run of the
+    /// same download (a restarted process): `spent` is the time since that run
+    /// started, `failed_attempts` the attempts that failed in it. Call right after
+    /// [`Download::new`]. The deadline becomes `now + timeout - spent` (expired: the
+    /// download fails with [`Error::TimedOut`] at once); the attempt number continues
+    /// after `failed_attempts`, leaving at least this attempt.
+    pub fn restore_clock(&mut self, spent: Duration, failed_attempts: u32, now: Instant) {
+        if self.settings.retry.enable_timeout {
+            let left = self.settings.retry.timeout.saturating_sub(spent);
+            self.deadline = Some(now + left);
+        }
+        let cap = match self.settings.retry.attempts {
+            0 => u32::MAX,
+            n => n,
+        };
+        self.attempt = failed_attempts.saturating_add(1).min(cap).max(self.attempt);
+        self.handle_timeout(now);
     }
 
     // ----- getters -----
@@ -603,6 +626,10 @@ impl<R: rand_core::Rng> Download<R> {
                 source: SourceId(source),
                 index,
             });
+            let by = self.rejected.entry(index).or_default();
+            if !by.contains(&source) {
+                by.push(source);
+            }
             self.end_request(id, End::Failed(Failure::BadChunk), now);
             ChunkVerdict::Reject
         }
@@ -855,6 +882,7 @@ impl<R: rand_core::Rng> Download<R> {
             s.ranged = true;
         }
         self.active = None;
+        self.rejected.clear();
         self.phase = Phase::Discovering;
         if self.sources.is_empty() {
             let version = self.version.clone();
@@ -927,6 +955,73 @@ impl<R: rand_core::Rng> Download<R> {
             .map(|i| i as u32)
     }
 
+    /// Whether `source` may be asked for chunk `index`: not when it sent that chunk
+    /// corrupt and another usable source has not (yet) been asked for it.
+    fn may_fetch(&self, source: usize, index: u32) -> bool {
+        match self.rejected.get(&index) {
+            Some(by) if by.contains(&source) => self.alternative(index).is_none(),
+            _ => true,
+        }
+    }
+
+    /// The best source, other than those that sent chunk `index` corrupt, that could
+    /// serve it: has the version, is available, and serves (or may serve) the same
+    /// manifest.
+    fn alternative(&self, index: u32) -> Option<usize> {
+        let by = self.rejected.get(&index)?;
+        (0..self.sources.len()).find(|&i| {
+            !by.contains(&i)
+                && self.candidate(i)
+                && self.sources[i].avail == Avail::Up
+                && self.sources[i].manifest != Match::Differs
+        })
+    }
+
+    /// The first missing chunk `source` may be asked for.
+    fn first_missing_for(&self, source: usize) -> Option<u32> {
+        self.chunks
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s == Slot::Missing)
+            .map(|(i, _)| i as u32)
+            .find(|&i| self.may_fetch(source, i))
+    }
+
+    /// Sends each missing chunk that failed its hash to another source: one chunk per
+    /// request, after that source's manifest is known to be the same.
+    fn reroute_rejected(&mut self, now: Instant) {
+        let pending: Vec<u32> = self
+            .rejected
+            .keys()
+            .copied()
+            .filter(|&i| self.chunks.get(i as usize) == Some(&Slot::Missing))
+            .collect();
+        for index in pending {
+            let Some(alt) = self.alternative(index) else {
+                continue;
+            };
+            match self.sources[alt].manifest {
+                Match::Unknown => {
+                    self.sources[alt].manifest = Match::Pending;
+                    self.issue(alt, ReqKind::Manifest, false, now);
+                }
+                Match::Same if self.sources[alt].in_flight < self.settings.parallel => {
+                    self.issue(
+                        alt,
+                        ReqKind::Chunks {
+                            first: index,
+                            last: index,
+                            next: index,
+                        },
+                        false,
+                        now,
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Hands out work: probes, the manifest, chunk requests; notices completion and
     /// failed attempts.
     fn fill(&mut self, now: Instant) {
@@ -970,18 +1065,21 @@ impl<R: rand_core::Rng> Download<R> {
                     self.issue(a, ReqKind::Manifest, false, now);
                 }
                 Match::Same => {
+                    self.reroute_rejected(now);
                     let limit = if self.sources[a].ranged {
                         self.settings.parallel
                     } else {
                         1
                     };
                     while self.sources[a].in_flight < limit {
-                        let Some(first) = self.first_missing() else {
+                        let Some(first) = self.first_missing_for(a) else {
                             break;
                         };
                         let mut last = first;
                         if !self.sources[a].ranged {
-                            while self.chunks.get(last as usize + 1) == Some(&Slot::Missing) {
+                            while self.chunks.get(last as usize + 1) == Some(&Slot::Missing)
+                                && self.may_fetch(a, last + 1)
+                            {
                                 last += 1;
                             }
                         }

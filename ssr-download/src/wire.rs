@@ -65,14 +65,14 @@ pub fn versions_json(versions: &[&str]) -> Vec<u8> {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct ManifestDoc {
-    format: u32,
-    version: String,
-    file: String,
-    size: u64,
-    sha256: String,
-    chunk_size: u64,
-    chunks: Vec<String>,
+pub(crate) struct ManifestDoc {
+    pub(crate) format: u32,
+    pub(crate) version: String,
+    pub(crate) file: String,
+    pub(crate) size: u64,
+    pub(crate) sha256: String,
+    pub(crate) chunk_size: u64,
+    pub(crate) chunks: Vec<String>,
 }
 
 /// An image manifest (`GET {base}/images/{version}/manifest.json`), validated.
@@ -132,6 +132,11 @@ impl Manifest {
         }
         let doc: ManifestDoc =
             serde_json::from_slice(bytes).map_err(|e| Error::MalformedManifest(e.to_string()))?;
+        Manifest::from_doc(doc)
+    }
+
+    /// Validates a parsed document.
+    pub(crate) fn from_doc(doc: ManifestDoc) -> Result<Manifest, Error> {
         if doc.format != MANIFEST_FORMAT {
             return Err(Error::MalformedManifest(format!(
                 "format {} (this reader knows {MANIFEST_FORMAT})",

@@ -5,11 +5,15 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use p256::ecdsa::SigningKey;
 use sha2::{Digest, Sha256};
-use ssr_download::http::{Downloaded, download_from};
+use ssr_download::http::{Downloaded, Options, Report, download_with};
 use ssr_download::wire::versions_json;
-use ssr_download::{Error, Event, Manifest, Settings, SourceConfig, SourceKind};
-use ssr_testkit::http::{Fault, HttpServer, Request, Served, StaticFiles};
+use ssr_download::{
+    Error, Event, Manifest, ManifestTrust, ReleaseKey, Settings, SourceConfig, SourceKind,
+    sign_manifest,
+};
+use ssr_testkit::http::{Fault, HttpServer, Request, Served, StaticFiles, TlsIdentity};
 
 const VERSION: &str = "7.1.3-r2";
 const CHUNK: u64 = 64 << 10;
@@ -27,11 +31,30 @@ fn image(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Publishes `data` as VERSION in `files`.
+/// The release key the tests publish with (a fixed test scalar).
+fn release_key() -> SigningKey {
+    SigningKey::from_slice(&[0x5a; 32]).unwrap()
+}
+
+/// Options trusting `release_key()` (and no CA).
+fn options() -> Options {
+    Options {
+        trust: ManifestTrust {
+            keys: vec![ReleaseKey::of(&release_key())],
+            allow_unsigned: false,
+        },
+        ..Options::default()
+    }
+}
+
+/// Publishes `data` as VERSION in `files`, the manifest signed by `release_key()`.
 fn publish(files: &StaticFiles, data: &[u8]) -> Manifest {
     let m = Manifest::build(VERSION, FILE, data, CHUNK).unwrap();
     files.insert("/versions", versions_json(&["7.0.0", VERSION]));
-    files.insert(&format!("/images/{VERSION}/manifest.json"), m.to_json());
+    files.insert(
+        &format!("/images/{VERSION}/manifest.json"),
+        sign_manifest(&m, &release_key()),
+    );
     files.insert(&format!("/images/{VERSION}/{FILE}"), data.to_vec());
     m
 }
@@ -94,13 +117,32 @@ fn run(
     settings: Settings,
     dest: &Path,
 ) -> (Result<Downloaded, Error>, Vec<Event>) {
-    let mut events = Vec::new();
-    let result = download_from(sources, settings, VERSION, dest, &mut |r| {
-        if let ssr_download::http::Report::Event(e) = r {
-            events.push(e.clone());
-        }
-    });
+    let (result, events, _) = run_with(sources, settings, &options(), dest);
     (result, events)
+}
+
+/// Runs a download; returns its result, the events and the per-source error lines.
+fn run_with(
+    sources: &[SourceConfig],
+    settings: Settings,
+    options: &Options,
+    dest: &Path,
+) -> (Result<Downloaded, Error>, Vec<Event>, Vec<String>) {
+    let mut events = Vec::new();
+    let mut details = Vec::new();
+    let result = download_with(
+        sources,
+        settings,
+        options,
+        VERSION,
+        dest,
+        &mut |r| match r {
+            Report::Event(e) => events.push(e.clone()),
+            Report::SourceError { reason, .. } => details.push(reason),
+            Report::Progress(_) => {}
+        },
+    );
+    (result, events, details)
 }
 
 fn check_file(path: &Path, data: &[u8]) {
@@ -183,12 +225,19 @@ fn failing_dying_and_healthy_servers() {
     let total = dying_served + image_bytes_served(&healthy);
     let extra = total.saturating_sub(data.len() as u64);
     assert!(extra <= 2 * CHUNK, "{total} for {}", data.len());
-    // Nothing left behind but the image.
-    let names: Vec<_> = std::fs::read_dir(dir.path())
+    // Nothing left behind but the image and the record of it.
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names, [FILE]);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            format!(".ssr-download-{VERSION}.verified"),
+            FILE.to_string()
+        ]
+    );
 }
 
 #[test]
@@ -201,14 +250,74 @@ fn corrupted_chunk_is_caught_by_its_hash() {
         source: ssr_download::SourceId(0),
         index: 5
     }));
-    // Chunk 5 kept coming back corrupt until conductor 1 was marked unavailable; the
-    // backup served it.
+    // Chunk 5 came corrupt once; the backup served it (and only it), conductor 1 stayed
+    // in use for everything else.
+    assert_eq!(image_chunks_served(&backup.served()), [5]);
+    let from_s = image_chunks_served(&s.served());
+    assert_eq!(from_s.iter().filter(|&&c| c == 5).count(), 1);
+    assert_eq!(from_s.len() as u64, (2 << 20) / CHUNK);
     assert!(
-        backup
-            .served()
+        !events
             .iter()
-            .any(|x| x.path.ends_with(FILE) && chunk_of_served(x) == Some(5))
+            .any(|e| matches!(e, Event::SourceUnavailable { .. }))
     );
+}
+
+/// The case: one source corrupts two chunks on every request, one dies after
+/// ten chunks, one is dead from the start, one is healthy. Bytes fetched more than
+/// once stay within one chunk per failed request, counted at the servers.
+#[test]
+fn corrupting_dying_and_dead_sources_refetch_at_most_one_chunk_per_failure() {
+    let data = image(4 << 20, 12);
+    let chunks = data.len() as u64 / CHUNK;
+    let (corrupting, _) = server(&data);
+    corrupting.set_faults(|r, _| {
+        (is_image(r) && matches!(chunk_of(r), Some(3 | 40))).then_some(Fault::Corrupt)
+    });
+    let (dying, _) = server(&data);
+    // Versions, manifest, one chunk; then it closes every connection.
+    dying.set_faults(|r, n| (is_image(r) && n >= 3).then_some(Fault::Close));
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (healthy, _) = server(&data);
+    let sources = [
+        SourceConfig {
+            kind: SourceKind::HaPeer,
+            url: format!("http://127.0.0.1:{dead_port}"),
+        },
+        src(SourceKind::Conductor1, &corrupting),
+        src(SourceKind::Conductor2, &dying),
+        src(SourceKind::Repository, &healthy),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (result, events) = run(&sources, settings(), dir.path());
+    check_file(&result.unwrap().path, &data);
+    let rejected = events
+        .iter()
+        .filter(|e| matches!(e, Event::ChunkRejected { .. }))
+        .count() as u64;
+    assert_eq!(rejected, 2, "{events:?}");
+    let total: u64 = [&corrupting, &dying, &healthy]
+        .iter()
+        .map(|s| image_bytes_served(s))
+        .sum();
+    let extra = total - data.len() as u64;
+    assert!(extra <= rejected * CHUNK, "{extra} bytes fetched twice");
+    // The corrupting source stayed in use: it was asked for every chunk once.
+    let from_corrupting = image_chunks_served(&corrupting.served());
+    assert_eq!(from_corrupting.len() as u64, chunks);
+    // The two corrupt chunks came from the other sources (the dying one, then the
+    // healthy one once the dying one was unavailable), nothing else did.
+    let mut others: Vec<u64> = [&dying, &healthy]
+        .iter()
+        .flat_map(|s| image_chunks_served(&s.served()))
+        .collect();
+    others.sort_unstable();
+    others.dedup();
+    assert_eq!(others, [3, 40]);
 }
 
 fn chunk_of_served(s: &Served) -> Option<u64> {
@@ -389,4 +498,230 @@ fn sequenced_second_node_waits_for_its_peer_then_falls_back() {
         "{from_conductor:?}"
     );
     assert_eq!(from_conductor.len() as u64, (2 << 20) / CHUNK - 10);
+}
+
+/// HTTPS sources: one whose certificate chains to the configured CA serves the image;
+/// one under another CA is refused with a clear TLS error (and serves nothing).
+#[test]
+fn https_sources_need_the_configured_ca() {
+    let data = image(1 << 20, 9);
+    let files = StaticFiles::new();
+    publish(&files, &data);
+    let trusted_id = TlsIdentity::generate(&["localhost"]).unwrap();
+    let trusted = HttpServer::start_tls(files.clone(), &trusted_id).unwrap();
+    let other_id = TlsIdentity::generate(&["localhost"]).unwrap();
+    let untrusted = HttpServer::start_tls(files, &other_id).unwrap();
+    let opts = Options {
+        ca_bundle_pem: Some(trusted_id.ca_pem().as_bytes().to_vec()),
+        ..options()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sources = [
+        src(SourceKind::Conductor1, &untrusted),
+        src(SourceKind::Repository, &trusted),
+    ];
+    assert!(sources[0].url.starts_with("https://"));
+    let (result, _, details) = run_with(&sources, settings(), &opts, dir.path());
+    check_file(&result.unwrap().path, &data);
+    assert_eq!(untrusted.stats().requests, 0, "no request reached it");
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("TLS with https://localhost") && d.contains("certificate")),
+        "{details:?}"
+    );
+    // Only the untrusted source: the download fails, the reason is in the reports.
+    let dir = tempfile::tempdir().unwrap();
+    let (result, _, details) = run_with(&sources[..1], one_try(), &opts, dir.path());
+    assert!(result.is_err());
+    assert!(
+        details
+            .iter()
+            .all(|d| d.contains("invalid peer certificate")),
+        "{details:?}"
+    );
+    assert!(!details.is_empty());
+}
+
+/// Signed manifests: a good signature passes; a tampered manifest, another signer and
+/// an unsigned manifest are refused (unless unsigned is explicitly allowed).
+#[test]
+fn manifest_signatures_are_enforced() {
+    let data = image(256 << 10, 10);
+    let m = Manifest::build(VERSION, FILE, &data, CHUNK).unwrap();
+    let signed = sign_manifest(&m, &release_key());
+    let text = String::from_utf8(signed.clone()).unwrap();
+    let tampered = text.replacen(&hex_of(m.chunk_sha256(1).unwrap()), &hex_of(&[0x33; 32]), 1);
+    let wrong_key = sign_manifest(&m, &SigningKey::from_slice(&[0x11; 32]).unwrap());
+    let cases: [(&str, Vec<u8>, Options, Option<&str>); 5] = [
+        ("signed", signed.clone(), options(), None),
+        (
+            "tampered",
+            tampered.into_bytes(),
+            options(),
+            Some("does not verify"),
+        ),
+        ("wrong key", wrong_key, options(), Some("does not trust")),
+        ("unsigned", m.to_json(), options(), Some("not signed")),
+        (
+            "unsigned, allowed",
+            m.to_json(),
+            Options {
+                trust: ManifestTrust {
+                    keys: vec![],
+                    allow_unsigned: true,
+                },
+                ..Options::default()
+            },
+            None,
+        ),
+    ];
+    for (name, manifest, opts, refusal) in cases {
+        let files = StaticFiles::new();
+        publish(&files, &data);
+        files.insert(&format!("/images/{VERSION}/manifest.json"), manifest);
+        let s = HttpServer::start(files).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (result, _, details) = run_with(
+            &[src(SourceKind::Repository, &s)],
+            one_try(),
+            &opts,
+            dir.path(),
+        );
+        match refusal {
+            None => check_file(&result.unwrap().path, &data),
+            Some(why) => {
+                assert!(result.is_err(), "{name}");
+                assert!(
+                    details.iter().any(|d| d.contains(why)),
+                    "{name}: {details:?}"
+                );
+                assert_eq!(image_bytes_served(&s), 0, "{name}: no image byte fetched");
+                assert!(!dir.path().join(FILE).exists());
+            }
+        }
+    }
+}
+
+fn hex_of(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A source that trickles (1 KiB every 50 ms, 20 KiB/s against a 256 KiB/s floor) is
+/// cut off while its request runs, long before the request would end (64 KiB chunks
+/// at that rate take over 3 s each), and the healthy source takes over.
+#[test]
+fn a_trickling_source_is_cut_off_while_it_runs() {
+    let data = image(1 << 20, 11);
+    let (slow, _) = server(&data);
+    slow.set_faults(|r, _| {
+        is_image(r).then_some(Fault::Trickle {
+            piece: 1 << 10,
+            pause: Duration::from_millis(50),
+        })
+    });
+    let (healthy, _) = server(&data);
+    let mut s = settings();
+    s.health.min_rate = 256 << 10;
+    s.health.request_timeout = Duration::from_secs(1);
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let sources = [
+        src(SourceKind::Conductor1, &slow),
+        src(SourceKind::Repository, &healthy),
+    ];
+    let (result, events) = run(&sources, s, dir.path());
+    check_file(&result.unwrap().path, &data);
+    assert!(events.contains(&Event::SourceUnavailable {
+        source: ssr_download::SourceId(0),
+        failures: 6
+    }));
+    // Each slow request is cut after ~1.1 s (lagging the floor by the request
+    // timeout), not after the 3.2 s it would take: 6 failures, two in flight at a
+    // time, stay well under 3 x 3.2 s.
+    let slow_bytes: u64 = image_bytes_served(&slow);
+    assert!(slow_bytes < 7 * CHUNK, "{slow_bytes}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Running the same download again with the verified image in place fetches nothing
+/// (the record's size and mtime match); a touched file is re-hashed and still fetches
+/// nothing; a file changed in place is downloaded again.
+#[test]
+fn a_rerun_with_the_image_in_place_fetches_nothing() {
+    let data = image(1 << 20, 13);
+    let (s, _) = server(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let sources = [src(SourceKind::Repository, &s)];
+    let first = run(&sources, settings(), dir.path()).0.unwrap();
+    assert!(!first.already_present);
+    let requests = s.stats().requests;
+    let again = run(&sources, settings(), dir.path()).0.unwrap();
+    assert!(again.already_present);
+    assert_eq!(again.path, first.path);
+    assert_eq!(s.stats().requests, requests, "nothing fetched");
+    // Touched (new mtime, same bytes): re-hashed, still nothing fetched.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&first.path)
+        .unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
+        .unwrap();
+    drop(f);
+    assert!(
+        run(&sources, settings(), dir.path())
+            .0
+            .unwrap()
+            .already_present
+    );
+    assert_eq!(s.stats().requests, requests);
+    // Changed in place: downloaded again.
+    let mut bytes = std::fs::read(&first.path).unwrap();
+    bytes[1000] ^= 1;
+    std::fs::write(&first.path, &bytes).unwrap();
+    let fixed = run(&sources, settings(), dir.path()).0.unwrap();
+    assert!(!fixed.already_present);
+    check_file(&fixed.path, &data);
+    assert!(s.stats().requests > requests);
+}
+
+/// The whole-file pass is optional: a release whose signed manifest names a wrong
+/// whole-file digest (every chunk digest right) is caught only with
+/// `whole_file_sha256`; without it every byte is still checked against its chunk
+/// digest, and the file is the one the chunk digests describe.
+#[test]
+fn the_whole_file_pass_runs_when_asked() {
+    let data = image(1 << 20, 14);
+    let m = Manifest::build(VERSION, FILE, &data, CHUNK).unwrap();
+    let wrong_total = String::from_utf8(m.to_json()).unwrap().replacen(
+        &hex_of(m.sha256()),
+        &hex_of(&[0x44; 32]),
+        1,
+    );
+    let wrong = Manifest::parse(wrong_total.as_bytes()).unwrap();
+    let files = StaticFiles::new();
+    publish(&files, &data);
+    files.insert(
+        &format!("/images/{VERSION}/manifest.json"),
+        sign_manifest(&wrong, &release_key()),
+    );
+    let s = HttpServer::start(files).unwrap();
+    let sources = [src(SourceKind::Repository, &s)];
+    let dir = tempfile::tempdir().unwrap();
+    let strict = Options {
+        whole_file_sha256: true,
+        ..options()
+    };
+    let (result, _, _) = run_with(&sources, one_try(), &strict, dir.path());
+    assert!(
+        matches!(result, Err(Error::FileDigestMismatch { .. })),
+        "{result:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (result, _, _) = run_with(&sources, one_try(), &options(), dir.path());
+    check_file(&result.unwrap().path, &data);
 }

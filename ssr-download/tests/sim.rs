@@ -785,3 +785,106 @@ fn settings_out_of_range_are_refused() {
         }
     );
 }
+
+/// A restarted process keeps the deadline and the attempt count: the first "process"
+/// fails two attempts and runs 1000 s of a 1800 s timeout; the second, restored with
+/// what the first persisted, times out 800 s after it starts, not 1800 s.
+#[test]
+fn restored_clock_keeps_the_deadline_and_the_attempts_across_a_restart() {
+    let mut settings = Settings::default();
+    settings.retry.timeout = Duration::from_secs(1800);
+    settings.retry.attempts = 0;
+    settings.retry.maximum_retry_delay = Duration::from_secs(400);
+    let t0 = Instant::now();
+    let nobody_has_it = |dl: &mut Download<StdRng>, now: Instant| {
+        while let Some(Action::Fetch(f)) = dl.poll_action() {
+            dl.handle_body(f.id, Ok(br#"["1.0"]"#), now);
+        }
+    };
+    let mut first = Download::new(
+        settings,
+        VERSION,
+        &[SourceKind::Repository],
+        None,
+        StdRng::seed_from_u64(7),
+        t0,
+    )
+    .unwrap();
+    let mut now = t0;
+    let mut failed = 0;
+    while failed < 2 {
+        nobody_has_it(&mut first, now);
+        while let Some(e) = first.poll_event() {
+            if matches!(e, Event::AttemptFailed { .. }) {
+                failed += 1;
+            }
+        }
+        if let Some(t) = first.poll_timeout() {
+            now = t;
+            first.handle_timeout(now);
+        }
+    }
+    assert_eq!(first.attempt(), 3);
+    // The process dies 1000 s after it started; another starts at `t1`.
+    let spent = Duration::from_secs(1000);
+    let t1 = t0 + Duration::from_secs(5000);
+    let restart = |restore: bool| {
+        let mut dl = Download::new(
+            settings,
+            VERSION,
+            &[SourceKind::Repository],
+            None,
+            StdRng::seed_from_u64(8),
+            t1,
+        )
+        .unwrap();
+        if restore {
+            dl.restore_clock(spent, failed, t1);
+        }
+        let mut now = t1;
+        while !dl.is_finished() {
+            nobody_has_it(&mut dl, now);
+            let Some(t) = dl.poll_timeout() else { break };
+            now = t;
+            dl.handle_timeout(now);
+        }
+        (dl, now)
+    };
+    let (dl, ended) = restart(true);
+    assert_eq!(
+        dl.status(),
+        Status::Failed(Error::TimedOut {
+            after: Duration::from_secs(1800)
+        })
+    );
+    assert_eq!(ended - t1, Duration::from_secs(800));
+    // Without the restored clock the deadline would start again.
+    let (_, ended) = restart(false);
+    assert_eq!(ended - t1, Duration::from_secs(1800));
+    // An expired deadline fails at once; the attempt count continues.
+    let mut dl = Download::new(
+        settings,
+        VERSION,
+        &[SourceKind::Repository],
+        None,
+        StdRng::seed_from_u64(9),
+        t1,
+    )
+    .unwrap();
+    dl.restore_clock(Duration::from_secs(1800), 2, t1);
+    assert!(matches!(
+        dl.status(),
+        Status::Failed(Error::TimedOut { .. })
+    ));
+    let mut dl = Download::new(
+        settings,
+        VERSION,
+        &[SourceKind::Repository],
+        None,
+        StdRng::seed_from_u64(9),
+        t1,
+    )
+    .unwrap();
+    dl.restore_clock(Duration::from_secs(10), 2, t1);
+    assert_eq!(dl.attempt(), 3);
+}

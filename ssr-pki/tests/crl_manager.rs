@@ -467,6 +467,50 @@ mod over_http {
     }
 }
 
+#[cfg(feature = "http")]
+mod over_https {
+    use super::*;
+    use ssr_pki::http::{FetchOptions, crl_client, drive_with, fetch_with};
+    use ssr_testkit::http::{HttpServer, StaticFiles, TlsIdentity};
+
+    /// An `https://` distribution point through the shared client: trusted with the
+    /// configured CA bundle, refused (clear TLS error, nothing published) without.
+    #[test]
+    fn https_points_need_the_configured_ca() {
+        let ca = root("HTTPS Root");
+        let files = StaticFiles::new();
+        let body = crl(&ca, &[5], NOW - DAY, 1);
+        files.insert("/c.crl", body.clone());
+        let id = TlsIdentity::generate(&["localhost"]).unwrap();
+        let server = HttpServer::start_tls(files, &id).unwrap();
+        let url = format!("{}/c.crl", server.url());
+        let opts = FetchOptions::default();
+        let trusted = crl_client(Some(id.ca_pem().as_bytes().to_vec()), vec![]).unwrap();
+        assert_eq!(fetch_with(&trusted, &url, &opts).unwrap(), body);
+
+        let other = TlsIdentity::generate(&["localhost"]).unwrap();
+        let untrusted = crl_client(Some(other.ca_pem().as_bytes().to_vec()), vec![]).unwrap();
+        let err = fetch_with(&untrusted, &url, &opts).unwrap_err().to_string();
+        assert!(err.contains("TLS") && err.contains("certificate"), "{err}");
+        let err = ssr_pki::http::fetch(&url, &opts).unwrap_err().to_string();
+        assert!(err.contains("CA bundle"), "{err}");
+
+        let t0 = Instant::now();
+        let mut m = CrlManager::new(
+            CrlConfig::new(std::slice::from_ref(&url)).unwrap(),
+            vec![Certificate::from_pem(&ca.pem()).unwrap()],
+            t0,
+            NOW,
+        );
+        let outs = drive_with(&mut m, &untrusted, &opts, || t0);
+        assert!(published(&outs).is_empty());
+        assert_eq!(alarms(&outs), vec![(url.clone(), true)]);
+        let t1 = m.poll_timeout().unwrap();
+        let outs = drive_with(&mut m, &trusted, &opts, || t1);
+        assert_eq!(published(&outs).pop().unwrap().entries.len(), 1);
+    }
+}
+
 mod schedule_properties {
     use super::*;
     use proptest::prelude::*;

@@ -203,6 +203,9 @@ pub enum Fault {
     Corrupt,
     /// Close the connection without answering.
     Close,
+    /// Send the body in pieces of `piece` bytes with `pause` before each piece after
+    /// the first (a source that trickles, or stalls in the middle of a body).
+    Trickle { piece: usize, pause: Duration },
 }
 
 /// One request as served.
@@ -508,7 +511,15 @@ fn answer<S: Write>(
         Some(Fault::Truncate(n)) => (&body[..n.min(body.len())], false),
         _ => (body, true),
     };
-    for chunk in to_send.chunks(256 * 1024) {
+    let (piece, pause) = match fault {
+        Some(Fault::Trickle { piece, pause }) => (piece.max(1), Some(pause)),
+        _ => (256 * 1024, None),
+    };
+    for (i, chunk) in to_send.chunks(piece).enumerate() {
+        if let Some(p) = pause.filter(|_| i > 0) {
+            stream.flush()?;
+            thread::sleep(p);
+        }
         let n = chunk.len() as u64;
         record.update(|s| s.body_bytes += n);
         if let Err(e) = stream.write_all(chunk) {

@@ -40,6 +40,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "postgresql",
     "clang",
     "iputils-ping",
+    // The download bench: nginx (sendfile) serves, aria2c is the downloader compared.
+    "nginx",
+    "aria2",
 ];
 
 type Result<T = ()> = std::result::Result<T, String>;

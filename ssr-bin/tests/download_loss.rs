@@ -157,6 +157,7 @@ fn completes_over_a_link_dropping_ten_percent_of_packets() {
     std::fs::write(
         &cfg,
         "access-mode = \"conductor-only\"\n[health]\nmin-rate = 0\nrequest-timeout = 5\n\
+         [manifest]\nallow-unsigned = true\n\
          [[source]]\nkind = \"conductor-1\"\nurl = \"http://10.231.77.1:8080\"\n",
     )
     .unwrap();

@@ -12,12 +12,16 @@
 //!
 //! `cargo xtask demo` (or `cargo run -p examples --example device-demo`). Without
 //! root or without swtpm, the steps that need them are skipped and the demo says so.
+//! A failing step does not stop the others; the demo then exits non-zero, and its last
+//! line names the failed steps (and the skipped ones).
 
 use std::error::Error;
 use std::fs;
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
+use examples::steps::Steps;
 use ssr_bin::integrity::downgrade::{self, Version};
 use ssr_bin::integrity::journal::Logger;
 use ssr_bin::integrity::{Config, Handler, StartError, Started, StepHook, connect_esapi};
@@ -26,68 +30,90 @@ use ssr_testkit::{LoopExt4, Swtpm};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     println!("ssr device demo\n");
+    let mut steps = Steps::default();
     let tpm = match Swtpm::start() {
         Ok(tpm) => {
             println!("software TPM started: {}", tpm.tcti());
             Some(tpm)
         }
         Err(e) => {
-            println!("SKIPPED: no software TPM ({e}); the TPM-backed steps are skipped");
+            println!("no software TPM ({e}); the TPM-backed steps are skipped");
             None
         }
     };
 
     heading("1. Configuration Integrity");
+    const CI_STEP: &str = "Configuration Integrity";
     match (&tpm, ssr_testkit::is_root()) {
-        (Some(tpm), true) => configuration_integrity(tpm)?,
-        (_, false) => println!(
-            "SKIPPED: onboarding, lock and unlock need root (a loop-mounted ext4 and the fscrypt ioctls); run the demo as root"
+        (Some(tpm), true) => {
+            steps.record(CI_STEP, configuration_integrity(tpm));
+        }
+        (_, false) => steps.skip(
+            CI_STEP,
+            "onboarding, lock and unlock need root (a loop-mounted ext4 and the fscrypt ioctls); run the demo as root",
         ),
-        (None, true) => println!("SKIPPED: onboarding needs a TPM 2.0 (swtpm is not installed)"),
+        (None, true) => steps.skip(
+            CI_STEP,
+            "onboarding needs a TPM 2.0 (swtpm is not installed)",
+        ),
     }
-    downgrade_guard();
+    steps.record("downgrade guard", downgrade_guard());
 
     heading("2. SVR key management (two peers, ECDH P-256, 200 packets)");
-    match examples::svr::run(KexAlgorithm::EcdhP256, 200) {
-        Ok(summary) => println!("{summary:#}"),
-        Err(e) => println!("SVR walk-through failed: {e}"),
-    }
+    let svr = examples::svr::run(KexAlgorithm::EcdhP256, 200).and_then(|summary| {
+        println!("{summary:#}");
+        if summary["delivered"] == 200 {
+            Ok(())
+        } else {
+            Err("not every genuine packet was delivered".into())
+        }
+    });
+    steps.record("SVR key management", svr);
 
     heading("3. Secure Conductor Onboarding (loopback HTTPS)");
-    let dir = tempfile::tempdir()?;
-    match examples::onboard::run(dir.path(), tpm.as_ref().map(Swtpm::tcti).as_deref()) {
-        Ok(s) => {
-            println!("router key held in the TPM: {}", s.tpm_key);
-            println!("SSH port for router-conductor traffic: {}", s.ssh_port);
-            println!("router known_hosts: {}", s.known_hosts.trim());
-            println!("replayed token refused: {}", s.replay_refused);
-            println!("conductor audit: {}", s.conductor_audit.join(" | "));
-        }
-        Err(e) => println!("onboarding walk-through failed: {e}"),
-    }
+    steps.record(
+        "Secure Conductor Onboarding",
+        secure_conductor_onboarding(tpm.as_ref()),
+    );
 
     heading("4. Certificates (P-256 key, CSR with the router UUID, import checks)");
-    let dir = tempfile::tempdir()?;
-    match examples::pki::run(dir.path()) {
-        Ok(s) => {
-            println!("router UUID (CSR common name): {}", s.uuid);
-            println!("imported certificate: {}", s.subject);
-            println!("SHA-256 fingerprint: {}", s.fingerprint);
-            println!("expiry alarm (issued for 20 days): {}", s.alarm);
-            println!(
-                "bundle with the private key refused: {}",
-                s.key_bundle_refused
-            );
-        }
-        Err(e) => println!("certificate walk-through failed: {e}"),
-    }
+    steps.record("certificates", certificates());
 
     heading("5. Download failover (three local HTTP sources, 4 MiB image in 64 KiB chunks)");
-    if let Err(e) = download_failover() {
-        println!("download walk-through failed: {e}");
+    steps.record("download failover", download_failover());
+
+    // The last line says which steps failed (and which were skipped).
+    println!("\n{}", steps.last_line());
+    steps.exit_code()
+}
+
+fn secure_conductor_onboarding(tpm: Option<&Swtpm>) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = examples::onboard::run(dir.path(), tpm.map(Swtpm::tcti).as_deref())?;
+    println!("router key held in the TPM: {}", s.tpm_key);
+    println!("SSH port for router-conductor traffic: {}", s.ssh_port);
+    println!("router known_hosts: {}", s.known_hosts.trim());
+    println!("replayed token refused: {}", s.replay_refused);
+    println!("conductor audit: {}", s.conductor_audit.join(" | "));
+    if tpm.is_some() && !s.tpm_key {
+        return Err("a TPM was there, yet the router key was not held in it".into());
     }
+    Ok(())
+}
+
+fn certificates() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s = examples::pki::run(dir.path())?;
+    println!("router UUID (CSR common name): {}", s.uuid);
+    println!("imported certificate: {}", s.subject);
+    println!("SHA-256 fingerprint: {}", s.fingerprint);
+    println!("expiry alarm (issued for 20 days): {}", s.alarm);
+    println!(
+        "bundle with the private key refused: {}",
+        s.key_bundle_refused
+    );
     Ok(())
 }
 
@@ -174,6 +200,9 @@ fn download_failover() -> Result<()> {
     ] {
         println!("  {name}: {} body bytes served", s.stats().body_bytes);
     }
+    if !verified {
+        return Err("the downloaded file differs from the published image".into());
+    }
     Ok(())
 }
 
@@ -211,7 +240,7 @@ fn configuration_integrity(tpm: &Swtpm) -> Result<()> {
     println!("-- first boot: integrity-handler start (onboarding) --");
     match handler.start(connect, &mut StepHook::none()) {
         Ok(Started::Onboarded { key }) => println!("=> onboarded, FEK key identifier {key}"),
-        Ok(other) => println!("=> {other:?}"),
+        Ok(other) => return Err(format!("first boot: expected onboarding, got {other:?}").into()),
         Err(e) => return Err(e.to_string().into()),
     }
     let secret = cfg.directories[0].join("router-private.key");
@@ -244,7 +273,7 @@ fn configuration_integrity(tpm: &Swtpm) -> Result<()> {
     println!("-- next boot: integrity-handler start (unlock) --");
     match handler.start(connect, &mut StepHook::none()) {
         Ok(Started::Unlocked { key }) => println!("=> unlocked with FEK {key}"),
-        Ok(other) => println!("=> {other:?}"),
+        Ok(other) => return Err(format!("next boot: expected unlock, got {other:?}").into()),
         Err(e) => return Err(e.to_string().into()),
     }
     println!(
@@ -265,7 +294,9 @@ fn configuration_integrity(tpm: &Swtpm) -> Result<()> {
              Network blocking is off in this demo (it would cut this machine off); the \
              tests load the nftables table inside a network namespace."
         ),
-        other => println!("=> unexpected: {other:?}"),
+        other => {
+            return Err(format!("another TPM: expected an integrity event, got {other:?}").into());
+        }
     }
     println!(
         "\nsealed FEK untouched: {} bytes at {}",
@@ -276,28 +307,34 @@ fn configuration_integrity(tpm: &Swtpm) -> Result<()> {
     Ok(())
 }
 
-fn downgrade_guard() {
+/// The guard's answers after onboarding, installed-version history 7.1.2 then 7.1.3: a
+/// newer version and the rollback to 7.1.2 are allowed; 6.3.0 (no Configuration
+/// Integrity) is refused even when the installer claims it as `--previous`.
+fn downgrade_guard() -> Result<()> {
     println!(
         "\n-- downgrade guard (after onboarding; installed-version history: 7.1.2 then 7.1.3) --"
     );
-    let (Ok(previous), Ok(current)) = ("7.1.2".parse::<Version>(), "7.1.3".parse::<Version>())
-    else {
-        return;
-    };
+    let previous: Version = "7.1.2".parse()?;
+    let current: Version = "7.1.3".parse()?;
     let mut history = downgrade::History::default();
     history.record(current, Some(previous));
     // The installer's `--previous` claim cannot widen what the history allows.
-    for (target, claimed) in [("7.2.0", None), ("7.1.2", None), ("6.3.0", Some("6.3.0"))] {
-        let Ok(v) = target.parse::<Version>() else {
-            continue;
-        };
-        let claimed = claimed.and_then(|c| c.parse::<Version>().ok());
-        match downgrade::check_target(true, v, claimed, &history) {
-            Ok(why) => println!("install {target}: allowed ({why:?})"),
-            Err(refused) => match claimed {
-                Some(c) => println!("install {target} (--previous {c}): {refused}"),
-                None => println!("install {target}: {refused}"),
-            },
+    for (target, claimed, allowed) in [
+        ("7.2.0", None, true),
+        ("7.1.2", None, true),
+        ("6.3.0", Some("6.3.0"), false),
+    ] {
+        let v = target.parse::<Version>()?;
+        let claimed = claimed.map(str::parse::<Version>).transpose()?;
+        let answer = downgrade::check_target(true, v, claimed, &history);
+        match (&answer, claimed) {
+            (Ok(why), _) => println!("install {target}: allowed ({why:?})"),
+            (Err(refused), Some(c)) => println!("install {target} (--previous {c}): {refused}"),
+            (Err(refused), None) => println!("install {target}: {refused}"),
+        }
+        if answer.is_ok() != allowed {
+            return Err(format!("install {target}: the guard answered wrongly").into());
         }
     }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod onboard;
 pub mod pki;
+pub mod steps;
 pub mod svr;
 pub mod svr_scale;
 

@@ -277,16 +277,13 @@ fn corrupting_dying_and_dead_sources_refetch_at_most_one_chunk_per_failure() {
     let (dying, _) = server(&data);
     // Versions, manifest, one chunk; then it closes every connection.
     dying.set_faults(|r, n| (is_image(r) && n >= 3).then_some(Fault::Close));
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let (healthy, _) = server(&data);
     let sources = [
         SourceConfig {
             kind: SourceKind::HaPeer,
-            url: format!("http://127.0.0.1:{dead_port}"),
+            // Nobody listens on port 1 (a port freed just now could be taken by another
+            // test's server before we connect).
+            url: "http://127.0.0.1:1".to_owned(),
         },
         src(SourceKind::Conductor1, &corrupting),
         src(SourceKind::Conductor2, &dying),
@@ -424,15 +421,11 @@ fn tampered_partial_chunk_is_fetched_again_on_resume() {
 #[test]
 fn no_source_reachable_fails_with_a_clear_reason() {
     let dir = tempfile::tempdir().unwrap();
-    // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nobody listens on (tcpmux, privileged; a port freed just now could be taken
+    // by another test's server before we connect).
     let sources = [SourceConfig {
         kind: SourceKind::Repository,
-        url: format!("http://127.0.0.1:{port}"),
+        url: "http://127.0.0.1:1".to_owned(),
     }];
     let (result, _) = run(&sources, one_try(), dir.path());
     let err = result.unwrap_err();
@@ -467,15 +460,19 @@ fn sequenced_second_node_waits_for_its_peer_then_falls_back() {
             let r = run(&sources, s, &path);
             (r, dir)
         });
-        thread::sleep(Duration::from_millis(1500));
-        // Waiting: the peer was polled, nothing else was asked.
-        assert!(
+        // Waiting: the peer is polled (twice: it keeps polling), nothing else is asked.
+        // Polled for, not slept for: a loaded machine may take longer than 1 s a poll.
+        let polls = || {
             peer.served()
                 .iter()
                 .filter(|x| x.path == "/versions")
                 .count()
-                >= 2
-        );
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while polls() < 2 {
+            assert!(Instant::now() < deadline, "the peer was not polled twice");
+            thread::sleep(Duration::from_millis(10));
+        }
         assert!(conductor.served().is_empty());
         peer_files.insert("/versions", versions_json(&["7.0.0", VERSION]));
         let ((result, events), _dir) = waiter.join().unwrap();

@@ -72,7 +72,9 @@ fn real_sshd_accepts_the_router_after_onboarding() {
     if !ssr_testkit::require_root() {
         return;
     }
-    // Port 930 is what the router uses after onboarding; it must be free here.
+    // Port 930 is what the router uses after onboarding; it must be free here. The lock
+    // makes this test in another process (two suites on one machine) wait its turn.
+    let _port = ssr_testkit::lock_fixed_port(930).expect("lock port 930");
     if TcpListener::bind((Ipv4Addr::LOCALHOST, 930)).is_err() {
         panic!("port 930 on 127.0.0.1 is in use: cannot run the post-onboarding SSH test");
     }

@@ -26,9 +26,9 @@ pub fn is_root() -> bool {
 
 /// Gate for tests that need root (loop mounts, nftables, network namespaces).
 ///
-/// Returns `true` when running as root. Otherwise it prints why the test is skipped and
-/// returns `false`, except when the `CI` environment variable is set: CI runs as root,
-/// so a missing privilege there is a failure, never a silent skip.
+/// Returns `true` when running as root. Otherwise the test cannot run: see [`skip`]
+/// (outside CI it prints `SKIPPED: <test>: needs root` and returns `false`; inside CI,
+/// where tests run as root, it panics, so a real-component test never skips there).
 ///
 /// ```no_run
 /// if !ssr_testkit::require_root() {
@@ -40,12 +40,55 @@ pub fn require_root() -> bool {
     if is_root() {
         return true;
     }
-    let caller = std::panic::Location::caller();
-    if std::env::var_os("CI").is_some() {
-        panic!("{caller}: this test needs root and CI is set; run the suite as root");
-    }
-    eprintln!("{caller}: skipped: needs root");
+    skip("needs root (run the suite as root, as `cargo xtask ci` does)");
     false
+}
+
+/// True when the `CI` environment variable is set to anything but empty, `0` or
+/// `false` (`cargo xtask ci` sets `CI=true` for everything it runs).
+pub fn in_ci() -> bool {
+    ci_value_means_ci(std::env::var_os("CI").as_deref())
+}
+
+fn ci_value_means_ci(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+/// The one way a test gives up because a prerequisite is missing (root, a tool, a
+/// device): call it, then return from the test.
+///
+/// Inside CI ([`in_ci`]) a missing prerequisite is a failure: this panics with the
+/// reason. Outside CI it writes `SKIPPED: <test>: <reason> (<file:line>)` straight to
+/// the process's stderr, past libtest's output capture, so the line shows in a normal
+/// `cargo test` run; `cargo xtask ci` counts these lines. `<test>` is the test's name
+/// (libtest names each test's thread after it).
+#[track_caller]
+pub fn skip(reason: &str) {
+    if in_ci() {
+        let (test, caller) = test_and_caller();
+        panic!(
+            "{test} cannot run: {reason} ({caller}); a missing prerequisite fails the test when CI is set"
+        );
+    }
+    use std::io::Write;
+    // Written in one call so lines of parallel tests do not interleave.
+    let _ = std::io::stderr().write_all(format!("{}\n", skip_line(reason)).as_bytes());
+}
+
+/// `SKIPPED: <test>: <reason> (<file:line>)`.
+#[track_caller]
+fn skip_line(reason: &str) -> String {
+    let (test, caller) = test_and_caller();
+    format!("SKIPPED: {test}: {reason} ({caller})")
+}
+
+/// The running test's name (libtest names its thread after it) and the caller's place.
+#[track_caller]
+fn test_and_caller() -> (String, &'static std::panic::Location<'static>) {
+    let caller = std::panic::Location::caller();
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("<unnamed test>").to_owned();
+    (test, caller)
 }
 
 fn effective_uid() -> Option<u32> {
@@ -73,6 +116,21 @@ pub fn free_port_pair() -> io::Result<u16> {
         io::ErrorKind::AddrInUse,
         "no free TCP port pair on 127.0.0.1",
     ))
+}
+
+/// A machine-wide lock for a test that must use a fixed port (e.g. 930, the port a router
+/// uses after onboarding): held until the returned file is dropped, so the same test run
+/// by another process at once (two suites on one machine) waits instead of failing on
+/// "port in use". The lock file is `<temp dir>/ssr-testkit-port-<port>.lock`.
+pub fn lock_fixed_port(port: u16) -> io::Result<std::fs::File> {
+    let path = std::env::temp_dir().join(format!("ssr-testkit-port-{port}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    file.lock()?;
+    Ok(file)
 }
 
 /// Runs a command to completion; a non-zero exit becomes an error carrying its stderr.
@@ -137,6 +195,99 @@ mod tests {
         let p = free_port_pair().unwrap();
         let _a = TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
         let _b = TcpListener::bind((Ipv4Addr::LOCALHOST, p + 1)).unwrap();
+    }
+
+    #[test]
+    fn ci_variable_values() {
+        use std::ffi::OsStr;
+        assert!(!ci_value_means_ci(None));
+        for off in ["", "0", "false", "FALSE"] {
+            assert!(!ci_value_means_ci(Some(OsStr::new(off))), "{off:?}");
+        }
+        for on in ["true", "1", "yes"] {
+            assert!(ci_value_means_ci(Some(OsStr::new(on))), "{on:?}");
+        }
+    }
+
+    #[test]
+    fn skip_line_names_the_test_and_the_reason() {
+        let line = skip_line("needs a widget");
+        assert!(
+            line.starts_with(
+                "SKIPPED: tests::skip_line_names_the_test_and_the_reason: needs a widget ("
+            ),
+            "{line}"
+        );
+        assert!(line.contains("lib.rs:"), "{line}");
+    }
+
+    #[test]
+    fn skip_fails_inside_ci() {
+        // A child process of this test binary, with CI set, runs the skip below.
+        if std::env::var_os("SSR_TESTKIT_SKIP_CHILD").is_some() {
+            skip("needs a widget");
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let run = |ci: &str| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "tests::skip_fails_inside_ci", "--test-threads=1"])
+                .env("SSR_TESTKIT_SKIP_CHILD", "1")
+                .env("CI", ci)
+                .output()
+                .unwrap()
+        };
+        let inside = run("true");
+        assert!(!inside.status.success(), "a skip inside CI must fail");
+        let out = String::from_utf8_lossy(&inside.stdout);
+        assert!(
+            out.contains("tests::skip_fails_inside_ci cannot run: needs a widget (")
+                && !out.contains("SKIPPED"),
+            "{out}"
+        );
+        let outside = run("");
+        assert!(outside.status.success(), "{outside:?}");
+        let err = String::from_utf8_lossy(&outside.stderr);
+        assert!(
+            err.contains("SKIPPED: tests::skip_fails_inside_ci: needs a widget ("),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn fixed_port_lock_is_exclusive_across_processes() {
+        // A child process of this test binary holds the lock for a moment.
+        if std::env::var_os("SSR_TESTKIT_LOCK_CHILD").is_some() {
+            let _lock = lock_fixed_port(1).unwrap();
+            println!("locked");
+            std::thread::sleep(Duration::from_millis(1500));
+            return;
+        }
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "tests::fixed_port_lock_is_exclusive_across_processes",
+                "--nocapture",
+            ])
+            .env("SSR_TESTKIT_LOCK_CHILD", "1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the child holds the lock (it prints `locked`).
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("locked") {
+            line.clear();
+            assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0);
+        }
+        let asked = Instant::now();
+        let _lock = lock_fixed_port(1).unwrap();
+        // The child holds it for 1.5 s after saying so: we cannot have it sooner.
+        assert!(
+            asked.elapsed() >= Duration::from_secs(1),
+            "the lock was granted while another process held it"
+        );
+        assert!(child.wait().unwrap().success());
     }
 
     #[test]

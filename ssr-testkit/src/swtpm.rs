@@ -102,10 +102,12 @@ impl SwtpmBuilder {
                     format!("cannot start swtpm (apt-get install swtpm): {e}"),
                 )
             })?;
+            // Ready when *this* swtpm listens on both ports: a connect alone could reach
+            // another process that took one of them after `free_port_pair` probed it.
+            let pid = child.id();
             let ready = wait_until(START_TIMEOUT, || {
                 matches!(child.try_wait(), Ok(Some(_)))
-                    || (TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
-                        && TcpStream::connect((Ipv4Addr::LOCALHOST, port + 1)).is_ok())
+                    || (listens_on(pid, port) && listens_on(pid, port + 1))
             });
             match child.try_wait()? {
                 None if ready => {
@@ -138,6 +140,42 @@ impl SwtpmBuilder {
         }
         Err(last_error.unwrap_or_else(|| io::Error::other("swtpm did not start")))
     }
+}
+
+/// True when process `pid` holds a TCP socket listening on IPv4 `port` (the listening
+/// sockets' inodes in /proc/net/tcp, matched against the process's /proc/<pid>/fd).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(tcp) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let sockets = listening_socket_links(&tcp, port);
+    if sockets.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|link| sockets.iter().any(|s| link.as_os_str() == s.as_str()))
+}
+
+/// `socket:[<inode>]` for each socket of a /proc/net/tcp table in state LISTEN (`0A`)
+/// on local port `port`.
+fn listening_socket_links(proc_net_tcp: &str, port: u16) -> Vec<String> {
+    proc_net_tcp
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (_, local_port) = f.get(1)?.split_once(':')?;
+            let listening = *f.get(3)? == "0A";
+            let inode = f.get(9)?;
+            (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| format!("socket:[{inode}]"))
+        })
+        .collect()
 }
 
 impl Swtpm {
@@ -249,6 +287,38 @@ mod tests {
         assert_eq!(&resp[10..12], &[0, 8]);
         drop(tpm);
         assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err());
+    }
+
+    #[test]
+    fn listening_sockets_are_read_from_proc_net_tcp() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4444 1 0000000000000000 100 0 0 10 0
+";
+        assert_eq!(listening_socket_links(table, 8080), ["socket:[4242]"]);
+        assert_eq!(listening_socket_links(table, 8081), ["socket:[4444]"]);
+        assert!(listening_socket_links(table, 8082).is_empty());
+    }
+
+    #[test]
+    fn a_port_held_by_another_process_is_not_ours() {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listens_on(std::process::id(), port));
+        let other = ChildGuard(Command::new("sleep").arg("5").spawn().unwrap());
+        assert!(!listens_on(other.0.id(), port));
+        drop(listener);
+        assert!(!listens_on(std::process::id(), port));
+    }
+
+    /// Kills the child on drop.
+    struct ChildGuard(Child);
+    impl Drop for ChildGuard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 
     #[test]

@@ -388,8 +388,9 @@ fn onboard_csr(c: &mut Corpus) -> Result {
 
 fn svr(c: &mut Corpus) -> Result {
     use ssr_svr_crypto::kex::{Initiator, KexAlgorithm};
+    use ssr_svr_crypto::packet::Suite;
     use ssr_svr_crypto::packet::{CbcHmacSealer, GcmSealer};
-    use ssr_svr_crypto::peer::Control;
+    use ssr_svr_crypto::peer::{Control, NONCE_LEN};
     use ssr_svr_crypto::secret::PacketKeyMaterial;
     use ssr_svr_crypto::tlv::{
         Metadata, TLV_METADATA_KEY_INDEX, TLV_SEALED_PAYLOAD_KEY, TLV_SESSION_ID, Tlv,
@@ -413,9 +414,23 @@ fn svr(c: &mut Corpus) -> Result {
         ),
         ("metadata-key-ack".to_owned(), Control::MetadataKeyAck(2)),
     ];
-    for alg in [KexAlgorithm::EcdhP256, KexAlgorithm::MlKem768EcdhP256] {
-        let (_, hello) = Initiator::start(alg, &key, "router-west", "router-east", &mut r);
-        controls.push((format!("hello-{}", alg.name()), Control::Hello(hello)));
+    let nonce = [0x3cu8; NONCE_LEN];
+    controls.push((
+        "kex-request".to_owned(),
+        Control::KexRequest {
+            nonce,
+            restart: true,
+        },
+    ));
+    for (alg, suite) in [
+        (KexAlgorithm::EcdhP256, Suite::CbcHmacSha384),
+        (KexAlgorithm::MlKem768EcdhP256, Suite::Aes256Gcm),
+    ] {
+        let (_, msg) = Initiator::start(alg, &key, "router-west", "router-east", &nonce, &mut r);
+        controls.push((
+            format!("hello-{}", alg.name()),
+            Control::Hello { nonce, suite, msg },
+        ));
     }
     for (name, control) in controls {
         c.seed("ssr_svr_crypto_control", &name, control.encode(), |b| {

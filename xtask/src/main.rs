@@ -6,6 +6,8 @@
 //!   as root), docs, benches built, a short run of every fuzz target.
 //! - `demo`: deps, then the device demo on built-in defaults.
 //! - `fuzz-smoke [SECONDS]`: build every fuzz target and run each for a few seconds.
+//! - `vm-image`, `vm-test`: the router in a KVM guest (see `vm.rs`); `ci` runs
+//!   `vm-test` when `/dev/kvm` exists.
 //!
 //! Plain std only, so it builds in seconds on a fresh machine.
 
@@ -13,6 +15,8 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
+
+mod vm;
 
 /// Debian packages the tests and the demo use (see README).
 const DEBIAN_PACKAGES: &[&str] = &[
@@ -41,6 +45,8 @@ fn main() -> ExitCode {
         Some("deps") => deps(),
         Some("ci") => ci(),
         Some("demo") => deps().and_then(|()| demo(&args[1..])),
+        Some("vm-image") => vm::image_cmd(),
+        Some("vm-test") => vm::test(),
         Some("fuzz-smoke") => {
             let seconds = args.get(1).map_or(Ok(10), |s| {
                 s.parse()
@@ -48,7 +54,9 @@ fn main() -> ExitCode {
             });
             seconds.and_then(fuzz_smoke)
         }
-        _ => Err("usage: cargo xtask <deps|ci|demo|fuzz-smoke [SECONDS]>".to_string()),
+        _ => Err(
+            "usage: cargo xtask <deps|ci|demo|fuzz-smoke [SECONDS]|vm-image|vm-test>".to_string(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -180,6 +188,9 @@ fn ci() -> Result {
         cargo().args(["bench", "--workspace", "--no-run"]),
     )?;
     fuzz_smoke(10)?;
+    if Path::new("/dev/kvm").exists() {
+        vm::test()?;
+    }
     eprintln!(
         "xtask ci: all steps passed in {:.0} s",
         start.elapsed().as_secs_f64()

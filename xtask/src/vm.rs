@@ -191,8 +191,10 @@ reboot)
     for u in $unit network-pre.target sysinit.target; do
         m times "$u inactive_exit=$(prop InactiveExitTimestampMonotonic $u) active_enter=$(prop ActiveEnterTimestampMonotonic $u)"
     done
-    systemd-analyze critical-chain network-pre.target 2>&1 | tail -n +3 \
-        | while IFS= read -r l; do m chain "$l"; done
+    # The journal's order (systemd-analyze critical-chain waits for the end of boot).
+    journalctl -b -o short-monotonic --no-pager \
+        | grep -E 'integrity-handler\[[0-9]+\]: .*(unlocking|are unlocked)|Reached target network-pre' \
+        | while IFS= read -r l; do m order "$l"; done
     m read "$(cat "$file" 2>&1)"
     report_status
     bench
@@ -1385,7 +1387,10 @@ fn check_reboot(b2: &Boot, token: &str) -> Check {
         format!("file read back {read:?}, written {token:?}")
     })?;
     require(b2.unlocked(), || format!("status: {:?}", b2.all("status")))?;
-    for l in prev.iter().filter(|l| l.contains("locked")) {
+    for l in prev
+        .iter()
+        .filter(|l| l.contains("removed from the kernel") || l.contains("already locked"))
+    {
         f.push(format!("shutdown of boot 1: {l}"));
     }
     f.push(format!(
@@ -1395,8 +1400,15 @@ fn check_reboot(b2: &Boot, token: &str) -> Check {
         active as f64 / 1e6,
         pre as f64 / 1e6
     ));
-    for l in b2.all("chain") {
-        f.push(format!("critical-chain: {l}"));
+    let order = b2.all("order");
+    let unlocked = order.iter().position(|l| l.contains("are unlocked"));
+    let reached = order.iter().position(|l| l.contains("network-pre"));
+    require(
+        matches!((unlocked, reached), (Some(u), Some(r)) if u < r),
+        || format!("journal order: {order:?}"),
+    )?;
+    for l in order {
+        f.push(format!("journal: {l}"));
     }
     f.push(format!("file read back after the reboot: {read}"));
     Ok(f)

@@ -510,6 +510,15 @@ pub fn image() -> std::result::Result<Image, String> {
     } else {
         eprintln!("vm-image: image {hash} cached in {}", cached.display());
     }
+    // Marks it as recently used for `prune`.
+    if let Ok(f) = fs::File::options()
+        .write(true)
+        .open(cached.join("complete"))
+    {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+    prune(&cache_root(), &hash, 2);
+    prune(&target_dir().join("vm"), &hash, 0);
     // Linked (or copied) under the target directory too.
     let local = target_dir().join("vm").join(&hash);
     if !local.join("complete").exists() {
@@ -530,6 +539,32 @@ pub fn image() -> std::result::Result<Image, String> {
         }
     }
     Ok(Image { hash, dir: local })
+}
+
+/// Removes the images under `dir` (16-hex-digit names) but `current` and the `keep`
+/// most recently used others; base root file systems and test runs are left alone. A
+/// test still running from a removed image is unaffected: `target/vm` holds hard links.
+fn prune(dir: &Path, current: &str, keep: usize) {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut images: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.len() == 16 && name != current && name.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .map(|e| {
+            let used = fs::metadata(e.path().join("complete"))
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (used, e.path())
+        })
+        .collect();
+    images.sort_by_key(|(used, _)| std::cmp::Reverse(*used));
+    for (_, old) in images.into_iter().skip(keep) {
+        let _ = fs::remove_dir_all(old);
+    }
 }
 
 fn build_image(hash: &str, base: &Path, release: &Path, packaging: &Path, dest: &Path) -> Result {
@@ -1627,4 +1662,110 @@ fn power_loss(vm: &Vm, onboarding: Option<f64>) -> Check {
         ));
     }
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_from_one_line_sources() {
+        let text = "# comment\ndeb-src http://x/debian bookworm main\n\
+                    deb [arch=amd64 signed-by=/k.gpg] http://security.debian.org/debian-security bookworm-security main\n\
+                    deb [ arch=amd64 ] http://mirror.example/debian/ bookworm main contrib\n";
+        assert_eq!(
+            mirror_one_line(text).as_deref(),
+            Some("http://mirror.example/debian")
+        );
+        assert_eq!(mirror_one_line("deb http://x/debian trixie main\n"), None);
+    }
+
+    #[test]
+    fn mirror_from_deb822_sources() {
+        let text = "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n\n\
+                    Types: deb-src deb\nURIs: http://deb.example/debian/ http://other/debian\n\
+                    Suites: bookworm bookworm-updates\nComponents: main\n";
+        assert_eq!(
+            mirror_deb822(text).as_deref(),
+            Some("http://deb.example/debian")
+        );
+        assert_eq!(
+            mirror_deb822("Types: deb-src\nURIs: http://x\nSuites: bookworm\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn console_lines_lose_escapes_and_journal_times_parse() {
+        assert_eq!(
+            plain("[\u{1b}[0;32m  OK  \u{1b}[0m] Finished \u{1b}[0;1;39mx.service\u{1b}[0m.\r"),
+            "[  OK  ] Finished x.service."
+        );
+        assert_eq!(
+            mono_seconds("[   39.868431] ssr-vm integrity-handler[212]: line"),
+            Some(39.868431)
+        );
+        assert_eq!(mono_seconds("no time"), None);
+    }
+
+    fn boot_with(markers: &[(&str, &str)], console: &[&str]) -> Boot {
+        Boot {
+            markers: markers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            console: console.iter().map(|l| (1.0, l.to_string())).collect(),
+            ..Boot::default()
+        }
+    }
+
+    #[test]
+    fn another_tpm_check_fails_when_the_network_stays_open() {
+        let event =
+            "integrity-handler: Integrity event detected. A clean installation is required.";
+        let other = |peer: &str, host_ping| {
+            let mut b = boot_with(
+                &[
+                    (
+                        "emerg",
+                        &format!("[   10.0] h integrity-handler[1]: {event}"),
+                    ),
+                    (
+                        "emerg",
+                        &format!("[   40.5] h integrity-handler[2]: {event}"),
+                    ),
+                    (
+                        "emerg",
+                        &format!("[   71.0] h integrity-handler[3]: {event}"),
+                    ),
+                    ("ping_peer", peer),
+                    ("ping_lo", "ok"),
+                    ("nft", "present"),
+                ],
+                &[
+                    "Broadcast message from systemd-journald@ssr-vm (now):",
+                    event,
+                ],
+            );
+            b.host_ping = Some(host_ping);
+            b
+        };
+        let mut right = boot_with(
+            &[
+                ("unit", "active/exited result=success restarts=0"),
+                ("status", &format!("directory {PROTECTED}: unlocked")),
+                ("read", "t"),
+                ("ping_peer", "ok"),
+                ("ping_lo", "ok"),
+                ("nft", "absent"),
+            ],
+            &[],
+        );
+        right.host_ping = Some(true);
+        assert!(check_other_tpm(&other("fail", false), &right, "t").is_ok());
+        assert!(check_other_tpm(&other("ok", false), &right, "t").is_err());
+        assert!(check_other_tpm(&other("fail", true), &right, "t").is_err());
+        // The file must read back on the right TPM.
+        assert!(check_other_tpm(&other("fail", false), &right, "other").is_err());
+    }
 }

@@ -518,7 +518,20 @@ pub fn image() -> std::result::Result<Image, String> {
         let _ = f.set_modified(std::time::SystemTime::now());
     }
     prune(&cache_root(), &hash, 2);
-    prune(&target_dir().join("vm"), &hash, 0);
+    // Not while a test in this target directory may still boot an older image.
+    let vm_dir = target_dir().join("vm");
+    let running = fs::read_dir(&vm_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("run-")
+                .is_some_and(|pid| Path::new("/proc").join(pid).exists())
+        });
+    if !running {
+        prune(&vm_dir, &hash, 0);
+    }
     // Linked (or copied) under the target directory too.
     let local = target_dir().join("vm").join(&hash);
     if !local.join("complete").exists() {
@@ -543,7 +556,8 @@ pub fn image() -> std::result::Result<Image, String> {
 
 /// Removes the images under `dir` (16-hex-digit names) but `current` and the `keep`
 /// most recently used others; base root file systems and test runs are left alone. A
-/// test still running from a removed image is unaffected: `target/vm` holds hard links.
+/// test running from an image removed from the machine cache is unaffected: `target/vm`
+/// holds hard links.
 fn prune(dir: &Path, current: &str, keep: usize) {
     let Ok(rd) = fs::read_dir(dir) else {
         return;

@@ -10,6 +10,8 @@
 //! - `fuzz-smoke [SECONDS]`: build every fuzz target and run each for a few seconds,
 //!   starting from its seed corpus (`fuzz/corpus/<target>/`).
 //! - `fuzz-seeds`: regenerate those seed corpora with the project's own encoders.
+//! - `vm-image`, `vm-test`: the router in a KVM guest (see `vm.rs`); `ci` runs
+//!   `vm-test` when hardware KVM is usable.
 //!
 //! Plain std only, so it builds in seconds on a fresh machine.
 
@@ -19,6 +21,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 mod summary;
+mod vm;
 
 use summary::Summary;
 
@@ -54,6 +57,8 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("demo") => deps().and_then(|()| demo(&args[1..])),
         Some("fuzz-seeds") => fuzz_seeds(),
+        Some("vm-image") => vm::image_cmd(),
+        Some("vm-test") => vm::test(),
         Some("fuzz-smoke") => {
             let seconds = args.get(1).map_or(Ok(10), |s| {
                 s.parse()
@@ -61,7 +66,10 @@ fn main() -> ExitCode {
             });
             seconds.and_then(fuzz_smoke)
         }
-        _ => Err("usage: cargo xtask <deps|ci|demo|fuzz-smoke [SECONDS]|fuzz-seeds>".to_string()),
+        _ => Err(
+            "usage: cargo xtask <deps|ci|demo|fuzz-smoke [SECONDS]|fuzz-seeds|vm-image|vm-test>"
+                .to_string(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -212,6 +220,10 @@ fn ci_steps(run: &mut CiRun) -> Result {
         cargo().args(["bench", "--workspace", "--no-run"]),
     )?;
     fuzz_smoke_steps(10, &mut |name, cmd| run.step(name, cmd))?;
+    let start = Instant::now();
+    let vm = vm::ci();
+    run.summary.record("vm-test", start, vm.is_ok());
+    vm?;
     Ok(())
 }
 

@@ -1161,6 +1161,10 @@ impl Accel {
 /// Hardware KVM, or why not. `/dev/kvm` also exists where it is PVM (`kvm_pvm`, a
 /// shadow-paging hypervisor for nested sandboxes), under which a stock Debian kernel
 /// spends minutes in its decompressor: that is not usable KVM.
+fn is_pvm() -> bool {
+    Path::new("/dev/kvm").exists() && Path::new("/sys/module/kvm_pvm").exists()
+}
+
 fn kvm() -> std::result::Result<(), String> {
     if !Path::new("/dev/kvm").exists() {
         return Err("/dev/kvm does not exist: this machine cannot run KVM guests".into());
@@ -1175,13 +1179,23 @@ fn kvm() -> std::result::Result<(), String> {
     }
 }
 
-/// The accelerator: KVM when usable, emulation only when asked for (`SSR_VM_ACCEL`).
+/// The accelerator: KVM when usable; emulation when asked for (`SSR_VM_ACCEL=tcg`) or
+/// when `/dev/kvm` is PVM (a hypervisor without hardware virtualisation, under which a
+/// stock kernel does not boot), said in one line. No `/dev/kvm` at all is an error.
 fn accel() -> std::result::Result<Accel, String> {
     match env::var("SSR_VM_ACCEL").as_deref() {
         Ok("tcg") => Ok(Accel::Tcg),
-        Ok("kvm") | Err(_) => kvm()
+        Ok("kvm") => kvm()
             .map(|()| Accel::Kvm)
             .map_err(|e| format!("vm-test: {e}")),
+        Err(_) => match kvm() {
+            Ok(()) => Ok(Accel::Kvm),
+            Err(why) if is_pvm() => {
+                eprintln!("==> vm-test: {why}; running under emulation (TCG)");
+                Ok(Accel::Tcg)
+            }
+            Err(why) => Err(format!("vm-test: {why}")),
+        },
         Ok(other) => Err(format!(
             "vm-test: SSR_VM_ACCEL={other}: expected kvm or tcg"
         )),

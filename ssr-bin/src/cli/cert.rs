@@ -169,29 +169,36 @@ pub enum CertCmd {
     },
 }
 
+/// What `ssr crl fetch` and `ssr crl watch` share.
+#[derive(Debug, Args)]
+pub struct CrlArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// Add this CRL URL to the configuration (repeatable).
+    #[arg(long)]
+    url: Vec<String>,
+    /// Set `polling-interval` (hours).
+    #[arg(long)]
+    polling_hours: Option<u32>,
+    /// Set `backoff-interval` (seconds).
+    #[arg(long)]
+    backoff_secs: Option<u32>,
+    /// Per-fetch time limit (seconds).
+    #[arg(long, default_value_t = 30)]
+    timeout_secs: u64,
+    /// PEM bundle of the CAs that authenticate `https://` CRL distribution points
+    /// (their TLS servers; the CRLs themselves are checked against the installed
+    /// trusted CAs). Without it an `https://` point fails with a clear error.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CrlCmd {
     /// Fetch every configured CRL now, publish the master revoked list, update alarms.
     Fetch {
         #[command(flatten)]
-        store: StoreArg,
-        /// Add this CRL URL to the configuration (repeatable).
-        #[arg(long)]
-        url: Vec<String>,
-        /// Set `polling-interval` (hours).
-        #[arg(long)]
-        polling_hours: Option<u32>,
-        /// Set `backoff-interval` (seconds).
-        #[arg(long)]
-        backoff_secs: Option<u32>,
-        /// Per-fetch time limit (seconds).
-        #[arg(long, default_value_t = 30)]
-        timeout_secs: u64,
-        /// PEM bundle of the CAs that authenticate `https://` CRL distribution points
-        /// (their TLS servers; the CRLs themselves are checked against the installed
-        /// trusted CAs). Without it an `https://` point fails with a clear error.
-        #[arg(long, value_name = "PEM")]
-        tls_ca: Option<PathBuf>,
+        crl: CrlArgs,
     },
     /// Keep the CRLs fresh: a long-running CRL manager on the wall clock.
     ///
@@ -206,31 +213,14 @@ pub enum CrlCmd {
     /// ingested. The merged master list (`crl/master.json`), each CRL, the per-URL state
     /// with its next due time (`crl/status.json`) and the counters are replaced
     /// atomically after every fetch, so a restart (or a crash) continues the schedule,
-    /// the failure count and the alarms where they were. `https://` points are fetched over
-    /// TLS by the shared HTTP client, their servers authenticated by `--tls-ca`. Runs until stopped (`--once`: until the
-    /// fetches due now are done, for a systemd timer). URLs added to `crl/config.json`
-    /// while it runs are picked up within a minute. Packaged as
-    /// `packaging/systemd/crl-watch.service`.
+    /// the failure count and the alarms where they were. `https://` points are fetched
+    /// over TLS by the shared HTTP client, their servers authenticated by `--tls-ca`.
+    /// Runs until stopped (`--once`: until the fetches due now are done, for a systemd
+    /// timer). URLs added to `crl/config.json` while it runs are picked up within a
+    /// minute. Packaged as `packaging/systemd/crl-watch.service`.
     Watch {
         #[command(flatten)]
-        store: StoreArg,
-        /// Add this CRL URL to the configuration (repeatable).
-        #[arg(long)]
-        url: Vec<String>,
-        /// Set `polling-interval` (hours).
-        #[arg(long)]
-        polling_hours: Option<u32>,
-        /// Set `backoff-interval` (seconds).
-        #[arg(long)]
-        backoff_secs: Option<u32>,
-        /// Per-fetch time limit (seconds).
-        #[arg(long, default_value_t = 30)]
-        timeout_secs: u64,
-        /// PEM bundle of the CAs that authenticate `https://` CRL distribution points
-        /// (their TLS servers; the CRLs themselves are checked against the installed
-        /// trusted CAs). Without it an `https://` point fails with a clear error.
-        #[arg(long, value_name = "PEM")]
-        tls_ca: Option<PathBuf>,
+        crl: CrlArgs,
         /// Do the fetches due now, persist, and exit (for a systemd timer).
         #[arg(long)]
         once: bool,
@@ -896,44 +886,40 @@ fn watch(
     }
 }
 
-/// The shared HTTP client for CRL fetching; `tls_ca` (a PEM bundle) authenticates
-/// `https://` distribution points.
-fn crl_tls_client(tls_ca: Option<&Path>) -> Result<Client, Failure> {
-    let pem = tls_ca
-        .map(|p| {
-            std::fs::read(p).map_err(|e| Failure::usage(format!("--tls-ca {}: {e}", p.display())))
-        })
-        .transpose()?;
-    crl_client(pem, Vec::new()).map_err(|e| Failure::usage(format!("--tls-ca: {e}")))
+impl CrlArgs {
+    /// The store, the CRL settings with this command's changes saved, and the shared
+    /// HTTP client (`--tls-ca` authenticates `https://` distribution points).
+    fn open(&self) -> Result<(Store, CrlSettings, Client), Failure> {
+        let store = open_store(&self.store)?;
+        let settings = crl_settings_with(
+            &store,
+            self.url.clone(),
+            self.polling_hours,
+            self.backoff_secs,
+        )?;
+        let pem = self
+            .tls_ca
+            .as_deref()
+            .map(|p| {
+                std::fs::read(p)
+                    .map_err(|e| Failure::usage(format!("--tls-ca {}: {e}", p.display())))
+            })
+            .transpose()?;
+        let client =
+            crl_client(pem, Vec::new()).map_err(|e| Failure::usage(format!("--tls-ca: {e}")))?;
+        Ok((store, settings, client))
+    }
 }
 
 pub fn run_crl(cmd: CrlCmd) -> CmdResult {
     match cmd {
-        CrlCmd::Watch {
-            store,
-            url,
-            polling_hours,
-            backoff_secs,
-            timeout_secs,
-            tls_ca,
-            once,
-        } => {
-            let store = open_store(&store)?;
-            let settings = crl_settings_with(&store, url, polling_hours, backoff_secs)?;
-            let client = crl_tls_client(tls_ca.as_deref())?;
-            watch(&store, settings, &client, timeout_secs, once)
+        CrlCmd::Watch { crl, once } => {
+            let (store, settings, client) = crl.open()?;
+            watch(&store, settings, &client, crl.timeout_secs, once)
         }
-        CrlCmd::Fetch {
-            store,
-            url,
-            polling_hours,
-            backoff_secs,
-            timeout_secs,
-            tls_ca,
-        } => {
-            let store = open_store(&store)?;
-            let settings = crl_settings_with(&store, url, polling_hours, backoff_secs)?;
-            let client = crl_tls_client(tls_ca.as_deref())?;
+        CrlCmd::Fetch { crl } => {
+            let (store, settings, client) = crl.open()?;
+            let timeout_secs = crl.timeout_secs;
             let config = settings.to_config().map_err(Failure::usage)?;
             let timeout = u32::try_from(timeout_secs.clamp(1, 3600)).unwrap_or(30);
             let config = config

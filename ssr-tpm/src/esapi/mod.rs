@@ -672,12 +672,18 @@ impl EsapiTpm {
         result
     }
 
-    fn fek_key_template(&mut self, pcrs: PcrSelection) -> Result<Public, Error> {
-        let policy = if pcrs.is_empty() {
-            Digest::default()
+    /// The sealing keys' auth policy: empty (userWithAuth, empty auth) without PCRs,
+    /// else the PolicyPCR digest of the current values of `pcrs`.
+    fn auth_policy(&mut self, pcrs: PcrSelection) -> Result<Digest, Error> {
+        if pcrs.is_empty() {
+            Ok(Digest::default())
         } else {
-            self.pcr_policy_digest(pcrs)?
-        };
+            self.pcr_policy_digest(pcrs)
+        }
+    }
+
+    fn fek_key_template(&mut self, pcrs: PcrSelection) -> Result<Public, Error> {
+        let policy = self.auth_policy(pcrs)?;
         let attrs = tpm_bound_key_attributes()
             .with_user_with_auth(pcrs.is_empty())
             .with_decrypt(true)
@@ -838,11 +844,7 @@ impl EsapiTpm {
     /// The HMAC key template (keyed hash, HMAC-SHA-256, sign only, fixedTPM,
     /// fixedParent, sensitiveDataOrigin, noDA; the sealing key's auth policy).
     fn mac_key_template(&mut self, pcrs: PcrSelection) -> Result<Public, Error> {
-        let policy = if pcrs.is_empty() {
-            Digest::default()
-        } else {
-            self.pcr_policy_digest(pcrs)?
-        };
+        let policy = self.auth_policy(pcrs)?;
         let attrs = tpm_bound_key_attributes()
             .with_user_with_auth(pcrs.is_empty())
             .with_sign_encrypt(true)

@@ -130,11 +130,13 @@ fn installed(package: &str) -> bool {
 }
 
 fn deps() -> Result {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
+    apt_install("apt-get install", DEBIAN_PACKAGES)
+}
+
+/// Installs those of `packages` that are not installed yet (apt-get, as root); the
+/// install step is named `name`.
+fn apt_install(name: &str, packages: &[&str]) -> Result {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if !missing.is_empty() {
         if !is_root() {
             return Err(format!(
@@ -146,7 +148,7 @@ fn deps() -> Result {
             Command::new("apt-get").args(["update", "-qq"]),
         )?;
         step(
-            "apt-get install",
+            name,
             Command::new("apt-get")
                 .args(["install", "-y", "-qq", "--no-install-recommends"])
                 .args(&missing)

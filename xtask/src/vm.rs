@@ -29,7 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::{Result, cargo, installed, is_root, root, step};
+use super::{Result, apt_install, cargo, is_root, root, step};
 
 /// Host packages `vm-image` and `vm-test` need (installed by them, not by `deps`).
 const HOST_PACKAGES: &[&str] = &[
@@ -276,25 +276,7 @@ fn host_deps() -> Result {
     if !is_root() {
         return Err("vm-image / vm-test need root (debootstrap, KVM, network namespaces)".into());
     }
-    let missing: Vec<&str> = HOST_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
-    if !missing.is_empty() {
-        step(
-            "apt-get update",
-            Command::new("apt-get").args(["update", "-qq"]),
-        )?;
-        step(
-            "apt-get install (vm)",
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-    }
-    Ok(())
+    apt_install("apt-get install (vm)", HOST_PACKAGES)
 }
 
 /// The Debian mirror apt uses here for `SUITE` (`SSR_VM_MIRROR` overrides it).

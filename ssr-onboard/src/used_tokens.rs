@@ -213,7 +213,8 @@ fn pg_err(e: &postgres::Error) -> Error {
     }
 }
 
-/// Connects and creates the tables if they are missing.
+/// Connects and creates the tables (used tokens, onboarding records) if they are
+/// missing: one schema for every store a node opens.
 #[cfg(feature = "postgres")]
 fn pg_connect(params: &str) -> Result<postgres::Client, Error> {
     let mut client =
@@ -316,36 +317,13 @@ impl OnboardingRecords for PgOnboardingRecords {
 #[cfg(feature = "postgres")]
 impl PgUsedTokens {
     /// Connects with libpq-style `params` (`host=… port=… user=… dbname=…` or a
-    /// `postgresql://` URL) and creates the table if it is missing.
+    /// `postgresql://` URL) and creates the tables if they are missing.
     pub fn connect(params: &str) -> Result<Self, Error> {
-        let client = Self::open_client(params)?;
+        let client = pg_connect(params)?;
         Ok(Self {
             params: zeroize::Zeroizing::new(params.to_owned()),
             client,
         })
-    }
-
-    fn open_client(params: &str) -> Result<postgres::Client, Error> {
-        let mut client =
-            postgres::Client::connect(params, postgres::NoTls).map_err(|e| Error::Storage {
-                path: PG.into(),
-                reason: format!("cannot connect: {e}"),
-            })?;
-        // The advisory lock serialises nodes creating the table at the same time
-        // (a concurrent CREATE TABLE IF NOT EXISTS can fail on the catalog's index).
-        client
-            .batch_execute(
-                "BEGIN;
-                 SELECT pg_advisory_xact_lock(5389021);
-                 CREATE TABLE IF NOT EXISTS ssr_used_tokens (
-                     jti TEXT PRIMARY KEY,
-                     exp BIGINT NOT NULL,
-                     used_at TIMESTAMPTZ NOT NULL DEFAULT now()
-                 );
-                 COMMIT;",
-            )
-            .map_err(|e| pg_err(&e))?;
-        Ok(client)
     }
 
     /// Whether `jti` was used (by any node).
@@ -364,7 +342,7 @@ impl PgUsedTokens {
 
     fn reconnect_if_closed(&mut self) -> Result<(), Error> {
         if self.client.is_closed() {
-            self.client = Self::open_client(&self.params)?;
+            self.client = pg_connect(&self.params)?;
         }
         Ok(())
     }

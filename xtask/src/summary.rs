@@ -132,6 +132,13 @@ impl Summary {
                 t += &row(krate, tally, width);
             }
             t += &row("total", &total, width);
+            // The plain closing line log readers look for.
+            t += &format!(
+                "\ntests: {} passed, {} failed, {} skipped\n",
+                total.passed(),
+                total.failed + total.crashed,
+                total.skipped
+            );
         }
         t
     }
@@ -444,6 +451,10 @@ test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; fini
         assert_eq!(line("ssr-download"), "1 0 1 1");
         assert_eq!(line("ssr-pki"), "3 1+1crash 0 0");
         assert_eq!(line("total"), "4 1+1crash 2 1");
+        assert!(
+            table.ends_with("\ntests: 4 passed, 2 failed, 2 skipped\n"),
+            "{table}"
+        );
     }
 
     #[test]

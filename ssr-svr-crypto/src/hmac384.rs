@@ -552,15 +552,15 @@ fn compress_lanes<const N: usize>(state: &mut [Lane<N>; 8], blocks: [&[u8; BLOCK
     }
 }
 
-/// Which SHA-512 compression the known-answer hook runs ([`sha2_family`]).
+/// Which SHA-512 compression the known-answer hook runs (`sha2_family`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
-    /// RustCrypto `sha2`'s compression, as [`MacKey::tag`] (`open`) uses it.
+    /// RustCrypto `sha2`'s compression, as `MacKey::tag` (`open`) uses it.
     Single,
-    /// Our rounds with the producer between round groups ([`MacKey::tag_interleaved`],
+    /// Our rounds with the producer between round groups (`MacKey::tag_interleaved`,
     /// `seal`), the producer doing nothing here.
     Stitched,
-    /// Our eight-lane rounds ([`MacKey::tag_lanes`], `seal_batch`).
+    /// Our eight-lane rounds (`MacKey::tag_lanes`, `seal_batch`).
     Lanes,
 }
 

@@ -16,7 +16,7 @@
 //!   unpredictable without the key and needs no randomness on the packet path. `Kiv` is
 //!   a separate IV-encryption key derived beside the CBC and HMAC keys from the same
 //!   packet key material: `Kiv = HMAC-SHA-384(material, "svr cbc iv key v1")[..32]`
-//!   ([`iv_key`]), never the CBC key itself.
+//!   (`iv_key`), never the CBC key itself.
 //! * Sequence numbers start at 0 per key and never wrap: after `u64::MAX - 1` the sealer
 //!   refuses ([`Error::SequenceExhausted`]).
 //! * The receiver checks the sequence number against a [`ReplayWindow`] first (cheap

@@ -1,6 +1,7 @@
 //! Deterministic simulations of peers with a virtual clock over a lossy, reordering,
 //! duplicating network (quinn's `Pair` idea): no sleeps, every run replays exactly.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use p256::ecdsa::SigningKey;
@@ -63,7 +64,7 @@ struct World {
     next_data: Instant,
     data_open_failures: u64,
     data_replays: u64,
-    keys: Vec<SigningKey>,
+    keys: Vec<Arc<SigningKey>>,
     auth: StaticAuthenticator,
     cfgs: Vec<SecurityConfig>,
     incarnations: u64,
@@ -87,8 +88,12 @@ impl World {
         let n = cfgs.len();
         let start = Instant::now();
         let mut rng = StdRng::seed_from_u64(seed);
-        let keys: Vec<SigningKey> = (0..n)
-            .map(|_| <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng))
+        let keys: Vec<Arc<SigningKey>> = (0..n)
+            .map(|_| {
+                Arc::new(
+                    <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng),
+                )
+            })
             .collect();
         let mut auth = StaticAuthenticator::new();
         for (i, k) in keys.iter().enumerate() {
@@ -481,7 +486,7 @@ fn invalid_certificate_fail_soft_and_fail_hard() {
         let now = Instant::now();
         let me = LocalIdentity {
             cert_der: cert(0),
-            signing_key: ka,
+            signing_key: Arc::new(ka),
             common_name: cn(0),
         };
         let mut p = Peer::new(c, me, cn(1), auth, Duration::ZERO, now, 0);

@@ -990,10 +990,14 @@ impl<A: PeerAuthenticator> Peer<A> {
         let (st, hello) = match started {
             Ok(s) => s,
             Err(e) => {
-                // Nothing sent; tried again at the retransmit interval.
+                // Nothing sent; tried again at the retransmit interval (a rekey too:
+                // the current key stays in use meanwhile).
                 self.key_change_errors += 1;
                 self.events.push_back(PeerEvent::SigningFailed(e));
                 self.retransmit_at = Some(now + self.cfg.retransmit);
+                if self.peer_key.is_some() {
+                    self.rekey_at = Some(now + self.cfg.retransmit);
+                }
                 return;
             }
         };

@@ -426,7 +426,8 @@ fn svr(c: &mut Corpus) -> Result {
         (KexAlgorithm::EcdhP256, Suite::CbcHmacSha384),
         (KexAlgorithm::MlKem768EcdhP256, Suite::Aes256Gcm),
     ] {
-        let (_, msg) = Initiator::start(alg, &key, "router-west", "router-east", &nonce, &mut r);
+        let (_, msg) = Initiator::start(alg, &key, "router-west", "router-east", &nonce, &mut r)
+            .expect("a software key signs");
         controls.push((
             format!("hello-{}", alg.name()),
             Control::Hello { nonce, suite, msg },

@@ -4,6 +4,7 @@
 //! one router (all its state lost).
 
 use std::net::UdpSocket;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use p256::ecdsa::SigningKey;
@@ -100,7 +101,7 @@ fn pump(
 }
 
 /// A router's signing key and its certificate (DER).
-type Identity = (SigningKey, Vec<u8>);
+type Identity = (Arc<SigningKey>, Vec<u8>);
 
 /// A throwaway authority (a self-signed P-256 CA) and, for each of `names`, a fresh
 /// P-256 key with a certificate whose commonName is that name; the authenticator
@@ -124,7 +125,7 @@ fn authority(
         let key = KeyPair::generate()?;
         let cert = leaf.signed_by(&key, &issuer)?;
         routers.push((
-            SigningKey::from_pkcs8_der(&key.serialize_der())?,
+            Arc::new(SigningKey::from_pkcs8_der(&key.serialize_der())?),
             cert.der().to_vec(),
         ));
     }

@@ -16,6 +16,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use p256::ecdsa::SigningKey;
@@ -229,9 +230,13 @@ pub fn run(cfg: &ScaleConfig) -> Result<ScaleReport, Box<dyn std::error::Error>>
     let wall = Instant::now();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let n = cfg.peers;
-    let hub_key = <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng);
-    let keys: Vec<SigningKey> = (0..n)
-        .map(|_| <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng))
+    // One key per router, shared by all of its peer state machines.
+    let hub_key =
+        Arc::new(<SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng));
+    let keys: Vec<Arc<SigningKey>> = (0..n)
+        .map(|_| {
+            Arc::new(<SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng))
+        })
         .collect();
     let mut auth = StaticAuthenticator::new();
     auth.trust(HUB.as_bytes(), HUB, *hub_key.verifying_key());

@@ -2,7 +2,7 @@
 //! entry [`ROUTER_KEY_NAME`], is a [`RouterKey`]. Key creation, wrapping and signing are
 //! ssr-tpm's; this module only adapts the error type.
 
-use ssr_tpm::esapi::TpmKey;
+pub use ssr_tpm::esapi::TpmKey;
 pub use ssr_tpm::keystore::ROUTER_KEY_NAME;
 
 use crate::Error;

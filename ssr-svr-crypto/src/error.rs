@@ -77,6 +77,13 @@ pub enum Error {
         /// Offending value.
         value: u64,
     },
+    /// This router's key could not sign a key exchange message (a TPM-held key whose
+    /// TPM failed); nothing was sent.
+    #[error("the router key cannot sign: {reason}")]
+    Signer {
+        /// What the key's holder reported.
+        reason: String,
+    },
     /// The random number generator failed.
     #[error("random number generator failed")]
     Rng,

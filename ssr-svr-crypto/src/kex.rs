@@ -509,9 +509,28 @@ fn names_ctx(cn_i: &str, cn_r: &str, freshness: &[u8]) -> Vec<u8> {
     v
 }
 
-fn sign(key: &SigningKey, msg: &[u8]) -> Vec<u8> {
-    let sig: Signature = key.sign(msg);
-    sig.to_bytes().to_vec()
+/// What signs this router's key exchange messages (hello and reply): the private key
+/// of the certificate it sends its peers. ECDSA P-256 over SHA-256 of the message; the
+/// 64-byte `r || s` goes on the wire as it is.
+///
+/// Implemented for a software `p256::ecdsa::SigningKey` here and, with feature `pki`,
+/// for every `ssr_pki::keys::RouterKey` through [`crate::pki::RouterKeySigner`] (the
+/// TPM-held router key with ssr-pki's feature `tpm`, enabled here by feature `tpm`).
+pub trait KexSigner {
+    /// Signs `msg`: ECDSA P-256, SHA-256, `r || s`. An error (a TPM that does not
+    /// answer) fails the exchange being started or answered; nothing is sent.
+    fn sign_kex(&self, msg: &[u8]) -> Result<[u8; 64], Error>;
+}
+
+impl KexSigner for SigningKey {
+    fn sign_kex(&self, msg: &[u8]) -> Result<[u8; 64], Error> {
+        let sig: Signature = self.sign(msg);
+        Ok(sig.to_bytes().into())
+    }
+}
+
+fn sign(key: &(impl KexSigner + ?Sized), msg: &[u8]) -> Result<Vec<u8>, Error> {
+    Ok(key.sign_kex(msg)?.to_vec())
 }
 
 fn verify(key: &VerifyingKey, msg: &[u8], sig: &[u8]) -> Result<(), Error> {
@@ -563,15 +582,16 @@ impl core::fmt::Debug for Initiator {
 }
 
 impl Initiator {
-    /// Starts an exchange: returns the state and the signed hello.
+    /// Starts an exchange: returns the state and the signed hello. Fails only if
+    /// `my_key` cannot sign.
     pub fn start<R: CryptoRng>(
         alg: KexAlgorithm,
-        my_key: &SigningKey,
+        my_key: &(impl KexSigner + ?Sized),
         my_cn: &str,
         peer_cn: &str,
         freshness: &[u8],
         rng: &mut R,
-    ) -> (Self, KexMessage) {
+    ) -> Result<(Self, KexMessage), Error> {
         let (classical, share) = Classical::new(alg, rng);
         let (dk, kem) = if alg.hybrid() {
             let (dk, ek) = MlKem768::generate_keypair_from_rng(rng);
@@ -587,8 +607,8 @@ impl Initiator {
             signature: Vec::new(),
         };
         let ctx = names_ctx(my_cn, peer_cn, freshness);
-        hello.signature = sign(my_key, &hello.signed_part(b"svr-kex-hello", &ctx));
-        (
+        hello.signature = sign(my_key, &hello.signed_part(b"svr-kex-hello", &ctx))?;
+        Ok((
             Self {
                 hello: hello.clone(),
                 classical,
@@ -596,7 +616,7 @@ impl Initiator {
                 ctx,
             },
             hello,
-        )
+        ))
     }
 
     /// The hello sent.
@@ -649,7 +669,7 @@ fn full_transcript(th: &[u8], reply: &KexMessage) -> [u8; 48] {
 pub fn respond<R: CryptoRng>(
     hello: &KexMessage,
     peer: &AuthenticatedPeer,
-    my_key: &SigningKey,
+    my_key: &(impl KexSigner + ?Sized),
     my_cn: &str,
     freshness: &[u8],
     rng: &mut R,
@@ -684,7 +704,7 @@ pub fn respond<R: CryptoRng>(
         signature: Vec::new(),
     };
     let th = transcript_hash(hello, &ctx);
-    reply.signature = sign(my_key, &reply.signed_part(b"svr-kex-reply", &th));
+    reply.signature = sign(my_key, &reply.signed_part(b"svr-kex-reply", &th))?;
     let full = full_transcript(&th, &reply);
     let keys = combine(&[&dh, &kem_ss], hello.salt, reply.salt, &full);
     Ok((reply, keys))

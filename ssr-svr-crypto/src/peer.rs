@@ -43,15 +43,17 @@
 //! to a fresh epoch too.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hkdf::Hkdf;
-use p256::ecdsa::SigningKey;
 use rand_core::CryptoRng;
 use sha2::Sha384;
 
 use crate::Error;
-use crate::kex::{self, AuthenticatedPeer, KexAlgorithm, KexMessage, PeerAuthenticator, PeerKeys};
+use crate::kex::{
+    self, AuthenticatedPeer, KexAlgorithm, KexMessage, KexSigner, PeerAuthenticator, PeerKeys,
+};
 use crate::packet::{CbcHmacOpener, CbcHmacSealer, OpenStats, Opener, Sealer, Suite};
 use crate::secret::{PacketKeyMaterial, SecretBytes};
 use crate::tlv::Reader;
@@ -225,6 +227,9 @@ pub enum PeerEvent {
     UnableToAuthenticate(Error),
     /// The peering was removed (`fail-hard`).
     PeeringRemoved,
+    /// This router's key could not sign a hello or reply (`Error::Signer`): the
+    /// exchange is retried at the retransmit interval.
+    SigningFailed(Error),
 }
 
 /// `show peers security` for one peer.
@@ -273,8 +278,11 @@ pub struct PeerStatus {
 pub struct LocalIdentity {
     /// Certificate (DER) sent to peers.
     pub cert_der: Vec<u8>,
-    /// The certificate's private key.
-    pub signing_key: SigningKey,
+    /// The certificate's private key: a `p256::ecdsa::SigningKey`, or with feature
+    /// `pki` any `ssr_pki::keys::RouterKey` (the TPM-held router key) wrapped in
+    /// [`crate::pki::RouterKeySigner`]. Shared: all peers of a router sign with its one
+    /// key.
+    pub signing_key: Arc<dyn KexSigner + Send + Sync>,
     /// `peering-common-name`.
     pub common_name: String,
 }
@@ -971,14 +979,28 @@ impl<A: PeerAuthenticator> Peer<A> {
         let Some(nonce) = self.peer_nonce else {
             return; // The responder's KexRequest starts it.
         };
-        let (st, hello) = kex::Initiator::start(
+        let started = kex::Initiator::start(
             self.cfg.algorithm,
-            &self.me.signing_key,
+            &*self.me.signing_key,
             &self.me.common_name,
             &self.peer_cn,
             &freshness(&nonce, self.cfg.suite),
             rng,
         );
+        let (st, hello) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                // Nothing sent; tried again at the retransmit interval (a rekey too:
+                // the current key stays in use meanwhile).
+                self.key_change_errors += 1;
+                self.events.push_back(PeerEvent::SigningFailed(e));
+                self.retransmit_at = Some(now + self.cfg.retransmit);
+                if self.peer_key.is_some() {
+                    self.rekey_at = Some(now + self.cfg.retransmit);
+                }
+                return;
+            }
+        };
         self.local_salt = hello.salt;
         let suite = self.cfg.suite;
         self.outbox.push_back(
@@ -1199,11 +1221,16 @@ impl<A: PeerAuthenticator> Peer<A> {
                 let (reply, keys) = kex::respond(
                     &hello,
                     &peer,
-                    &self.me.signing_key,
+                    &*self.me.signing_key,
                     &self.me.common_name,
                     &freshness(&nonce, suite),
                     rng,
-                )?;
+                )
+                .inspect_err(|e| {
+                    if matches!(e, Error::Signer { .. }) {
+                        self.events.push_back(PeerEvent::SigningFailed(e.clone()));
+                    }
+                })?;
                 self.peer_salt = hello.salt;
                 self.local_salt = reply.salt;
                 self.outbox

@@ -1,5 +1,6 @@
 //! Peer certificates validated by ssr-pki (feature `pki`): [`PkiAuthenticator`], the
-//! [`PeerAuthenticator`] a router runs with.
+//! [`PeerAuthenticator`] a router runs with; and [`RouterKeySigner`], the router key
+//! (software or, with feature `tpm`, TPM-held) signing this router's key exchange.
 //!
 //! A peer sends its certificate alone; the chain is completed from the intermediates
 //! and trust anchors this router holds (all routers of an authority share one
@@ -24,10 +25,11 @@ use std::sync::{Mutex, PoisonError};
 use p256::ecdsa::VerifyingKey;
 use p256::pkcs8::DecodePublicKey;
 use ssr_pki::audit::{Counter, Counters};
+use ssr_pki::keys::RouterKey;
 use ssr_pki::{Certificate, ChainOptions, Crl, KeyAlgorithm, verify_chain};
 
 use crate::Error;
-use crate::kex::{AuthenticatedPeer, PeerAuthenticator};
+use crate::kex::{AuthenticatedPeer, KexSigner, PeerAuthenticator};
 
 /// Validates peer certificates against this router's trust anchors (and, with
 /// `peer-validation`, its CRLs).
@@ -122,5 +124,46 @@ impl PeerAuthenticator for PkiAuthenticator {
             common_name,
             public_key,
         })
+    }
+}
+
+/// The router key (`ssr_pki::keys::RouterKey`: the software key, or with feature `tpm`
+/// the TPM-held key store entry `router`) as the signer of this router's key exchange
+/// messages: the key that signed the router's CSR and its onboarding proof signs its
+/// SVR hellos and replies too.
+///
+/// ```
+/// use std::sync::Arc;
+/// use ssr_pki::keys::PrivateKey;
+/// use ssr_svr_crypto::kex::KexSigner;
+/// use ssr_svr_crypto::pki::RouterKeySigner;
+/// let key = PrivateKey::generate(&mut ssr_testkit::TestRng(1));
+/// let signer: Arc<dyn KexSigner + Send + Sync> = Arc::new(RouterKeySigner::new(key));
+/// assert_eq!(signer.sign_kex(b"hello").unwrap().len(), 64);
+/// ```
+#[derive(Debug)]
+pub struct RouterKeySigner<K>(K);
+
+impl<K: RouterKey> RouterKeySigner<K> {
+    /// Signs key exchange messages with `key`.
+    pub fn new(key: K) -> Self {
+        Self(key)
+    }
+
+    /// The router key.
+    pub fn key(&self) -> &K {
+        &self.0
+    }
+}
+
+impl<K: RouterKey> KexSigner for RouterKeySigner<K> {
+    /// The signature is checked against the key's own public key before it is used
+    /// (`ssr_pki::keys::sign_checked`), so a faulty holder is an [`Error::Signer`] here,
+    /// not a hello the peer refuses.
+    fn sign_kex(&self, msg: &[u8]) -> Result<[u8; 64], Error> {
+        let (_, sig) = ssr_pki::keys::sign_checked(&self.0, msg).map_err(|e| Error::Signer {
+            reason: format!("{} key: {e}", self.0.holder()),
+        })?;
+        Ok(sig.to_bytes().into())
     }
 }

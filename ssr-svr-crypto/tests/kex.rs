@@ -285,7 +285,9 @@ fn authenticated_exchange_every_algorithm() {
         KexAlgorithm::MlKem768Ffdh4096,
     ] {
         let (st, hello) =
-            kex::Initiator::start(alg, &ska, "router-a", "router-b", b"nonce-1", &mut rng);
+            kex::Initiator::start(alg, &ska, "router-a", "router-b", b"nonce-1", &mut rng).unwrap();
+        // The signature on the wire: ECDSA P-256 `r || s`.
+        assert_eq!(hello.signature.len(), 64);
         // Wire round trip.
         let hello = kex::KexMessage::decode(&hello.encode()).unwrap();
         let (reply, kb) = kex::respond(&hello, &a, &skb, "router-b", b"nonce-1", &mut rng).unwrap();
@@ -325,6 +327,35 @@ fn authenticated_exchange_every_algorithm() {
         longer.push(0);
         assert!(kex::KexMessage::decode(&longer).is_err());
     }
+}
+
+/// A router key whose holder fails (a TPM that does not answer).
+struct DeadKey;
+
+impl kex::KexSigner for DeadKey {
+    fn sign_kex(&self, _msg: &[u8]) -> Result<[u8; 64], Error> {
+        Err(Error::Signer {
+            reason: "tpm key: no answer".into(),
+        })
+    }
+}
+
+#[test]
+fn a_key_that_cannot_sign_fails_the_exchange_with_a_signer_error() {
+    let (ska, a) = ident(20, "router-a");
+    let mut rng = StdRng::seed_from_u64(21);
+    let alg = KexAlgorithm::EcdhP256;
+    let Err(e) = kex::Initiator::start(alg, &DeadKey, "router-a", "router-b", b"n", &mut rng)
+    else {
+        panic!("no hello without a signature");
+    };
+    assert!(matches!(e, Error::Signer { .. }), "{e:?}");
+    let (_, hello) =
+        kex::Initiator::start(alg, &ska, "router-a", "router-b", b"n", &mut rng).unwrap();
+    let Err(e) = kex::respond(&hello, &a, &DeadKey, "router-b", b"n", &mut rng) else {
+        panic!("no reply without a signature");
+    };
+    assert!(e.to_string().contains("no answer"), "{e}");
 }
 
 #[test]

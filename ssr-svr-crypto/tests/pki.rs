@@ -3,6 +3,7 @@
 //! that authenticate each other with them.
 #![cfg(feature = "pki")]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use p256::ecdsa::SigningKey;
@@ -146,7 +147,7 @@ fn peering<'a>(
             cfg.clone(),
             LocalIdentity {
                 cert_der: cert.der().to_vec(),
-                signing_key: key,
+                signing_key: Arc::new(key),
                 common_name: me.into(),
             },
             them,

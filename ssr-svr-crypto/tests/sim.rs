@@ -1,12 +1,14 @@
 //! Deterministic simulations of peers with a virtual clock over a lossy, reordering,
 //! duplicating network (quinn's `Pair` idea): no sleeps, every run replays exactly.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use p256::ecdsa::SigningKey;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use ssr_svr_crypto::kex::{KexAlgorithm, StaticAuthenticator};
+use ssr_svr_crypto::kex::{KexAlgorithm, KexSigner, StaticAuthenticator};
 use ssr_svr_crypto::packet::{CbcHmacOpener, Suite, gcm_sealed_len, sealed_len};
 use ssr_svr_crypto::peer::{
     FailMode, KeyManager, LocalIdentity, Peer, PeerEvent, RekeyInterval, SecurityConfig,
@@ -63,7 +65,7 @@ struct World {
     next_data: Instant,
     data_open_failures: u64,
     data_replays: u64,
-    keys: Vec<SigningKey>,
+    keys: Vec<Arc<SigningKey>>,
     auth: StaticAuthenticator,
     cfgs: Vec<SecurityConfig>,
     incarnations: u64,
@@ -87,8 +89,12 @@ impl World {
         let n = cfgs.len();
         let start = Instant::now();
         let mut rng = StdRng::seed_from_u64(seed);
-        let keys: Vec<SigningKey> = (0..n)
-            .map(|_| <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng))
+        let keys: Vec<Arc<SigningKey>> = (0..n)
+            .map(|_| {
+                Arc::new(
+                    <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng),
+                )
+            })
             .collect();
         let mut auth = StaticAuthenticator::new();
         for (i, k) in keys.iter().enumerate() {
@@ -481,7 +487,7 @@ fn invalid_certificate_fail_soft_and_fail_hard() {
         let now = Instant::now();
         let me = LocalIdentity {
             cert_der: cert(0),
-            signing_key: ka,
+            signing_key: Arc::new(ka),
             common_name: cn(0),
         };
         let mut p = Peer::new(c, me, cn(1), auth, Duration::ZERO, now, 0);
@@ -1036,4 +1042,129 @@ fn a_packet_of_the_previous_epoch_opens_during_the_overlap_and_not_after() {
     w.run_for(Duration::from_secs(31));
     let now = w.now;
     assert!(w.peer_mut(1, 0).open_data(&old_b, &mut out, now).is_err());
+}
+
+/// A router key whose holder can stop answering (a TPM gone) and come back.
+struct SwitchableKey {
+    key: SigningKey,
+    up: AtomicBool,
+}
+
+impl KexSigner for SwitchableKey {
+    fn sign_kex(&self, msg: &[u8]) -> Result<[u8; 64], ssr_svr_crypto::Error> {
+        if self.up.load(Ordering::SeqCst) {
+            self.key.sign_kex(msg)
+        } else {
+            Err(ssr_svr_crypto::Error::Signer {
+                reason: "tpm key: no answer".into(),
+            })
+        }
+    }
+}
+
+#[test]
+fn a_key_that_cannot_sign_is_reported_and_the_first_exchange_and_rekeys_are_retried() {
+    let cfg = SecurityConfig::new(
+        KexAlgorithm::EcdhP256,
+        RekeyInterval::hours(1).unwrap(),
+        RekeyInterval::NEVER,
+        5,
+        60,
+        FailMode::FailSoft,
+    )
+    .unwrap();
+    let mut rng = StdRng::seed_from_u64(61);
+    let ka = Arc::new(SwitchableKey {
+        key: <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng),
+        up: AtomicBool::new(false),
+    });
+    let kb = <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng);
+    let mut auth = StaticAuthenticator::new();
+    auth.trust(&cert(0), &cn(0), *ka.key.verifying_key());
+    auth.trust(&cert(1), &cn(1), *kb.verifying_key());
+    let mut now = Instant::now();
+    let km = KeyManager::new(&mut rng, now);
+    // router-00 < router-01: a is the initiator, its hellos need its key.
+    let mut a = Peer::new(
+        cfg.clone(),
+        LocalIdentity {
+            cert_der: cert(0),
+            signing_key: ka.clone(),
+            common_name: cn(0),
+        },
+        cn(1),
+        &auth,
+        Duration::ZERO,
+        now,
+        0,
+    );
+    let mut b = Peer::new(
+        cfg,
+        LocalIdentity {
+            cert_der: cert(1),
+            signing_key: Arc::new(kb),
+            common_name: cn(1),
+        },
+        cn(0),
+        &auth,
+        Duration::ZERO,
+        now,
+        0,
+    );
+    a.handle_local_metadata_key(&km, now);
+    b.handle_local_metadata_key(&km, now);
+    let step = |a: &mut Peer<&StaticAuthenticator>,
+                b: &mut Peer<&StaticAuthenticator>,
+                now: Instant,
+                rng: &mut StdRng| {
+        a.handle_timeout(now, rng);
+        b.handle_timeout(now, rng);
+        for _ in 0..20 {
+            let mut quiet = true;
+            while let Some(m) = a.poll_transmit() {
+                quiet = false;
+                let _ = b.handle_control(&m, now, rng);
+            }
+            while let Some(m) = b.poll_transmit() {
+                quiet = false;
+                let _ = a.handle_control(&m, now, rng);
+            }
+            if quiet {
+                break;
+            }
+        }
+        std::iter::from_fn(|| a.poll_event())
+            .filter(|e| matches!(e, PeerEvent::SigningFailed(_)))
+            .count()
+    };
+    // The key cannot sign: no hello, the failure reported; no key on either side.
+    assert!(step(&mut a, &mut b, now, &mut rng) >= 1);
+    assert_ne!(a.state(), SecurityState::MkeyExchComp);
+    assert_ne!(b.state(), SecurityState::MkeyExchComp);
+    assert!(a.status().key_change_errors >= 1);
+    // It answers again: the exchange is retried at the retransmit interval.
+    ka.up.store(true, Ordering::SeqCst);
+    now += Duration::from_secs(5);
+    assert_eq!(step(&mut a, &mut b, now, &mut rng), 0);
+    assert_eq!(a.state(), SecurityState::MkeyExchComp);
+    assert_eq!(b.state(), SecurityState::MkeyExchComp);
+    let rekeys = a.status().peer_rekey_count;
+    // Down over the hourly rekey: the old key stays in service, each attempt reported.
+    ka.up.store(false, Ordering::SeqCst);
+    let mut failed = 0;
+    for _ in 0..90 {
+        now += Duration::from_secs(60);
+        failed += step(&mut a, &mut b, now, &mut rng);
+        assert_eq!(a.state(), SecurityState::MkeyExchComp);
+    }
+    assert!(failed >= 2, "{failed}");
+    assert_eq!(a.status().peer_rekey_count, rekeys);
+    // Back: the rekey is retried and happens.
+    ka.up.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        now += Duration::from_secs(5);
+        step(&mut a, &mut b, now, &mut rng);
+    }
+    assert!(a.status().peer_rekey_count > rekeys);
+    assert_eq!(b.state(), SecurityState::MkeyExchComp);
 }

@@ -141,6 +141,25 @@ impl TestPki {
             .pem()
     }
 
+    /// A leaf like [`TestPki::issue_leaf`] for a P-256 public key held elsewhere (a
+    /// TPM): `sec1_point` is the uncompressed point (`04 | x | y`, 65 bytes).
+    pub fn issue_leaf_for_p256_point(
+        &self,
+        cn: &str,
+        serial: u64,
+        sec1_point: &[u8],
+        (from, to): (i32, i32),
+    ) -> String {
+        assert!(
+            sec1_point.len() == 65 && sec1_point[0] == 4,
+            "an uncompressed P-256 point"
+        );
+        leaf_params(cn, serial, (from, to))
+            .signed_by(&P256Point(sec1_point), &self.intermediate)
+            .expect("leaf")
+            .pem()
+    }
+
     /// A CRL signed by the root revoking `serials`, PEM.
     pub fn root_crl(&self, serials: &[u64]) -> String {
         crl(&self.root, serials)
@@ -155,6 +174,19 @@ impl TestPki {
     /// (year, month, day) instead of 2023-01-01.
     pub fn intermediate_crl_issued(&self, (year, month, day): (i32, u8, u8)) -> String {
         crl_issued(&self.intermediate, &[], (year, month, day))
+    }
+}
+
+/// A P-256 public key given by its point, for rcgen to put in a certificate.
+struct P256Point<'a>(&'a [u8]);
+
+impl rcgen::PublicKeyData for P256Point<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        self.0
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
     }
 }
 

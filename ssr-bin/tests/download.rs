@@ -2,7 +2,8 @@
 //! configuration, an unknown version, a process killed mid-download that resumes
 //! without fetching completed chunks again, manifests signed by `ssr download
 //! sign-manifest` with a key made by `openssl` (and the signature checked by
-//! `openssl dgst`), tampered / unsigned manifests refused, an untrusted HTTPS source.
+//! `openssl dgst`), tampered / unsigned manifests refused, an untrusted HTTPS source,
+//! progress fsynced every 2 s (strace) and the progress bar on a terminal (script).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -512,4 +513,87 @@ fn a_restarted_process_keeps_the_deadline_and_the_attempt_count() {
     assert!(t.elapsed() < Duration::from_secs(20));
     // A download that ended leaves no clock: the next run gets a new deadline.
     assert!(!clock.exists());
+}
+
+/// A download of twelve chunks from a source that takes 250 ms per chunk, one request
+/// at a time, with `cmd` wrapped as the caller needs (strace, a terminal).
+fn slow_download(dir: &Path, wrap: impl FnOnce(Command) -> Command) -> std::process::Output {
+    let data = image(12 * CHUNK as usize);
+    let release = Release::new();
+    let s = server(&data, &release);
+    s.set_faults(|r, _| is_image(r).then_some(Fault::Stall(Duration::from_millis(250))));
+    let cfg = config(
+        dir,
+        &format!(
+            "access-mode = \"conductor-only\"\n[transfer]\nparallel = 1\n[health]\nmin-rate = 0\n{}",
+            sources(&release, &[("conductor-1", &s)])
+        ),
+    );
+    let dest = dir.join("out");
+    let out = wrap(ssr(&cfg, &dest, VERSION)).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(dest.join(FILE)).unwrap(), data);
+    out
+}
+
+/// The partial file and its journal are fdatasync'ed while the download runs (every
+/// 2 s here: 768 KiB is far below the 64 MiB trigger), not after every chunk: counted
+/// by strace on the real process.
+#[test]
+fn a_long_download_syncs_its_progress_every_two_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("strace.log");
+    let started = Instant::now();
+    slow_download(dir.path(), |cmd| {
+        let mut s = Command::new("strace");
+        s.args(["-f", "-e", "trace=fdatasync", "-o"])
+            .arg(&log)
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        s
+    });
+    let took = started.elapsed();
+    let syncs = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("fdatasync("))
+        .count();
+    // One image + one journal sync per 2 s that passed (12 x 250 ms = 3 s or more).
+    let intervals = (took.as_secs_f64() / 2.0).floor() as usize;
+    assert!(
+        (2..=2 * intervals.max(1)).contains(&syncs),
+        "{syncs} fdatasync calls in {took:?}:\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}
+
+/// On a terminal the progress is an indicatif bar: bytes, rate, ETA and the source.
+#[test]
+fn a_terminal_shows_a_progress_bar_with_rate_eta_and_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = slow_download(dir.path(), |cmd| {
+        // script(1) gives the process a pseudo-terminal as stdin, stdout and stderr.
+        let line = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| format!("'{}'", a.to_str().unwrap()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut s = Command::new("script");
+        s.args(["-qfec", &line, "/dev/null"]).env("TERM", "xterm");
+        s
+    });
+    let shown = String::from_utf8_lossy(&out.stdout);
+    for want in ["[#", "KiB/", "MiB/s", "ETA ", "via conductor-1", "sha256:"] {
+        assert!(shown.contains(want), "{want:?} not in {shown:?}");
+    }
+    // Without a terminal (the other tests) there is no bar.
+    let plain_dir = dir.path().join("plain");
+    std::fs::create_dir(&plain_dir).unwrap();
+    let plain = slow_download(&plain_dir, |c| c);
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("[#"));
 }

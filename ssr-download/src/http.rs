@@ -146,6 +146,34 @@ pub const SYNC_BYTES: u64 = 64 << 20;
 /// most that much progress (the journal is re-verified against the file on restart).
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Bytes written to the partial file since its last fsync, and when that was.
+#[derive(Debug)]
+struct Unsynced {
+    bytes: u64,
+    since: Instant,
+}
+
+impl Unsynced {
+    fn new(now: Instant) -> Self {
+        Unsynced {
+            bytes: 0,
+            since: now,
+        }
+    }
+
+    /// Records `n` bytes written at `now`; true when the file and journal are to be
+    /// fsynced now ([`SYNC_BYTES`] written or [`SYNC_INTERVAL`] passed since the last
+    /// sync), which restarts the count.
+    fn wrote(&mut self, n: u64, now: Instant) -> bool {
+        self.bytes += n;
+        let due = self.bytes >= SYNC_BYTES || now.duration_since(self.since) >= SYNC_INTERVAL;
+        if due {
+            *self = Unsynced::new(now);
+        }
+        due
+    }
+}
+
 /// Downloads `version` with the sources and settings of `config` into `dest`,
 /// reporting to `observer`. Blocks until the file is verified or the download failed
 /// (after its retries and timeout).
@@ -243,7 +271,7 @@ pub fn download_with(
         image: None,
         hasher: FileHasher::default(),
         whole_file: options.whole_file_sha256,
-        unsynced: (0, Instant::now()),
+        unsynced: Unsynced::new(Instant::now()),
     };
     if let Some(m) = dl.manifest().cloned() {
         driver.open_image(&m, false)?;
@@ -854,8 +882,8 @@ struct Driver {
     hasher: FileHasher,
     /// Hash the whole file too ([`Options::whole_file_sha256`]).
     whole_file: bool,
-    /// Bytes written since the last fsync, and when it was.
-    unsynced: (u64, Instant),
+    /// What was written since the last fsync.
+    unsynced: Unsynced,
 }
 
 impl std::fmt::Debug for Driver {
@@ -1049,13 +1077,11 @@ impl Driver {
         journal
             .write_all(&index.to_le_bytes())
             .map_err(io_map("journal", &self.state.journal_path()))?;
-        self.unsynced.0 += bytes.len() as u64;
-        if self.unsynced.0 >= SYNC_BYTES || self.unsynced.1.elapsed() >= SYNC_INTERVAL {
+        if self.unsynced.wrote(bytes.len() as u64, Instant::now()) {
             image.sync_data().map_err(io_map("sync", &path))?;
             journal
                 .sync_data()
                 .map_err(io_map("sync", &self.state.journal_path()))?;
-            self.unsynced = (0, Instant::now());
         }
         if !self.whole_file {
             return Ok(());
@@ -1110,5 +1136,32 @@ impl Driver {
             .map_err(io_map("sync", &self.state.dest))?;
         let _ = fs::remove_dir_all(&self.state.dir);
         Ok(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_partial_file_is_synced_every_64_mib_or_2_s_whichever_comes_first() {
+        let t0 = Instant::now();
+        let mut u = Unsynced::new(t0);
+        let chunk = 4 << 20;
+        // 15 chunks of 4 MiB within a second: 60 MiB, no sync; the 16th reaches 64 MiB.
+        for i in 1..=15 {
+            assert!(
+                !u.wrote(chunk, t0 + Duration::from_millis(i * 60)),
+                "chunk {i}"
+            );
+        }
+        assert!(u.wrote(chunk, t0 + Duration::from_secs(1)));
+        // The count restarted at that sync: a small write 1.9 s later is not due, one
+        // 2 s after the sync is.
+        let synced = t0 + Duration::from_secs(1);
+        assert!(!u.wrote(1, synced + Duration::from_millis(1900)));
+        assert!(u.wrote(1, synced + SYNC_INTERVAL));
+        // And again 64 MiB in one write.
+        assert!(u.wrote(SYNC_BYTES, synced + SYNC_INTERVAL));
     }
 }

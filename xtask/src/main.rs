@@ -43,6 +43,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "postgresql",
     "clang",
     "iputils-ping",
+    // ssr-bin tests: strace counts the download's fdatasync calls; script(1) gives it a terminal.
+    "strace",
+    "bsdutils",
     // The download bench: nginx (sendfile) serves, aria2c is the downloader compared.
     "nginx",
     "aria2",

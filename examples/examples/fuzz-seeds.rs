@@ -488,6 +488,60 @@ fn svr(c: &mut Corpus) -> Result {
             |b| !b.is_empty(),
         )?;
     }
+    svr_ha(c, &key)
+}
+
+/// Seeds for the HA imports: a key manager's export, and peer exports in the format
+/// `Peer::export_ha` documents (a fresh peer's, and one with a sending key and a
+/// receiving key with one epoch), each accepted by `Peer::import_ha`.
+fn svr_ha(c: &mut Corpus, key: &p256::ecdsa::SigningKey) -> Result {
+    use ssr_svr_crypto::kex::StaticAuthenticator;
+    use ssr_svr_crypto::peer::{KeyManager, LocalIdentity, Peer, SecurityConfig};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let mut r = rng();
+    let now = Instant::now();
+    let km = KeyManager::new(&mut r, now);
+    c.seed(
+        "ssr_svr_crypto_ha_import",
+        "key-manager",
+        km.export_ha().secret_bytes(),
+        |b| KeyManager::import_ha(b, now).is_ok(),
+    )?;
+    let peer = || {
+        Peer::new(
+            SecurityConfig::default(),
+            LocalIdentity {
+                cert_der: vec![0x30, 0x00],
+                signing_key: Arc::new(key.clone()),
+                common_name: "router-east".into(),
+            },
+            "router-west",
+            StaticAuthenticator::new(),
+            Duration::ZERO,
+            now,
+            1_700_000_000,
+        )
+    };
+    let fresh = peer().export_ha(now).secret_bytes().to_vec();
+    let mut keyed = vec![1u8, 1];
+    keyed.extend_from_slice(&2u32.to_be_bytes());
+    keyed.extend_from_slice(&[0x11; 80]);
+    keyed.push(1);
+    keyed.extend_from_slice(&3u32.to_be_bytes());
+    keyed.extend_from_slice(&[0x22; 80]);
+    keyed.extend_from_slice(&u32::MAX.to_be_bytes());
+    keyed.extend_from_slice(&0u32.to_be_bytes());
+    keyed.push(1);
+    keyed.extend_from_slice(&0x6000_0000_0102_0304u64.to_be_bytes());
+    keyed.push(1);
+    keyed.extend_from_slice(&1000u64.to_be_bytes());
+    keyed.extend_from_slice(&u32::MAX.to_be_bytes());
+    for (name, bytes) in [("peer-fresh", fresh), ("peer-keyed", keyed)] {
+        c.seed("ssr_svr_crypto_ha_import", name, &bytes, |b| {
+            peer().import_ha(b, now, &mut rng()).is_ok()
+        })?;
+    }
     Ok(())
 }
 

@@ -211,21 +211,15 @@ fn bar(p: &Progress, sources: &[SourceConfig]) -> String {
         .done_bytes
         .saturating_mul(30)
         .checked_div(total)
-        .unwrap_or(0) as usize;
-    let via = p
-        .source
-        .and_then(|s| sources.get(s.0))
-        .map_or(String::new(), |s| format!(" via {}", s.kind));
-    let eta = p
-        .eta
-        .map_or(String::new(), |e| format!(" ETA {}s", e.as_secs()));
+        .unwrap_or(0)
+        .min(30) as usize;
     format!(
-        "[{}{}] {:.1}/{:.1} MiB {:.1} MiB/s{eta}{via}",
-        "#".repeat(filled.min(30)),
-        ".".repeat(30 - filled.min(30)),
+        "[{}{}] {:.1}/{:.1} MiB {}",
+        "#".repeat(filled),
+        ".".repeat(30 - filled),
         mib(p.done_bytes),
         mib(total),
-        mib(p.bytes_per_sec),
+        rate_eta_via(p, sources),
     )
 }
 

@@ -137,28 +137,42 @@ fn deps() -> Result {
 }
 
 /// Installs those of `packages` that are not installed yet (apt-get, as root); the
-/// install step is named `name`.
+/// install step is named `name`. Checks again afterwards: installing one package can
+/// remove another (a machine with a backported `qemu-utils` loses it when Debian's
+/// `qemu-system-x86` comes in), so what went missing is installed in a second pass, and
+/// anything still missing then is an error.
 fn apt_install(name: &str, packages: &[&str]) -> Result {
-    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
-    if !missing.is_empty() {
+    let missing = || -> Vec<&str> { packages.iter().copied().filter(|p| !installed(p)).collect() };
+    for pass in 0..2 {
+        let now_missing = missing();
+        if now_missing.is_empty() {
+            return Ok(());
+        }
         if !is_root() {
             return Err(format!(
-                "missing Debian packages {missing:?}: run as root (or apt-get install them)"
+                "missing Debian packages {now_missing:?}: run as root (or apt-get install them)"
             ));
         }
-        step(
-            "apt-get update",
-            Command::new("apt-get").args(["update", "-qq"]),
-        )?;
+        if pass == 0 {
+            step(
+                "apt-get update",
+                Command::new("apt-get").args(["update", "-qq"]),
+            )?;
+        }
         step(
             name,
             Command::new("apt-get")
                 .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(&missing)
+                .args(&now_missing)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
     }
-    Ok(())
+    match missing()[..] {
+        [] => Ok(()),
+        ref still => Err(format!(
+            "{name}: Debian packages {still:?} are still not installed after two apt-get passes"
+        )),
+    }
 }
 
 fn ensure_cargo_fuzz() -> Result {

@@ -135,7 +135,17 @@ impl Pki {
 
     /// A CRL of the issuing CA listing `serials`.
     fn crl(&self, serials: &[u64]) -> Vec<u8> {
-        let params = CertificateRevocationListParams {
+        Self::crl_of(&self.ica_params, &self.ica_key, serials)
+    }
+
+    /// A CRL of the root CA listing `serials`.
+    fn root_crl(&self, serials: &[u64]) -> Vec<u8> {
+        Self::crl_of(&self.root_params, &self.root_key, serials)
+    }
+
+    /// A CRL signed by the CA of `params` and `key`, listing `serials`.
+    fn crl_of(params: &CertificateParams, key: &KeyPair, serials: &[u64]) -> Vec<u8> {
+        let crl_params = CertificateRevocationListParams {
             this_update: date_time_ymd(2026, 1, 1),
             next_update: date_time_ymd(2036, 1, 1),
             crl_number: SerialNumber::from(1u64),
@@ -151,8 +161,8 @@ impl Pki {
                 .collect(),
             key_identifier_method: KeyIdMethod::Sha256,
         };
-        params
-            .signed_by(&Issuer::from_params(&self.ica_params, &self.ica_key))
+        crl_params
+            .signed_by(&Issuer::from_params(params, key))
             .unwrap()
             .der()
             .to_vec()
@@ -378,6 +388,29 @@ fn provisioning_import_show_verify_and_crls() {
         1,
         "revoked",
     );
+    // --require-crl: every certificate of the path needs a CRL of its issuer: none,
+    // then only the issuing CA's (the issuing CA itself is not covered), then both.
+    std::fs::write(dir.join("ica.crl"), pki.crl(&[])).unwrap();
+    std::fs::write(dir.join("root.crl"), pki.root_crl(&[])).unwrap();
+    for crls in [&[][..], &["--crl", &path("ica.crl")]] {
+        let args = [&["--require-crl"][..], crls].concat();
+        fails(
+            cert_verify(&path("bundle.pem"), &args, &path("router.pem")),
+            1,
+            "revocation status unknown",
+        );
+    }
+    ok(cert_verify(
+        &path("bundle.pem"),
+        &[
+            "--require-crl",
+            "--crl",
+            &path("ica.crl"),
+            "--crl",
+            &path("root.crl"),
+        ],
+        &path("router.pem"),
+    ));
     // Only the root trusted, the issuing CA given as untrusted: still valid.
     std::fs::write(dir.join("root.pem"), &pki.root_pem).unwrap();
     std::fs::write(dir.join("ica.pem"), &pki.ica_pem).unwrap();

@@ -24,8 +24,8 @@ use ssr_pki::store::{CrlSettings, DEFAULT_DIR, Store};
 use ssr_pki::tpm::ROUTER_KEY_NAME;
 use ssr_pki::trust::{TrustBundle, ValidationMode};
 use ssr_pki::{
-    Certificate, ChainOptions, Crl, Error, PemItem, Role, check_certificate, parse_pem_bundle,
-    verify_chain,
+    Certificate, ChainOptions, Crl, Error, PemItem, RevocationPolicy, Role, check_certificate,
+    parse_pem_bundle, verify_chain,
 };
 use ssr_tpm::esapi::TpmKey;
 use ssr_tpm::identity::DEFAULT_MASTER_KEY_HANDLE;
@@ -150,6 +150,10 @@ pub enum CertCmd {
         /// CRL (PEM or DER); repeatable.
         #[arg(long, value_name = "PEM")]
         crl: Vec<PathBuf>,
+        /// Every certificate of the path must be covered by a current CRL of its
+        /// issuer (without it, certificates whose issuer has no CRL given are accepted).
+        #[arg(long)]
+        require_crl: bool,
         #[command(flatten)]
         at: AtArg,
         /// The certificate to verify (PEM).
@@ -576,6 +580,7 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
             trust,
             untrusted,
             crl,
+            require_crl,
             at,
             cert,
         } => {
@@ -600,7 +605,10 @@ pub fn run_cert(cmd: CertCmd) -> CmdResult {
                 .into_iter()
                 .next()
                 .ok_or_else(|| Failure::usage(format!("{}: no certificate", cert.display())))?;
-            let opts = ChainOptions::new(at.unix()).with_crls(crls);
+            let mut opts = ChainOptions::new(at.unix()).with_crls(crls);
+            if require_crl {
+                opts.revocation = RevocationPolicy::Required;
+            }
             let chain = verify_chain(&leaf, &intermediates, &anchors, &opts)
                 .map_err(|e| Failure::general(format!("{}: {e}", cert.display())))?;
             let names: Vec<String> = chain.certificates().iter().map(|c| c.subject()).collect();

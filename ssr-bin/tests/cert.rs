@@ -940,6 +940,13 @@ fn crl_watch_keeps_crls_fresh_and_a_restart_continues() {
     w.wait_for("published 1 revoked");
     w.wait_for(&format!("alarm raised: CRL {url_b}"));
     w.wait_for(&format!("CRL {url_b}: attempt failed (2 consecutive)"));
+    // While the watch runs, a fetch by hand is refused: the two would interleave their
+    // read-modify-write of the CRL status.
+    fails(
+        ssr(&["crl", "fetch", "--store", store_s]),
+        1,
+        "another `ssr crl fetch` or `ssr crl watch` is updating the CRLs",
+    );
     // A crash (SIGKILL) right after: the state on disk is whole.
     drop(w);
     let st = status_json(&store);
@@ -1004,6 +1011,9 @@ fn crl_watch_keeps_crls_fresh_and_a_restart_continues() {
     assert!(!out.contains("ALARM"), "{out}");
     let counters = std::fs::read_to_string(store.join("counters.json")).unwrap();
     assert!(counters.contains("\"crl_fetch_failure\": "), "{counters}");
+    // The killed watches left no lock behind: a fetch by hand runs.
+    let out = ok(ssr(&["crl", "fetch", "--store", store_s]));
+    assert!(out.contains(&format!("{url_a}: ok")), "{out}");
 }
 
 #[test]

@@ -72,6 +72,13 @@ impl CrlSettings {
     }
 }
 
+/// The CRL state's update right ([`Store::try_lock_crls`]); released on drop (the
+/// file is held only for its lock).
+#[derive(Debug)]
+pub struct CrlLock {
+    _file: fs::File,
+}
+
 /// A PKI store rooted at one directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -339,6 +346,28 @@ impl Store {
         f.write_all(event.to_json_line().as_bytes())
             .and_then(|()| f.sync_data())
             .map_err(|e| io_err(&path, e))
+    }
+
+    /// Takes the right to update the CRL state (the stored CRLs, `crl/status.json`, the
+    /// master list), or `None` while another process holds it. `ssr crl fetch` holds it
+    /// for its run and `ssr crl watch` for its whole life, so two of them never
+    /// interleave their read-modify-write of the status. An advisory `flock` on
+    /// `crl/.lock`: released when the [`CrlLock`] is dropped or its process dies (a
+    /// crashed holder leaves nothing stale behind).
+    pub fn try_lock_crls(&self) -> Result<Option<CrlLock>, Error> {
+        let path = self.path("crl/.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(CrlLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(io_err(&path, e)),
+        }
     }
 
     /// The counters.

@@ -20,7 +20,7 @@ use ssr_pki::csr::{Csr, RouterUuid};
 use ssr_pki::http::{Client, FetchOptions, crl_client, drive_with, fetch_with};
 use ssr_pki::import::{ChainCheck, ImportPolicy, import_certificate};
 use ssr_pki::keys::{PrivateKey, verifying_key_from_der};
-use ssr_pki::store::{CrlSettings, DEFAULT_DIR, Store};
+use ssr_pki::store::{CrlLock, CrlSettings, DEFAULT_DIR, Store};
 use ssr_pki::tpm::ROUTER_KEY_NAME;
 use ssr_pki::trust::{TrustBundle, ValidationMode};
 use ssr_pki::{
@@ -897,8 +897,20 @@ fn watch(
 impl CrlArgs {
     /// The store, the CRL settings with this command's changes saved, and the shared
     /// HTTP client (`--tls-ca` authenticates `https://` distribution points).
-    fn open(&self) -> Result<(Store, CrlSettings, Client), Failure> {
+    /// The store (with the CRL update lock held: see [`Store::try_lock_crls`]), the
+    /// CRL settings with the command line's additions, and the HTTP client.
+    fn open(&self) -> Result<(Store, CrlLock, CrlSettings, Client), Failure> {
         let store = open_store(&self.store)?;
+        let lock = store
+            .try_lock_crls()
+            .map_err(Failure::general)?
+            .ok_or_else(|| {
+                Failure::general(format!(
+                    "{}: another `ssr crl fetch` or `ssr crl watch` is updating the CRLs \
+                     (the watch service fetches on its own schedule; stop it to fetch by hand)",
+                    store.dir().display()
+                ))
+            })?;
         let settings = crl_settings_with(
             &store,
             self.url.clone(),
@@ -915,18 +927,18 @@ impl CrlArgs {
             .transpose()?;
         let client =
             crl_client(pem, Vec::new()).map_err(|e| Failure::usage(format!("--tls-ca: {e}")))?;
-        Ok((store, settings, client))
+        Ok((store, lock, settings, client))
     }
 }
 
 pub fn run_crl(cmd: CrlCmd) -> CmdResult {
     match cmd {
         CrlCmd::Watch { crl, once } => {
-            let (store, settings, client) = crl.open()?;
+            let (store, _lock, settings, client) = crl.open()?;
             watch(&store, settings, &client, crl.timeout_secs, once)
         }
         CrlCmd::Fetch { crl } => {
-            let (store, settings, client) = crl.open()?;
+            let (store, _lock, settings, client) = crl.open()?;
             let timeout_secs = crl.timeout_secs;
             let config = settings.to_config().map_err(Failure::usage)?;
             let timeout = u32::try_from(timeout_secs.clamp(1, 3600)).unwrap_or(30);

@@ -32,10 +32,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
-/// Creates `dir` (its parents too) and makes the new entry durable.
+/// Creates `dir` (and its missing parents, top down) and makes every new entry durable:
+/// each directory created is fsynced in its own parent, so a power loss cannot keep a
+/// child whose parent's entry was lost.
 pub fn create_dir_durable(dir: &Path) -> Result<()> {
     let parent = parent(dir)?;
-    fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+    if !parent.is_dir() {
+        create_dir_durable(parent)?;
+    }
     fs::create_dir(dir).map_err(|e| Error::io("create", dir, e))?;
     sync_dir(parent)
 }

@@ -5,9 +5,9 @@ use libfuzzer_sys::fuzz_target;
 use ssr_fscrypt::NoKeyName;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(s) = std::str::from_utf8(data) {
-        if let Ok(name) = NoKeyName::decode(s) {
-            assert_eq!(name.encode(), s);
-        }
+    if let Ok(s) = std::str::from_utf8(data)
+        && let Ok(name) = NoKeyName::decode(s)
+    {
+        assert_eq!(name.encode(), s);
     }
 });

@@ -13,8 +13,9 @@
 //! (sendfile, started on free loopback ports with its own temporary configuration and
 //! a throwaway TLS certificate) serves the 1 GiB image over HTTP and HTTPS; best of
 //! five, same run: `ssr-download` (signed manifest, every byte hashed once against its
-//! chunk digest) against `aria2c -x4 -s4 --checksum=sha-256=…` and `curl -o file`
-//! (HTTP and HTTPS), with the CPU model. Without nginx, aria2c or curl it prints a
+//! chunk digest; once with SHA-256 chunk digests, format 1, once with BLAKE3, format
+//! 2) against `aria2c -x4 -s4 --checksum=sha-256=…` and `curl -o file` (HTTP and
+//! HTTPS), with the CPU model. Without nginx, aria2c or curl it prints a
 //! skip line.
 //! Last, a failover run (the first source cuts every answer half-way from the middle
 //! of the image on) prints the bytes fetched more than once, in chunks per failure.
@@ -26,11 +27,14 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use ssr_download::http::{Options, download_with};
 use ssr_download::wire::versions_json;
 use ssr_download::{
-    Manifest, ManifestTrust, ReleaseKey, Settings, SourceConfig, SourceKind, sign_manifest,
+    ChunkHash, Manifest, ManifestTrust, ReleaseKey, Settings, SourceConfig, SourceKind,
+    sign_manifest,
 };
 use ssr_testkit::http::{Fault, HttpServer, StaticFiles};
 
 const VERSION: &str = "7.1.3";
+/// The same image under a manifest with BLAKE3 chunk digests.
+const VERSION_BLAKE3: &str = "7.1.3-blake3";
 const FILE: &str = "ssr.img";
 const CHUNK: u64 = 4 << 20;
 
@@ -57,7 +61,7 @@ fn options() -> Options {
     Options {
         trust: ManifestTrust {
             keys: vec![ReleaseKey::of(&release())],
-            allow_unsigned: false,
+            ..ManifestTrust::default()
         },
         ..Options::default()
     }
@@ -307,9 +311,24 @@ fn compare_nginx() {
     let images = root.path().join("images").join(VERSION);
     std::fs::create_dir_all(&images).expect("mkdir");
     let m = Manifest::build(VERSION, FILE, &data, CHUNK).expect("manifest");
-    std::fs::write(root.path().join("versions"), versions_json(&[VERSION])).expect("write");
     std::fs::write(images.join("manifest.json"), sign_manifest(&m, &release())).expect("write");
     std::fs::write(images.join(FILE), &data).expect("write");
+    // The same image published a second time with BLAKE3 chunk digests (format 2).
+    let blake3_images = root.path().join("images").join(VERSION_BLAKE3);
+    std::fs::create_dir_all(&blake3_images).expect("mkdir");
+    let m3 = Manifest::build_with(VERSION_BLAKE3, FILE, &data, CHUNK, ChunkHash::Blake3)
+        .expect("manifest");
+    std::fs::write(
+        blake3_images.join("manifest.json"),
+        sign_manifest(&m3, &release()),
+    )
+    .expect("write");
+    std::fs::hard_link(images.join(FILE), blake3_images.join(FILE)).expect("link");
+    std::fs::write(
+        root.path().join("versions"),
+        versions_json(&[VERSION, VERSION_BLAKE3]),
+    )
+    .expect("write");
     drop(data);
     let id = ssr_testkit::http::TlsIdentity::generate(&["localhost"]).expect("tls identity");
     let Some(nginx) = Nginx::start(root.path(), id.cert_pem(), id.key_pem()) else {
@@ -322,7 +341,7 @@ fn compare_nginx() {
     let https = format!("https://localhost:{}", nginx.https);
     let ca = out.path().join("ca.pem");
     std::fs::write(&ca, id.ca_pem()).expect("write");
-    let ours_from = |base: &str| {
+    let ours_from = |base: &str, version: &str| {
         let sources = [SourceConfig {
             kind: SourceKind::Repository,
             url: base.to_string(),
@@ -334,7 +353,7 @@ fn compare_nginx() {
         let dest = out.path().join("ours");
         let _ = std::fs::remove_dir_all(&dest);
         let t = Instant::now();
-        download_with(&sources, settings(), &opts, VERSION, &dest, &mut |_| {}).expect("download");
+        download_with(&sources, settings(), &opts, version, &dest, &mut |_| {}).expect("download");
         let d = t.elapsed();
         let _ = std::fs::remove_dir_all(&dest);
         d
@@ -366,46 +385,51 @@ fn compare_nginx() {
     };
     let img = |base: &str| format!("{base}/images/{VERSION}/{FILE}");
     // Warm up: page cache, TLS.
-    ours_from(&http);
+    ours_from(&http, VERSION);
     curl_to_file(img(&http));
     const N: usize = 5;
-    let (mut o_http, mut o_https, mut c_http, mut c_https, mut a_http) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // [SHA-256 chunks over HTTP, over HTTPS, BLAKE3 chunks over HTTP, over HTTPS].
+    let mut o: [Vec<Duration>; 4] = Default::default();
+    let (mut c_http, mut c_https, mut a_http) = (Vec::new(), Vec::new(), Vec::new());
     // Alternated rounds, so a busy moment of the machine hits all of them alike.
     for _ in 0..N {
-        o_http.push(ours_from(&http));
+        o[0].push(ours_from(&http, VERSION));
         c_http.push(curl_to_file(img(&http)));
+        o[2].push(ours_from(&http, VERSION_BLAKE3));
         a_http.push(aria(img(&http)));
-        o_https.push(ours_from(&https));
+        o[1].push(ours_from(&https, VERSION));
         c_https.push(curl_to_file(img(&https)));
+        o[3].push(ours_from(&https, VERSION_BLAKE3));
     }
     let b = |v: &[Duration]| v.iter().min().copied().unwrap_or_default();
-    let (o_http, o_https, c_http, c_https, a_http) =
-        (b(&o_http), b(&o_https), b(&c_http), b(&c_https), b(&a_http));
+    let (c_http, c_https, a_http) = (b(&c_http), b(&c_https), b(&a_http));
     let r = |other: Duration, ours: Duration| other.as_secs_f64() / ours.as_secs_f64();
     println!(
         "download vs nginx (1 GiB, loopback, best of {N}, {}):",
         cpu_model()
     );
     println!(
-        "  HTTP : ssr-download {:.3} s ({:.2} GiB/s), aria2c -x4 -s4 --checksum {:.3} s, curl -o file {:.3} s",
-        o_http.as_secs_f64(),
-        gib_per_s(len, o_http),
+        "  aria2c -x4 -s4 --checksum=sha-256 {:.3} s; curl -o file {:.3} s over HTTP, {:.3} s over HTTPS",
         a_http.as_secs_f64(),
-        c_http.as_secs_f64()
-    );
-    println!(
-        "  HTTPS: ssr-download {:.3} s ({:.2} GiB/s), curl -o file {:.3} s",
-        o_https.as_secs_f64(),
-        gib_per_s(len, o_https),
+        c_http.as_secs_f64(),
         c_https.as_secs_f64()
     );
-    println!(
-        "  ratios: {:.2}x aria2c (target >= 2.5), {:.2}x curl -o file over HTTP (target >= 0.8), {:.2}x curl -o file over HTTPS (target >= 0.7)",
-        r(a_http, o_http),
-        r(c_http, o_http),
-        r(c_https, o_https)
-    );
+    for (name, http, https) in [
+        ("SHA-256 chunks (format 1)", b(&o[0]), b(&o[1])),
+        ("BLAKE3 chunks (format 2)", b(&o[2]), b(&o[3])),
+    ] {
+        println!(
+            "  ssr-download, {name}: HTTP {:.3} s ({:.2} GiB/s), HTTPS {:.3} s ({:.2} GiB/s); \
+             {:.2}x aria2c (target >= 2.5), {:.2}x curl over HTTP (target >= 0.8), {:.2}x curl over HTTPS (target >= 0.7)",
+            http.as_secs_f64(),
+            gib_per_s(len, http),
+            https.as_secs_f64(),
+            gib_per_s(len, https),
+            r(a_http, http),
+            r(c_http, http),
+            r(c_https, https)
+        );
+    }
 }
 
 fn failover_refetch() {

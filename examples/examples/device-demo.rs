@@ -141,7 +141,7 @@ fn download_failover() -> Result<()> {
     let options = Options {
         trust: ManifestTrust {
             keys: vec![ReleaseKey::of(&release)],
-            allow_unsigned: false,
+            ..ManifestTrust::default()
         },
         ..Options::default()
     };

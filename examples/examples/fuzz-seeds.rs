@@ -564,6 +564,23 @@ fn download(c: &mut Corpus) -> Result {
         ssr_download::sign_manifest(&m, &key),
         |b| !b.is_empty(),
     )?;
+    // Format 2: BLAKE3 chunk digests, unsigned and signed.
+    let m3 = Manifest::build_with(
+        "7.1.3",
+        "ssr-7.1.3.img",
+        &data,
+        64 << 10,
+        ssr_download::ChunkHash::Blake3,
+    )?;
+    c.seed("ssr_download_manifest", "blake3", m3.to_json(), |b| {
+        Manifest::parse(b).is_ok()
+    })?;
+    c.seed(
+        "ssr_download_manifest",
+        "blake3-signed",
+        ssr_download::sign_manifest(&m3, &key),
+        |b| !b.is_empty(),
+    )?;
     c.seed(
         "ssr_download_manifest",
         "versions",

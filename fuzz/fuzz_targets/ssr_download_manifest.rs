@@ -1,11 +1,12 @@
 #![no_main]
 //! The download wire parsers: image manifest, signed manifest and versions list. Any
 //! bytes: an error or a value, never a panic; a parsed manifest re-encodes to itself;
-//! an unsigned manifest accepted only where unsigned is allowed.
+//! an unsigned manifest accepted only where unsigned is allowed; `sha256-chunks-only`
+//! accepts exactly the accepted manifests with SHA-256 chunk digests.
 
 use libfuzzer_sys::fuzz_target;
 use ssr_download::wire::parse_versions;
-use ssr_download::{Manifest, ManifestTrust, verify_manifest};
+use ssr_download::{ChunkHash, Manifest, ManifestTrust, verify_manifest};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = Manifest::parse(data) {
@@ -22,7 +23,16 @@ fuzz_target!(|data: &[u8]| {
         allow_unsigned: true,
         ..ManifestTrust::default()
     };
-    if let Ok(m) = verify_manifest(data, &open) {
-        assert_eq!(Manifest::parse(data).as_ref(), Ok(&m));
+    let sha256_only = ManifestTrust {
+        sha256_chunks_only: true,
+        ..open.clone()
+    };
+    let strict = verify_manifest(data, &sha256_only);
+    match verify_manifest(data, &open) {
+        Ok(m) => {
+            assert_eq!(Manifest::parse(data).as_ref(), Ok(&m));
+            assert_eq!(strict.is_ok(), m.chunk_hash() == ChunkHash::Sha256);
+        }
+        Err(_) => assert!(strict.is_err()),
     }
 });

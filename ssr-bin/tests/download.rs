@@ -71,6 +71,11 @@ impl Release {
 
     /// The signed manifest of `data`, made by `ssr download sign-manifest`.
     fn sign(&self, data: &[u8]) -> Vec<u8> {
+        self.sign_with(data, &[])
+    }
+
+    /// [`Release::sign`] with more `sign-manifest` arguments.
+    fn sign_with(&self, data: &[u8], extra: &[&str]) -> Vec<u8> {
         let image = self.dir.path().join(FILE);
         std::fs::write(&image, data).unwrap();
         let out_path = self.dir.path().join("manifest.json");
@@ -79,13 +84,9 @@ impl Release {
             .arg(self.key())
             .arg("--image")
             .arg(&image)
-            .args([
-                "--version",
-                VERSION,
-                "--chunk-size",
-                &CHUNK.to_string(),
-                "--out",
-            ])
+            .args(["--version", VERSION, "--chunk-size", &CHUNK.to_string()])
+            .args(extra)
+            .arg("--out")
             .arg(&out_path)
             .output()
             .unwrap();
@@ -411,6 +412,101 @@ fn signed_manifests_from_the_cli_verify_and_tampered_or_unsigned_are_refused() {
     let out = ssr(&cfg, dir.path(), VERSION).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("manifest.release-keys"));
+}
+
+/// `sign-manifest --chunk-hash blake3`: each chunk digest is what `b3sum` (an
+/// independent build of BLAKE3) prints for that chunk, the whole-file digest what
+/// `sha256sum` prints; `ssr download` verifies such an image, and a router configured
+/// with `sha256-chunks-only` refuses it before asking for any image byte.
+#[test]
+fn blake3_manifests_match_b3sum_and_sha256_only_routers_refuse_them() {
+    let data = image((1 << 20) + 4321);
+    let release = Release::new();
+    let signed = release.sign_with(&data, &["--chunk-hash", "blake3"]);
+    let text = String::from_utf8(signed.clone()).unwrap();
+    let (canonical, _) = text.split_once(",\"signature\":").unwrap();
+    let m = Manifest::parse(format!("{canonical}}}").as_bytes()).unwrap();
+    assert_eq!(m.chunk_hash(), ssr_download::ChunkHash::Blake3);
+    let dir = tempfile::tempdir().unwrap();
+    let oracle = |tool: &str, bytes: &[u8]| {
+        let path = dir.path().join("piece");
+        std::fs::write(&path, bytes).unwrap();
+        let out = Command::new(tool).arg(&path).output().unwrap();
+        assert!(out.status.success(), "{tool}");
+        let line = String::from_utf8(out.stdout).unwrap();
+        hex::decode(line.split_whitespace().next().unwrap()).unwrap()
+    };
+    for index in 0..m.chunk_count() {
+        let r = m.chunk_range(index);
+        let piece = &data[r.start as usize..r.end as usize];
+        assert_eq!(
+            oracle("b3sum", piece),
+            m.chunk_digest(index).unwrap(),
+            "chunk {index}"
+        );
+    }
+    assert_eq!(oracle("sha256sum", &data), m.sha256());
+
+    let download = |fips: bool| {
+        let files = StaticFiles::new();
+        publish(&files, &data, signed.clone());
+        let s = HttpServer::start(files).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let only = if fips {
+            "sha256-chunks-only = true\n"
+        } else {
+            ""
+        };
+        let cfg = config(
+            dir.path(),
+            &format!(
+                "access-mode = \"internet-only\"\n[retry]\nattempts = 1\n{}{only}[[source]]\nkind = \"repository\"\nurl = \"{}/repo\"\n",
+                release.section(),
+                s.url()
+            ),
+        );
+        let dest = dir.path().join("out");
+        let out = ssr(&cfg, &dest, VERSION).output().unwrap();
+        let image_bytes: u64 = s
+            .served()
+            .iter()
+            .filter(|x| x.path.ends_with(FILE))
+            .map(|x| x.body_bytes)
+            .sum();
+        (out, std::fs::read(dest.join(FILE)).ok(), image_bytes)
+    };
+    let (out, got, served) = download(false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(got.as_deref(), Some(&data[..]));
+    assert_eq!(served, data.len() as u64);
+    let (out, got, served) = download(true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("sha256-chunks-only"), "{stderr}");
+    assert_eq!((got, served), (None, 0));
+
+    // An unknown hash name is a usage error naming the choices.
+    let out = Command::new(env!("CARGO_BIN_EXE_ssr"))
+        .args(["download", "sign-manifest", "--key"])
+        .arg(release.key())
+        .args([
+            "--image",
+            "/dev/null",
+            "--version",
+            VERSION,
+            "--chunk-hash",
+            "md5",
+            "--out",
+        ])
+        .arg(dir.path().join("m.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("blake3"));
 }
 
 #[test]

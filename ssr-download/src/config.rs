@@ -263,6 +263,7 @@ pub struct SourceConfig {
 /// release-keys = ["/etc/ssr/release-1.pub.pem"]   # PEM P-256 PUBLIC KEYs
 /// allow-unsigned = false             # default false: unsigned manifests are refused
 /// whole-file-sha256 = false          # default false: also hash the whole file
+/// sha256-chunks-only = false         # default false: true refuses BLAKE3 chunk digests (FIPS)
 ///
 /// [[source]]
 /// kind = "conductor-1"               # ha-peer | conductor-1 | conductor-2 | repository | cloud-proxy
@@ -305,6 +306,8 @@ pub struct TrustFiles {
     /// Also check the whole file's SHA-256 (default false: the chunk digests of the
     /// authenticated manifest bind every byte).
     pub whole_file_sha256: bool,
+    /// Refuse manifests whose chunk digests are not SHA-256 (default false).
+    pub sha256_chunks_only: bool,
 }
 
 #[derive(Deserialize)]
@@ -346,6 +349,8 @@ struct ManifestDoc {
     allow_unsigned: bool,
     #[serde(default)]
     whole_file_sha256: bool,
+    #[serde(default)]
+    sha256_chunks_only: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -506,6 +511,7 @@ impl Config {
                     .collect(),
                 allow_unsigned: doc.manifest.allow_unsigned,
                 whole_file_sha256: doc.manifest.whole_file_sha256,
+                sha256_chunks_only: doc.manifest.sha256_chunks_only,
             },
         })
     }
@@ -659,6 +665,11 @@ url = "http://c1"
         assert_eq!(c.tls.pins, ["sha256-spki:00"]);
         assert_eq!(c.trust.release_keys.len(), 2);
         assert!(!c.trust.allow_unsigned);
+        assert!(!c.trust.sha256_chunks_only);
+        let fips = parse(
+            "[manifest]\nrelease-keys = [\"/k.pem\"]\nsha256-chunks-only = true\n[tls]\nca-bundle = \"/ca.pem\"\n",
+        );
+        assert!(fips.unwrap().trust.sha256_chunks_only);
         assert!(matches!(
             parse("[tls]\ncolour = 1\n"),
             Err(Error::ConfigSyntax(_))
@@ -729,6 +740,7 @@ pins = ["sha256-spki:00000000000000000000000000000000000000000000000000000000000
 release-keys = ["/etc/ssr/release-1.pub.pem"]
 allow-unsigned = false
 whole-file-sha256 = false
+sha256-chunks-only = false
 
 [[source]]
 kind = "conductor-1"

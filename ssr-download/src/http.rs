@@ -33,7 +33,7 @@ use getrandom::SysRng;
 use rand_core::UnwrapErr;
 use sha2::{Digest, Sha256};
 
-use crate::wire::{MAX_DOCUMENT, Sha256Digest};
+use crate::wire::{ChunkDigest, ChunkHash, MAX_DOCUMENT, Sha256Digest};
 use crate::{
     Action, ChunkVerdict, Config, Download, End, Error, Event, Failure, Fetch, Manifest,
     ManifestTrust, Progress, ReleaseKey, RequestId, Resource, Resume, Settings, SourceConfig,
@@ -120,6 +120,7 @@ impl Options {
             trust: ManifestTrust {
                 keys,
                 allow_unsigned: config.trust.allow_unsigned,
+                sha256_chunks_only: config.trust.sha256_chunks_only,
             },
             whole_file_sha256: config.trust.whole_file_sha256,
         })
@@ -242,7 +243,11 @@ pub fn download_with(
         reason: e.to_string(),
     })?;
     let state = StateDir::new(dest, version)?;
-    if let Some(done) = state.already_verified() {
+    // A placed image is trusted again only under today's chunk-hash policy.
+    let policy_ok = |d: &Downloaded| {
+        !options.trust.sha256_chunks_only || d.manifest.chunk_hash() == ChunkHash::Sha256
+    };
+    if let Some(done) = state.already_verified().filter(policy_ok) {
         return Ok(done);
     }
     let resume = state.load()?;
@@ -390,7 +395,7 @@ fn failure_of_http(e: &ssr_http::Error) -> (Failure, Option<String>) {
 enum Msg {
     Body(RequestId, Result<Vec<u8>, Failure>),
     Detail(SourceId, String),
-    Chunk(RequestId, u32, Vec<u8>, Sha256Digest),
+    Chunk(RequestId, u32, Vec<u8>, ChunkDigest),
     End(RequestId, End),
 }
 
@@ -552,7 +557,7 @@ impl Job {
                 self.pool.put_buffer(buf);
                 return Err(f);
             }
-            let digest: Sha256Digest = Sha256::digest(&buf).into();
+            let digest = m.chunk_hash().digest(&buf);
             if self
                 .tx
                 .send(Msg::Chunk(self.fetch.id, index, buf, digest))
@@ -757,7 +762,7 @@ impl StateDir {
         let mut seen = vec![false; manifest.chunk_count() as usize];
         for rec in journal.chunks_exact(4) {
             let index = u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]);
-            let Some(expected) = manifest.chunk_sha256(index) else {
+            let Some(expected) = manifest.chunk_digest(index) else {
                 continue;
             };
             if std::mem::replace(&mut seen[index as usize], true) {
@@ -766,7 +771,7 @@ impl StateDir {
             let r = manifest.chunk_range(index);
             buf.resize((r.end - r.start) as usize, 0);
             if image.read_exact_at(&mut buf, r.start).is_ok()
-                && Sha256::digest(&buf).as_slice() == expected
+                && manifest.chunk_hash().digest(&buf) == *expected
             {
                 done.push(index);
             }

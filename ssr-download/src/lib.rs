@@ -21,4 +21,4 @@ pub use machine::{
     Resume, SourceId, Status,
 };
 pub use trust::{ManifestTrust, ReleaseKey, sign_manifest, verify_manifest};
-pub use wire::Manifest;
+pub use wire::{ChunkHash, Manifest};

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::config::{HaMode, Settings, SourceKind, retry_delay};
-use crate::wire::{Manifest, Sha256Digest, check_version, parse_versions};
+use crate::wire::{ChunkDigest, Manifest, Sha256Digest, check_version, parse_versions};
 use crate::{AttemptFailure, Error};
 
 /// Index of a source in the list given to [`Download::new`] (priority order).
@@ -587,13 +587,14 @@ impl<R: rand_core::Rng> Download<R> {
         }
     }
 
-    /// One chunk of a [`Resource::Chunks`] request, in order, with the SHA-256 of its
-    /// bytes. Accepted chunks are done; a rejected one ends the request as failed.
+    /// One chunk of a [`Resource::Chunks`] request, in order, with the digest of its
+    /// bytes under the manifest's [`ChunkHash`](crate::wire::ChunkHash). Accepted
+    /// chunks are done; a rejected one ends the request as failed.
     pub fn handle_chunk(
         &mut self,
         id: RequestId,
         index: u32,
-        sha256: &Sha256Digest,
+        digest: &ChunkDigest,
         now: Instant,
     ) -> ChunkVerdict {
         let Some(req) = self.requests.get_mut(&id.0) else {
@@ -605,8 +606,8 @@ impl<R: rand_core::Rng> Download<R> {
         let good = self
             .manifest
             .as_ref()
-            .and_then(|m| m.chunk_sha256(index))
-            .is_some_and(|d| d == sha256);
+            .and_then(|m| m.chunk_digest(index))
+            .is_some_and(|d| d == digest);
         if index == *next && index <= *last && good {
             *next += 1;
             self.mark_done(index);

@@ -21,7 +21,7 @@ use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::wire::{MAX_DOCUMENT, ManifestDoc};
+use crate::wire::{ChunkHash, MAX_DOCUMENT, ManifestDoc};
 use crate::{Error, Manifest};
 
 /// The only signature algorithm.
@@ -82,6 +82,9 @@ pub struct ManifestTrust {
     /// Accept a manifest without a signature (a signature that is present must still
     /// verify against a trusted key).
     pub allow_unsigned: bool,
+    /// Refuse manifests whose chunk digests are not SHA-256 (format 2, BLAKE3): for
+    /// deployments that must use FIPS-approved hashes only.
+    pub sha256_chunks_only: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -101,6 +104,8 @@ struct SignedDoc {
     size: u64,
     sha256: String,
     chunk_size: u64,
+    #[serde(default)]
+    chunk_hash: Option<String>,
     chunks: Vec<String>,
     signature: Option<SignatureDoc>,
 }
@@ -123,8 +128,15 @@ pub fn verify_manifest(bytes: &[u8], trust: &ManifestTrust) -> Result<Manifest, 
         size: doc.size,
         sha256: doc.sha256,
         chunk_size: doc.chunk_size,
+        chunk_hash: doc.chunk_hash,
         chunks: doc.chunks,
     })?;
+    if trust.sha256_chunks_only && manifest.chunk_hash() != ChunkHash::Sha256 {
+        return Err(refused(format!(
+            "chunk-hash {} (the configuration accepts SHA-256 chunks only: sha256-chunks-only)",
+            manifest.chunk_hash().name()
+        )));
+    }
     let Some(sig) = doc.signature else {
         // Unsigned means a plain manifest document (no `"signature": null`).
         Manifest::parse(bytes)?;
@@ -208,7 +220,7 @@ mod tests {
     fn trust(keys: &[&SigningKey]) -> ManifestTrust {
         ManifestTrust {
             keys: keys.iter().map(|k| ReleaseKey::of(k)).collect(),
-            allow_unsigned: false,
+            ..ManifestTrust::default()
         }
     }
 
@@ -223,7 +235,7 @@ mod tests {
         assert!(e.to_string().contains("does not trust"), "{e}");
         // A changed chunk digest, size or name: the signature no longer verifies.
         let text = String::from_utf8(signed.clone()).unwrap();
-        let first_chunk = hex::encode(m.chunk_sha256(0).unwrap());
+        let first_chunk = hex::encode(m.chunk_digest(0).unwrap());
         let other = hex::encode([0x11u8; 32]);
         for tampered in [
             text.replacen(&first_chunk, &other, 1),
@@ -274,6 +286,40 @@ mod tests {
         // Allowing unsigned does not let a bad signature through.
         let signed = sign_manifest(&m, &key(1));
         assert!(verify_manifest(&signed, &open).is_err());
+    }
+
+    #[test]
+    fn blake3_manifests_are_signed_over_their_format_2_encoding() {
+        let k = key(4);
+        let m = Manifest::build_with("7.1.3", "ssr.img", &[6u8; 10_000], 4096, ChunkHash::Blake3)
+            .unwrap();
+        let signed = sign_manifest(&m, &k);
+        assert_eq!(verify_manifest(&signed, &trust(&[&k])).unwrap(), m);
+        // The chunk hash is signed: naming another one breaks the signature (or the
+        // format), never silently changes how chunks are checked.
+        let text = String::from_utf8(signed.clone()).unwrap();
+        let as_sha = text.replacen("\"format\":2", "\"format\":1", 1).replacen(
+            ",\"chunk-hash\":\"blake3\"",
+            "",
+            1,
+        );
+        let e = verify_manifest(as_sha.as_bytes(), &trust(&[&k])).unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
+        // A FIPS-minded configuration refuses it, signed or not.
+        let strict = ManifestTrust {
+            sha256_chunks_only: true,
+            allow_unsigned: true,
+            ..trust(&[&k])
+        };
+        for doc in [signed, m.to_json()] {
+            let e = verify_manifest(&doc, &strict).unwrap_err();
+            assert!(e.to_string().contains("sha256-chunks-only"), "{e}");
+        }
+        let sha = manifest();
+        assert_eq!(
+            verify_manifest(&sign_manifest(&sha, &k), &strict).unwrap(),
+            sha
+        );
     }
 
     #[test]

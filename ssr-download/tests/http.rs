@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use ssr_download::http::{Downloaded, Options, Report, download_with};
 use ssr_download::wire::versions_json;
 use ssr_download::{
-    Error, Event, Manifest, ManifestTrust, ReleaseKey, Settings, SourceConfig, SourceKind,
-    sign_manifest,
+    ChunkHash, Error, Event, Manifest, ManifestTrust, ReleaseKey, Settings, SourceConfig,
+    SourceKind, sign_manifest,
 };
 use ssr_testkit::http::{Fault, HttpServer, Request, Served, StaticFiles, TlsIdentity};
 
@@ -41,7 +41,7 @@ fn options() -> Options {
     Options {
         trust: ManifestTrust {
             keys: vec![ReleaseKey::of(&release_key())],
-            allow_unsigned: false,
+            ..ManifestTrust::default()
         },
         ..Options::default()
     }
@@ -49,7 +49,12 @@ fn options() -> Options {
 
 /// Publishes `data` as VERSION in `files`, the manifest signed by `release_key()`.
 fn publish(files: &StaticFiles, data: &[u8]) -> Manifest {
-    let m = Manifest::build(VERSION, FILE, data, CHUNK).unwrap();
+    publish_with(files, data, ChunkHash::Sha256)
+}
+
+/// [`publish`] with `hash` chunk digests.
+fn publish_with(files: &StaticFiles, data: &[u8], hash: ChunkHash) -> Manifest {
+    let m = Manifest::build_with(VERSION, FILE, data, CHUNK, hash).unwrap();
     files.insert("/versions", versions_json(&["7.0.0", VERSION]));
     files.insert(
         &format!("/images/{VERSION}/manifest.json"),
@@ -418,6 +423,85 @@ fn tampered_partial_chunk_is_fetched_again_on_resume() {
     assert!(!refetched.contains(&2));
 }
 
+/// BLAKE3 chunk digests (manifest format 2) go through the same checks as SHA-256
+/// ones: a corrupt chunk is refetched from the backup, a tampered partial chunk is
+/// refetched on resume, and a router set to `sha256-chunks-only` refuses the manifest
+/// before any image byte is asked for.
+#[test]
+fn blake3_chunk_digests_are_checked_on_receipt_and_on_resume() {
+    let data = image(1 << 20, 9);
+    let blake3_server = || {
+        let files = StaticFiles::new();
+        let m = publish_with(&files, &data, ChunkHash::Blake3);
+        (HttpServer::start(files).unwrap(), m)
+    };
+    let (s, m) = blake3_server();
+    assert_eq!(m.chunk_hash(), ChunkHash::Blake3);
+    // A corrupt chunk 5 at conductor 1, a healthy repository behind it.
+    s.set_faults(|r, _| (is_image(r) && chunk_of(r) == Some(5)).then_some(Fault::Corrupt));
+    let (backup, _) = blake3_server();
+    let dir = tempfile::tempdir().unwrap();
+    let sources = [
+        src(SourceKind::Conductor1, &s),
+        src(SourceKind::Repository, &backup),
+    ];
+    let (result, events) = run(&sources, one_try(), dir.path());
+    check_file(&result.unwrap().path, &data);
+    assert!(events.contains(&Event::ChunkRejected {
+        source: ssr_download::SourceId(0),
+        index: 5
+    }));
+    assert_eq!(image_chunks_served(&backup.served()), [5]);
+    // Run again: the placed image is trusted as it is...
+    let (result, _) = run(&sources, one_try(), dir.path());
+    assert!(result.unwrap().already_present);
+    // ...but not by a router since set to SHA-256 chunks only.
+    let mut strict = options();
+    strict.trust.sha256_chunks_only = true;
+    let (result, _, details) = run_with(&sources, one_try(), &strict, dir.path());
+    assert!(result.is_err(), "{result:?}");
+    assert!(
+        details.iter().any(|d| d.contains("sha256-chunks-only")),
+        "{details:?}"
+    );
+
+    // Resume: chunks 0..8 journaled, then chunk 3 flipped in the partial file.
+    let (s, _) = blake3_server();
+    fail_image_from_chunk(&s, 8, 500);
+    let dir = tempfile::tempdir().unwrap();
+    let sources = [src(SourceKind::Repository, &s)];
+    assert!(run(&sources, one_try(), dir.path()).0.is_err());
+    let part = dir
+        .path()
+        .join(format!(".ssr-download-{VERSION}/image.part"));
+    let mut bytes = std::fs::read(&part).unwrap();
+    bytes[3 * CHUNK as usize + 11] ^= 0x02;
+    std::fs::write(&part, bytes).unwrap();
+    s.clear_faults();
+    let before = s.served().len();
+    let (result, _) = run(&sources, settings(), dir.path());
+    let done = result.unwrap();
+    check_file(&done.path, &data);
+    assert_eq!(done.resumed_chunks, 7);
+    let refetched = image_chunks_served(&s.served()[before..]);
+    assert!(
+        refetched.contains(&3) && !refetched.contains(&2),
+        "{refetched:?}"
+    );
+
+    // A FIPS-minded router refuses the format-2 manifest.
+    let (s, _) = blake3_server();
+    let dir = tempfile::tempdir().unwrap();
+    let sources = [src(SourceKind::Repository, &s)];
+    let (result, _, details) = run_with(&sources, one_try(), &strict, dir.path());
+    assert!(result.is_err());
+    assert!(
+        details.iter().any(|d| d.contains("sha256-chunks-only")),
+        "{details:?}"
+    );
+    assert_eq!(image_bytes_served(&s), 0);
+}
+
 #[test]
 fn no_source_reachable_fails_with_a_clear_reason() {
     let dir = tempfile::tempdir().unwrap();
@@ -548,7 +632,7 @@ fn manifest_signatures_are_enforced() {
     let m = Manifest::build(VERSION, FILE, &data, CHUNK).unwrap();
     let signed = sign_manifest(&m, &release_key());
     let text = String::from_utf8(signed.clone()).unwrap();
-    let tampered = text.replacen(&hex_of(m.chunk_sha256(1).unwrap()), &hex_of(&[0x33; 32]), 1);
+    let tampered = text.replacen(&hex_of(m.chunk_digest(1).unwrap()), &hex_of(&[0x33; 32]), 1);
     let wrong_key = sign_manifest(&m, &SigningKey::from_slice(&[0x11; 32]).unwrap());
     let cases: [(&str, Vec<u8>, Options, Option<&str>); 5] = [
         ("signed", signed.clone(), options(), None),
@@ -567,6 +651,7 @@ fn manifest_signatures_are_enforced() {
                 trust: ManifestTrust {
                     keys: vec![],
                     allow_unsigned: true,
+                    ..ManifestTrust::default()
                 },
                 ..Options::default()
             },

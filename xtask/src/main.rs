@@ -46,6 +46,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // ssr-bin tests: strace counts the download's fdatasync calls; script(1) gives it a terminal.
     "strace",
     "bsdutils",
+    // ssr-bin tests: b3sum is the independent oracle for BLAKE3 chunk digests.
+    "b3sum",
     // The download bench: nginx (sendfile) serves, aria2c is the downloader compared.
     "nginx",
     "aria2",

@@ -104,7 +104,7 @@ struct SignedDoc {
     size: u64,
     sha256: String,
     chunk_size: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::present_string")]
     chunk_hash: Option<String>,
     chunks: Vec<String>,
     signature: Option<SignatureDoc>,
@@ -258,6 +258,11 @@ mod tests {
         let extra = text.replacen("\"alg\"", "\"x\":1,\"alg\"", 1);
         assert!(matches!(
             verify_manifest(extra.as_bytes(), &trust(&[&k1])),
+            Err(Error::MalformedManifest(_))
+        ));
+        let null_hash = text.replacen("\"chunks\"", "\"chunk-hash\":null,\"chunks\"", 1);
+        assert!(matches!(
+            verify_manifest(null_hash.as_bytes(), &trust(&[&k1])),
             Err(Error::MalformedManifest(_))
         ));
         let alg = text.replacen("ES256", "ES384", 1);

@@ -123,9 +123,21 @@ pub(crate) struct ManifestDoc {
     pub(crate) size: u64,
     pub(crate) sha256: String,
     pub(crate) chunk_size: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_string"
+    )]
     pub(crate) chunk_hash: Option<String>,
     pub(crate) chunks: Vec<String>,
+}
+
+/// An optional member that, when present, must be a string (`null` is refused, so a
+/// manifest has one encoding).
+pub(crate) fn present_string<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// An image manifest (`GET {base}/images/{version}/manifest.json`), validated.
@@ -432,6 +444,7 @@ mod tests {
             text.replacen(",\"chunk-hash\":\"blake3\"", "", 1),
             text.replacen("\"format\":2", "\"format\":3", 1),
             sha_text.replacen("\"chunks\"", "\"chunk-hash\":\"sha256\",\"chunks\"", 1),
+            sha_text.replacen("\"chunks\"", "\"chunk-hash\":null,\"chunks\"", 1),
         ] {
             assert!(Manifest::parse(bad.as_bytes()).is_err(), "{bad}");
         }

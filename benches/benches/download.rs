@@ -469,13 +469,7 @@ fn failover_refetch() {
         &mut |_| {},
     )
     .expect("download");
-    let image_bytes = |s: &HttpServer| -> u64 {
-        s.served()
-            .iter()
-            .filter(|x| x.path.ends_with(FILE))
-            .map(|x| x.body_bytes)
-            .sum()
-    };
+    let image_bytes = |s: &HttpServer| s.body_bytes_for(FILE);
     let failures = failing
         .served()
         .iter()

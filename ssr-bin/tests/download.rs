@@ -274,12 +274,7 @@ fn killed_process_resumes_without_fetching_completed_chunks() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let first: u64 = s
-        .served()
-        .iter()
-        .filter(|x| x.path.ends_with(FILE))
-        .map(|x| x.body_bytes)
-        .sum();
+    let first = s.body_bytes_for(FILE);
     assert_eq!(first, stop_at * CHUNK);
     assert!(!dest.join(FILE).exists());
 
@@ -394,12 +389,7 @@ fn signed_manifests_from_the_cli_verify_and_tampered_or_unsigned_are_refused() {
                 assert_eq!(out.status.code(), Some(4), "{name}: {stderr}");
                 assert!(stderr.contains(why), "{name}: {stderr}");
                 assert!(!dest.join(FILE).exists());
-                let image_bytes: u64 = s
-                    .served()
-                    .iter()
-                    .filter(|x| x.path.ends_with(FILE))
-                    .map(|x| x.body_bytes)
-                    .sum();
+                let image_bytes = s.body_bytes_for(FILE);
                 assert_eq!(image_bytes, 0, "{name}");
             }
         }
@@ -467,12 +457,7 @@ fn blake3_manifests_match_b3sum_and_sha256_only_routers_refuse_them() {
         );
         let dest = dir.path().join("out");
         let out = ssr(&cfg, &dest, VERSION).output().unwrap();
-        let image_bytes: u64 = s
-            .served()
-            .iter()
-            .filter(|x| x.path.ends_with(FILE))
-            .map(|x| x.body_bytes)
-            .sum();
+        let image_bytes = s.body_bytes_for(FILE);
         (out, std::fs::read(dest.join(FILE)).ok(), image_bytes)
     };
     let (out, got, served) = download(false);

@@ -339,6 +339,15 @@ impl HttpServer {
         lock(&self.shared.served).clone()
     }
 
+    /// Body bytes served so far for paths ending in `suffix` (e.g. an image file).
+    pub fn body_bytes_for(&self, suffix: &str) -> u64 {
+        lock(&self.shared.served)
+            .iter()
+            .filter(|s| s.path.ends_with(suffix))
+            .map(|s| s.body_bytes)
+            .sum()
+    }
+
     pub fn stats(&self) -> Stats {
         let served = lock(&self.shared.served);
         Stats {

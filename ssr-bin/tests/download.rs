@@ -494,6 +494,71 @@ fn blake3_manifests_match_b3sum_and_sha256_only_routers_refuse_them() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("blake3"));
 }
 
+/// `sign-manifest` streams the image: a 768 MiB image is signed in a process whose
+/// address space is limited to 512 MiB (where reading the image whole cannot work, as
+/// the control shows), and the manifest describes the file's bytes.
+#[test]
+fn sign_manifest_streams_an_image_larger_than_its_memory() {
+    const LEN: u64 = 768 << 20;
+    let limited = |program: &str| {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg("ulimit -v 524288; exec \"$@\"")
+            .arg("bash")
+            .arg(program);
+        cmd
+    };
+    let control = limited("python3")
+        .args(["-c", &format!("bytearray({LEN})")])
+        .output()
+        .unwrap();
+    assert!(!control.status.success(), "control: the limit must bite");
+
+    let release = Release::new();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join(FILE);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&image)
+        .unwrap();
+    f.set_len(LEN).unwrap();
+    // A marker in chunk 100, so not every chunk is the same.
+    std::os::unix::fs::FileExt::write_all_at(&f, b"ssr release 7.1.3", 100 * (4 << 20) + 5)
+        .unwrap();
+    let out_path = dir.path().join("manifest.json");
+    let out = limited(env!("CARGO_BIN_EXE_ssr"))
+        .args(["download", "sign-manifest", "--key"])
+        .arg(release.key())
+        .arg("--image")
+        .arg(&image)
+        .args(["--version", VERSION, "--chunk-hash", "blake3", "--out"])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(std::fs::read(&out_path).unwrap()).unwrap();
+    let (canonical, _) = text.split_once(",\"signature\":").unwrap();
+    let m = Manifest::parse(format!("{canonical}}}").as_bytes()).unwrap();
+    assert_eq!((m.size(), m.chunk_count()), (LEN, 192));
+    let mut chunk = vec![0u8; 4 << 20];
+    for index in [0, 100, 191] {
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut chunk, index as u64 * (4 << 20))
+            .unwrap();
+        assert_eq!(
+            m.chunk_digest(index),
+            Some(&ssr_download::ChunkHash::Blake3.digest(&chunk)),
+            "chunk {index}"
+        );
+    }
+    assert_ne!(m.chunk_digest(0), m.chunk_digest(100));
+}
+
 #[test]
 fn https_sources_use_the_configured_ca_and_refuse_others() {
     let data = image(1 << 20);

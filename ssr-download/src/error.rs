@@ -86,7 +86,7 @@ pub enum Error {
     /// verify).
     #[error("manifest signature: {0}")]
     ManifestSignature(String),
-    /// Local file-system I/O (feature `http`).
+    /// Local file-system I/O (the `http` driver; reading an image to build its manifest).
     #[error("{what} {path}: {reason}")]
     Io {
         /// What was being done.

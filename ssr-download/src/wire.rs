@@ -1,5 +1,6 @@
 //! The wire formats: the `versions` list and the image manifest (strict JSON).
 
+use std::io::Read;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
@@ -112,6 +113,20 @@ pub fn parse_versions(bytes: &[u8]) -> Result<Vec<String>, Error> {
 /// Encodes a `versions` document.
 pub fn versions_json(versions: &[&str]) -> Vec<u8> {
     serde_json::to_vec(versions).unwrap_or_default()
+}
+
+/// Reads until `buf` is full or the reader ends; the bytes read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -282,26 +297,60 @@ impl Manifest {
         chunk_size: u64,
         chunk_hash: ChunkHash,
     ) -> Result<Self, Error> {
+        Manifest::build_from_reader(version, file, data, chunk_size, chunk_hash)
+    }
+
+    /// Builds the manifest of the image `reader` yields, holding one chunk in memory at
+    /// a time (an image of any size; I/O errors name `file`).
+    pub fn build_from_reader(
+        version: &str,
+        file: &str,
+        mut reader: impl Read,
+        chunk_size: u64,
+        chunk_hash: ChunkHash,
+    ) -> Result<Self, Error> {
         check_version(version)?;
         check_file_name(file)?;
-        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) || data.is_empty() {
-            return Err(Error::MalformedManifest(
-                "empty image or chunk size out of range".into(),
-            ));
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+            return Err(Error::MalformedManifest(format!(
+                "chunk size {chunk_size} outside {MIN_CHUNK_SIZE}-{MAX_CHUNK_SIZE}"
+            )));
         }
+        let io_err = |e: std::io::Error| Error::Io {
+            what: "read image",
+            path: file.into(),
+            reason: e.to_string(),
+        };
         // chunk_size <= 64 MiB fits usize.
-        let chunks: Vec<ChunkDigest> = data
-            .chunks(chunk_size as usize)
-            .map(|c| chunk_hash.digest(c))
-            .collect();
-        if chunks.len() > MAX_CHUNKS {
-            return Err(Error::MalformedManifest("too many chunks".into()));
+        let mut buf = vec![0u8; chunk_size as usize];
+        let mut sha = Sha256::new();
+        let mut chunks = Vec::new();
+        let mut size = 0u64;
+        loop {
+            let n = read_full(&mut reader, &mut buf).map_err(io_err)?;
+            if n == 0 {
+                break;
+            }
+            if chunks.len() == MAX_CHUNKS {
+                return Err(Error::MalformedManifest(format!(
+                    "more than {MAX_CHUNKS} chunks: use a larger chunk size"
+                )));
+            }
+            sha.update(&buf[..n]);
+            chunks.push(chunk_hash.digest(&buf[..n]));
+            size += n as u64;
+            if n < buf.len() {
+                break;
+            }
+        }
+        if size == 0 {
+            return Err(Error::MalformedManifest("empty image".into()));
         }
         Ok(Manifest {
             version: version.into(),
             file: file.into(),
-            size: data.len() as u64,
-            sha256: Sha256::digest(data).into(),
+            size,
+            sha256: sha.finalize().into(),
             chunk_size,
             chunk_hash,
             chunks,
@@ -447,6 +496,74 @@ mod tests {
             sha_text.replacen("\"chunks\"", "\"chunk-hash\":null,\"chunks\"", 1),
         ] {
             assert!(Manifest::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    /// A reader that hands out at most `step` bytes per call, with an interruption.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+        interrupted: bool,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if !std::mem::replace(&mut self.interrupted, true) {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_streamed_image_gets_the_manifest_of_its_bytes() {
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        for (len, hash) in [
+            (50_000, ChunkHash::Sha256),
+            (8192, ChunkHash::Blake3),
+            (1, ChunkHash::Sha256),
+        ] {
+            let d = &data[..len];
+            let streamed = Manifest::build_from_reader(
+                "7.1.3",
+                "ssr.img",
+                Trickle {
+                    data: d,
+                    step: 1000,
+                    interrupted: false,
+                },
+                4096,
+                hash,
+            )
+            .unwrap();
+            let expected = d.chunks(4096).map(|c| hash.digest(c)).collect::<Vec<_>>();
+            assert_eq!(streamed.chunks, expected);
+            assert_eq!(streamed.size(), len as u64);
+            assert_eq!(streamed.sha256(), &<[u8; 32]>::from(Sha256::digest(d)));
+            assert_eq!(
+                Manifest::build_with("7.1.3", "ssr.img", d, 4096, hash).unwrap(),
+                streamed
+            );
+        }
+        assert!(Manifest::build("7.1.3", "ssr.img", &[], 4096).is_err());
+        assert!(Manifest::build("7.1.3", "ssr.img", &data, 4095).is_err());
+        let failing = std::io::Cursor::new(vec![0u8; 10]).chain(Broken);
+        let e = Manifest::build_from_reader("7.1.3", "ssr.img", failing, 4096, ChunkHash::Sha256)
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Io { path, .. } if path == "ssr.img"),
+            "{e:?}"
+        );
+    }
+
+    struct Broken;
+
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("disk gone"))
         }
     }
 

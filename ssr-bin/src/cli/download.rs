@@ -106,7 +106,7 @@ fn sign_manifest(args: SignArgs) -> CmdResult {
             args.key.display()
         ))
     })?;
-    let data = fs::read(&args.image).map_err(|e| {
+    let image = fs::File::open(&args.image).map_err(|e| {
         Failure::new(
             EXIT_IO,
             format!("sign-manifest: cannot read {}: {e}", args.image.display()),
@@ -120,14 +120,21 @@ fn sign_manifest(args: SignArgs) -> CmdResult {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     };
-    let m = Manifest::build_with(
+    // One chunk in memory at a time: images of any size.
+    let m = Manifest::build_from_reader(
         &args.version,
         &file,
-        &data,
+        image,
         args.chunk_size,
         args.chunk_hash,
     )
-    .map_err(|e| Failure::usage(format!("sign-manifest: {e}")))?;
+    .map_err(|e| match e {
+        Error::Io { .. } => Failure::new(
+            EXIT_IO,
+            format!("sign-manifest: {}: {e}", args.image.display()),
+        ),
+        e => Failure::usage(format!("sign-manifest: {e}")),
+    })?;
     let signed = ssr_download::sign_manifest(&m, &key);
     fs::write(&args.out, signed).map_err(|e| {
         Failure::new(

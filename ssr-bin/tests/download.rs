@@ -78,13 +78,21 @@ impl Release {
     fn sign_with(&self, data: &[u8], extra: &[&str]) -> Vec<u8> {
         let image = self.dir.path().join(FILE);
         std::fs::write(&image, data).unwrap();
+        let chunk = CHUNK.to_string();
+        let args = [&["--chunk-size", chunk.as_str()], extra].concat();
+        self.sign_file(Command::new(env!("CARGO_BIN_EXE_ssr")), &image, &args)
+    }
+
+    /// `sign-manifest` of the file `image` with `extra` arguments, run by `cmd` (the
+    /// `ssr` binary, or a wrapper that executes it); the signed manifest.
+    fn sign_file(&self, mut cmd: Command, image: &Path, extra: &[&str]) -> Vec<u8> {
         let out_path = self.dir.path().join("manifest.json");
-        let out = Command::new(env!("CARGO_BIN_EXE_ssr"))
+        let out = cmd
             .args(["download", "sign-manifest", "--key"])
             .arg(self.key())
             .arg("--image")
-            .arg(&image)
-            .args(["--version", VERSION, "--chunk-size", &CHUNK.to_string()])
+            .arg(image)
+            .args(["--version", VERSION])
             .args(extra)
             .arg("--out")
             .arg(&out_path)
@@ -105,6 +113,14 @@ impl Release {
             self.public().display()
         )
     }
+}
+
+/// The manifest a signed document carries, and its canonical (signed) text.
+fn unsigned(signed: &[u8]) -> (Manifest, String) {
+    let text = std::str::from_utf8(signed).unwrap();
+    let (canonical, _) = text.split_once(",\"signature\":").unwrap();
+    let canonical = format!("{canonical}}}");
+    (Manifest::parse(canonical.as_bytes()).unwrap(), canonical)
 }
 
 fn publish(files: &StaticFiles, data: &[u8], manifest: Vec<u8>) {
@@ -328,11 +344,9 @@ fn signed_manifests_from_the_cli_verify_and_tampered_or_unsigned_are_refused() {
     // openssl, as an independent oracle, verifies the signature over the canonical
     // manifest (the document without its signature member).
     let text = String::from_utf8(signed.clone()).unwrap();
-    let (canonical, sig) = text.split_once(",\"signature\":").unwrap();
-    let canonical = format!("{canonical}}}");
-    let m = Manifest::parse(canonical.as_bytes()).unwrap();
+    let (m, canonical) = unsigned(&signed);
     assert_eq!(m.to_json(), canonical.as_bytes());
-    let sig_hex = sig
+    let sig_hex = text
         .split("\"sig\":\"")
         .nth(1)
         .unwrap()
@@ -413,9 +427,7 @@ fn blake3_manifests_match_b3sum_and_sha256_only_routers_refuse_them() {
     let data = image((1 << 20) + 4321);
     let release = Release::new();
     let signed = release.sign_with(&data, &["--chunk-hash", "blake3"]);
-    let text = String::from_utf8(signed.clone()).unwrap();
-    let (canonical, _) = text.split_once(",\"signature\":").unwrap();
-    let m = Manifest::parse(format!("{canonical}}}").as_bytes()).unwrap();
+    let (m, _) = unsigned(&signed);
     assert_eq!(m.chunk_hash(), ssr_download::ChunkHash::Blake3);
     let dir = tempfile::tempdir().unwrap();
     let oracle = |tool: &str, bytes: &[u8]| {
@@ -527,24 +539,12 @@ fn sign_manifest_streams_an_image_larger_than_its_memory() {
     // A marker in chunk 100, so not every chunk is the same.
     std::os::unix::fs::FileExt::write_all_at(&f, b"ssr release 7.1.3", 100 * (4 << 20) + 5)
         .unwrap();
-    let out_path = dir.path().join("manifest.json");
-    let out = limited(env!("CARGO_BIN_EXE_ssr"))
-        .args(["download", "sign-manifest", "--key"])
-        .arg(release.key())
-        .arg("--image")
-        .arg(&image)
-        .args(["--version", VERSION, "--chunk-hash", "blake3", "--out"])
-        .arg(&out_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let signed = release.sign_file(
+        limited(env!("CARGO_BIN_EXE_ssr")),
+        &image,
+        &["--chunk-hash", "blake3"],
     );
-    let text = String::from_utf8(std::fs::read(&out_path).unwrap()).unwrap();
-    let (canonical, _) = text.split_once(",\"signature\":").unwrap();
-    let m = Manifest::parse(format!("{canonical}}}").as_bytes()).unwrap();
+    let (m, _) = unsigned(&signed);
     assert_eq!((m.size(), m.chunk_count()), (LEN, 192));
     let mut chunk = vec![0u8; 4 << 20];
     for index in [0, 100, 191] {

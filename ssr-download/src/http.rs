@@ -33,7 +33,7 @@ use getrandom::SysRng;
 use rand_core::UnwrapErr;
 use sha2::{Digest, Sha256};
 
-use crate::wire::{ChunkDigest, ChunkHash, MAX_DOCUMENT, Sha256Digest};
+use crate::wire::{ChunkDigest, MAX_DOCUMENT, Sha256Digest};
 use crate::{
     Action, ChunkVerdict, Config, Download, End, Error, Event, Failure, Fetch, Manifest,
     ManifestTrust, Progress, ReleaseKey, RequestId, Resource, Resume, Settings, SourceConfig,
@@ -244,10 +244,8 @@ pub fn download_with(
     })?;
     let state = StateDir::new(dest, version)?;
     // A placed image is trusted again only under today's chunk-hash policy.
-    let policy_ok = |d: &Downloaded| {
-        !options.trust.sha256_chunks_only || d.manifest.chunk_hash() == ChunkHash::Sha256
-    };
-    if let Some(done) = state.already_verified().filter(policy_ok) {
+    let allowed = |d: &Downloaded| options.trust.allows(d.manifest.chunk_hash());
+    if let Some(done) = state.already_verified().filter(allowed) {
         return Ok(done);
     }
     let resume = state.load()?;

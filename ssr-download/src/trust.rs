@@ -87,6 +87,13 @@ pub struct ManifestTrust {
     pub sha256_chunks_only: bool,
 }
 
+impl ManifestTrust {
+    /// Whether chunk digests under `hash` are acceptable (`sha256_chunks_only`).
+    pub fn allows(&self, hash: ChunkHash) -> bool {
+        !self.sha256_chunks_only || hash == ChunkHash::Sha256
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct SignatureDoc {
@@ -131,7 +138,7 @@ pub fn verify_manifest(bytes: &[u8], trust: &ManifestTrust) -> Result<Manifest, 
         chunk_hash: doc.chunk_hash,
         chunks: doc.chunks,
     })?;
-    if trust.sha256_chunks_only && manifest.chunk_hash() != ChunkHash::Sha256 {
+    if !trust.allows(manifest.chunk_hash()) {
         return Err(refused(format!(
             "chunk-hash {} (the configuration accepts SHA-256 chunks only: sha256-chunks-only)",
             manifest.chunk_hash().name()

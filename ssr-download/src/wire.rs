@@ -115,20 +115,6 @@ pub fn versions_json(versions: &[&str]) -> Vec<u8> {
     serde_json::to_vec(versions).unwrap_or_default()
 }
 
-/// Reads until `buf` is full or the reader ends; the bytes read.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match reader.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct ManifestDoc {
@@ -322,12 +308,17 @@ impl Manifest {
             reason: e.to_string(),
         };
         // chunk_size <= 64 MiB fits usize.
-        let mut buf = vec![0u8; chunk_size as usize];
+        let mut buf = Vec::with_capacity(chunk_size as usize);
         let mut sha = Sha256::new();
         let mut chunks = Vec::new();
         let mut size = 0u64;
         loop {
-            let n = read_full(&mut reader, &mut buf).map_err(io_err)?;
+            buf.clear();
+            // A full chunk, or what is left before the end of the image.
+            let n = (&mut reader)
+                .take(chunk_size)
+                .read_to_end(&mut buf)
+                .map_err(io_err)?;
             if n == 0 {
                 break;
             }
@@ -336,10 +327,10 @@ impl Manifest {
                     "more than {MAX_CHUNKS} chunks: use a larger chunk size"
                 )));
             }
-            sha.update(&buf[..n]);
-            chunks.push(chunk_hash.digest(&buf[..n]));
+            sha.update(&buf);
+            chunks.push(chunk_hash.digest(&buf));
             size += n as u64;
-            if n < buf.len() {
+            if (n as u64) < chunk_size {
                 break;
             }
         }
